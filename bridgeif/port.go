@@ -1,0 +1,30 @@
+// Package bridgeif defines Port, a local L2 attachment that reads and writes
+// Ethernet frames, and its implementations: TAP devices, VDE switch ports and
+// stdio in vde_plug's stream format.
+package bridgeif
+
+// A Port is a local Ethernet attachment: a TAP device, a VDE switch port, a
+// stream on stdin/stdout. A frame is destination MAC first, with no FCS.
+//
+// ReadBatch blocks until at least one frame is available, then reads up to
+// len(bufs) frames: frame i lands in bufs[i][offset:offset+sizes[i]]. The
+// offset leaves headroom in front of each frame so that the caller can write
+// a header there and seal in place. The caller owns bufs; a frame longer than
+// len(bufs[i])-offset is dropped. Only one ReadBatch may run at a time.
+//
+// WriteBatch writes the frames bufs[i][offset:] in order and returns how many
+// it wrote. A frame the port cannot take (too long, too short) is dropped
+// without error. WriteBatch may be called from several goroutines at once,
+// concurrently with ReadBatch; it keeps no reference to bufs.
+//
+// After Close, ReadBatch and WriteBatch return net.ErrClosed (possibly
+// wrapped), and a blocked ReadBatch returns promptly.
+type Port interface {
+	ReadBatch(bufs [][]byte, sizes []int, offset int) (n int, err error)
+	WriteBatch(bufs [][]byte, offset int) (n int, err error)
+	Close() error
+}
+
+// MaxFrame is the largest frame a Port passes: a 9216-byte jumbo frame, the
+// largest that common switches accept.
+const MaxFrame = 9216

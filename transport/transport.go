@@ -1,0 +1,55 @@
+// Package transport defines Conn, the carrier of sealed cab packets, and the
+// helpers that every transport shares. A Conn looks like a lossy datagram
+// socket with return addresses, whatever carries it underneath (UDP, a TCP
+// stream, QUIC, DNS); the cable never looks below this interface.
+package transport
+
+import (
+	"fmt"
+)
+
+// An Addr names a remote end within one Conn: a UDP address, an accepted
+// stream, a DNS-tunnel client. Addrs are comparable with == (they are used as
+// map keys) and cheap to copy.
+type Addr interface {
+	String() string
+}
+
+// A Packet is one sealed cab packet and the Addr it came from or goes to.
+type Packet struct {
+	B    []byte
+	Addr Addr
+}
+
+// A Conn carries packets to and from many remote Addrs. It never looks inside
+// a packet.
+//
+// ReadBatch blocks until at least one packet has arrived, then for i < n reads
+// packet i into ps[i].B[:cap(ps[i].B)], reslices ps[i].B to the packet's
+// length and sets ps[i].Addr. The caller owns the buffers; the Conn keeps no
+// reference to them after ReadBatch returns. A packet longer than the buffer
+// is dropped. Only one ReadBatch may run at a time.
+//
+// WriteBatch sends each ps[i].B to ps[i].Addr and keeps no reference to the
+// buffers after it returns. Losing a packet is not an error: WriteBatch fails
+// only when the Conn is closed or a packet is longer than MaxPacket (then with
+// *TooBigError, and the rest of the batch is still sent). WriteBatch may be
+// called from several goroutines at once, concurrently with ReadBatch.
+//
+// MaxPacket is the largest packet WriteBatch accepts. After Close, ReadBatch
+// and WriteBatch return net.ErrClosed (possibly wrapped).
+type Conn interface {
+	ReadBatch(ps []Packet) (n int, err error)
+	WriteBatch(ps []Packet) error
+	MaxPacket() int
+	Close() error
+}
+
+// TooBigError reports a packet longer than the Conn's MaxPacket.
+type TooBigError struct {
+	Len, Max int
+}
+
+func (e *TooBigError) Error() string {
+	return fmt.Sprintf("transport: packet of %d bytes exceeds the maximum of %d", e.Len, e.Max)
+}
