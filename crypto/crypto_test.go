@@ -1,0 +1,392 @@
+package crypto
+
+import (
+	"bytes"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func key(t testing.TB) PrivateKey {
+	t.Helper()
+	k, err := GenerateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+// handshake runs a full handshake and returns both sessions.
+func handshake(t testing.TB, ipsk, rpsk *Secret, ic, rc []Cipher) (*Session, *Session, error) {
+	t.Helper()
+	ik, rk := key(t), key(t)
+	h, m1, err := NewInitiator(ik, rk.Public(), ipsk, 111, ic, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := NewResponder(rk, rc)
+	if !r.CheckMAC(m1) {
+		t.Fatal("mac1 of a genuine initiation refused")
+	}
+	p, err := r.ReadInit(m1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.Peer() != ik.Public() {
+		t.Fatal("responder saw the wrong initiator key")
+	}
+	m2, rs, err := p.Respond(rpsk, 222)
+	if err != nil {
+		return nil, nil, err
+	}
+	if len(m2) > len(m1) {
+		t.Fatalf("response %d bytes > initiation %d bytes", len(m2), len(m1))
+	}
+	is, err := h.Consume(m2)
+	if err != nil {
+		return nil, rs, err
+	}
+	return is, rs, nil
+}
+
+func seal(t testing.TB, s *Session, frame []byte) []byte {
+	t.Helper()
+	buf := make([]byte, HeaderLen+len(frame)+TagLen)
+	copy(buf[HeaderLen:], frame)
+	pkt, err := s.Seal(buf, len(frame))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pkt
+}
+
+func TestHandshakeAndData(t *testing.T) {
+	both := []Cipher{CipherAES256GCM, CipherChaCha20Poly1305}
+	cha := []Cipher{CipherChaCha20Poly1305, CipherAES256GCM}
+	for _, tc := range []struct {
+		name   string
+		psk    *Secret
+		ic, rc []Cipher
+		want   Cipher
+	}{
+		{"no psk aes", nil, both, both, CipherAES256GCM},
+		{"psk aes", &Secret{1, 2, 3}, both, both, CipherAES256GCM},
+		{"psk chacha responder pref", &Secret{9}, both, cha, CipherChaCha20Poly1305},
+		{"chacha only", nil, []Cipher{CipherChaCha20Poly1305}, both, CipherChaCha20Poly1305},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			is, rs, err := handshake(t, tc.psk, tc.psk, tc.ic, tc.rc)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if is.Cipher() != tc.want || rs.Cipher() != tc.want {
+				t.Fatalf("ciphers %v/%v, want %v", is.Cipher(), rs.Cipher(), tc.want)
+			}
+			if is.RemoteIndex() != rs.LocalIndex() || rs.RemoteIndex() != is.LocalIndex() || !is.IsInitiator() || rs.IsInitiator() {
+				t.Fatal("indices or roles wrong")
+			}
+			for _, pair := range [][2]*Session{{is, rs}, {rs, is}} {
+				for _, size := range []int{0, 1, 60, 1514, 9216} {
+					frame := bytes.Repeat([]byte{byte(size)}, size)
+					pkt := seal(t, pair[0], frame)
+					if bytes.Contains(pkt, frame) && size > 8 {
+						t.Fatal("plaintext visible in packet")
+					}
+					typ, idx, ok := ParseHeader(pkt)
+					if !ok || typ != TypeData || idx != pair[1].LocalIndex() {
+						t.Fatalf("header: %d %d %v", typ, idx, ok)
+					}
+					got, err := pair[1].Open(pkt)
+					if err != nil || !bytes.Equal(got, frame) {
+						t.Fatalf("open %d bytes: %v", size, err)
+					}
+				}
+			}
+		})
+	}
+}
+
+func TestWrongPSK(t *testing.T) {
+	_, _, err := handshake(t, &Secret{1}, &Secret{2}, LocalCiphers(), LocalCiphers())
+	if err == nil {
+		t.Fatal("handshake with different PSKs succeeded")
+	}
+	_, _, err = handshake(t, nil, &Secret{2}, LocalCiphers(), LocalCiphers())
+	if err == nil {
+		t.Fatal("handshake with PSK on one side only succeeded")
+	}
+}
+
+func TestWrongResponder(t *testing.T) {
+	ik, rk, other := key(t), key(t), key(t)
+	_, m1, err := NewInitiator(ik, rk.Public(), nil, 1, LocalCiphers(), time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := NewResponder(other, LocalCiphers())
+	if r.CheckMAC(m1) {
+		t.Fatal("another responder accepted mac1")
+	}
+	if _, err := r.ReadInit(m1); err == nil {
+		t.Fatal("another responder read the initiation")
+	}
+}
+
+func TestTamperRejected(t *testing.T) {
+	is, rs, err := handshake(t, nil, nil, LocalCiphers(), LocalCiphers())
+	if err != nil {
+		t.Fatal(err)
+	}
+	frame := bytes.Repeat([]byte{0xab}, 100)
+	for _, pos := range []int{0, 1, 3, 4, 8, 15, HeaderLen, HeaderLen + 50, HeaderLen + 99, HeaderLen + 100, HeaderLen + 115} {
+		pkt := seal(t, is, frame)
+		pkt[pos] ^= 0x01
+		if _, err := rs.Open(pkt); err == nil {
+			t.Errorf("flipped byte %d accepted", pos)
+		}
+	}
+	// Truncated.
+	pkt := seal(t, is, frame)
+	if _, err := rs.Open(pkt[:len(pkt)-1]); !errors.Is(err, ErrAuth) {
+		t.Errorf("truncated: %v", err)
+	}
+	if _, err := rs.Open(pkt[:HeaderLen+TagLen-1]); !errors.Is(err, ErrShort) {
+		t.Errorf("runt: %v", err)
+	}
+	// Replay.
+	pkt = seal(t, is, frame)
+	cp := append([]byte(nil), pkt...)
+	if _, err := rs.Open(pkt); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := rs.Open(cp); !errors.Is(err, ErrReplay) {
+		t.Errorf("replay: %v", err)
+	}
+}
+
+func TestTamperedHandshake(t *testing.T) {
+	ik, rk := key(t), key(t)
+	h, m1, _ := NewInitiator(ik, rk.Public(), nil, 5, LocalCiphers(), time.Now())
+	r := NewResponder(rk, LocalCiphers())
+	for i := range m1 {
+		bad := append([]byte(nil), m1...)
+		bad[i] ^= 0x80
+		if _, err := r.ReadInit(bad); err == nil {
+			t.Errorf("initiation with byte %d flipped accepted", i)
+		}
+	}
+	p, err := r.ReadInit(m1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m2, _, err := p.Respond(nil, 6)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad := append([]byte(nil), m2...)
+	bad[20] ^= 1
+	if _, err := h.Consume(bad); err == nil {
+		t.Error("tampered response accepted")
+	}
+}
+
+func TestReplayWindow(t *testing.T) {
+	var w ReplayWindow
+	steps := []struct {
+		c    uint64
+		want bool
+	}{
+		{0, true}, {0, false}, {1, true}, {5, true}, {3, true}, {3, false}, {2, true},
+		{ReplayWindowSize + 5, true}, {5, false}, {6, true}, {4, false},
+		{ReplayWindowSize * 3, true}, {ReplayWindowSize*3 - ReplayWindowSize + 1, true}, {ReplayWindowSize*2 - 1, false},
+		{1 << 40, true}, {1<<40 - 1, true}, {1<<40 - ReplayWindowSize, false},
+		{RejectAfterMessages - 1, true}, {RejectAfterMessages, false}, {^uint64(0), false},
+	}
+	for i, s := range steps {
+		if got := w.Check(s.c); got != s.want {
+			t.Fatalf("step %d: Check(%d) = %v, want %v", i, s.c, got, s.want)
+		}
+	}
+	// Ring wrap-around: march far, every counter once, in shuffled pairs.
+	var w2 ReplayWindow
+	for c := uint64(0); c < 100000; c += 2 {
+		if !w2.Check(c+1) || !w2.Check(c) || w2.Check(c) || w2.Check(c+1) {
+			t.Fatalf("wrap at %d", c)
+		}
+	}
+}
+
+func TestSealOpenAllocs(t *testing.T) {
+	is, rs, err := handshake(t, nil, nil, LocalCiphers(), LocalCiphers())
+	if err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, HeaderLen+1420+TagLen)
+	pkt := make([]byte, len(buf))
+	a := testing.AllocsPerRun(200, func() {
+		p, _ := is.Seal(buf, 1420)
+		copy(pkt, p)
+		if _, err := rs.Open(pkt); err != nil {
+			panic(err)
+		}
+	})
+	if a != 0 {
+		t.Fatalf("Seal+Open allocate %v times per run", a)
+	}
+}
+
+func TestKeys(t *testing.T) {
+	k := key(t)
+	pk := k.Public()
+	back, err := ParseKey(" " + pk.String() + "\n")
+	if err != nil || PublicKey(back) != pk {
+		t.Fatal("public key round trip")
+	}
+	if len(pk.Short()) != 8 || !strings.HasPrefix(pk.String(), pk.Short()) {
+		t.Fatal("Short")
+	}
+	for _, bad := range []string{"", "abc", "!!!!", strings.Repeat("A", 40)} {
+		if _, err := ParseKey(bad); err == nil {
+			t.Errorf("ParseKey(%q) accepted", bad)
+		}
+	}
+	if PSKStatic(Secret{1}) != PSKStatic(Secret{1}) || PSKStatic(Secret{1}) == PSKStatic(Secret{2}) {
+		t.Fatal("PSKStatic not deterministic or not distinct")
+	}
+	dir := t.TempDir()
+	path := filepath.Join(dir, "k")
+	if err := WriteKeyFile(path, k); err != nil {
+		t.Fatal(err)
+	}
+	got, err := LoadKeyFile(path)
+	if err != nil || PrivateKey(got) != k {
+		t.Fatalf("key file round trip: %v", err)
+	}
+	os.Chmod(path, 0o644)
+	if _, err := LoadKeyFile(path); err == nil || !strings.Contains(err.Error(), "chmod 600 "+path) {
+		t.Fatalf("mode 0644 key: %v", err)
+	}
+}
+
+func FuzzOpen(f *testing.F) {
+	is, rs, err := handshake(f, nil, nil, LocalCiphers(), LocalCiphers())
+	if err != nil {
+		f.Fatal(err)
+	}
+	genuine := seal(f, is, []byte("a genuine frame, sealed for real"))
+	f.Add(genuine)
+	f.Add(genuine[:HeaderLen+TagLen])
+	f.Add([]byte{})
+	f.Fuzz(func(t *testing.T, pkt []byte) {
+		in := append([]byte(nil), pkt...)
+		frame, err := rs.Open(in)
+		if err == nil && !bytes.Equal(pkt, genuine) {
+			t.Fatalf("accepted a packet that was never sealed: % x (frame % x)", pkt, frame)
+		}
+		ParseHeader(pkt)
+	})
+}
+
+func FuzzReadInit(f *testing.F) {
+	ik, rk := key(f), key(f)
+	_, m1, _ := NewInitiator(ik, rk.Public(), &Secret{3}, 9, LocalCiphers(), time.Now())
+	f.Add(m1)
+	f.Add(m1[:initMinLen])
+	f.Add([]byte{TypeInit})
+	r := NewResponder(rk, LocalCiphers())
+	f.Fuzz(func(t *testing.T, msg []byte) {
+		p, err := r.ReadInit(msg)
+		if err != nil {
+			return
+		}
+		if !bytes.Equal(msg, m1) {
+			t.Fatal("a changed initiation was accepted")
+		}
+		m2, _, err := p.Respond(&Secret{3}, 10)
+		if err == nil && len(m2) > len(msg) {
+			t.Fatal("response longer than initiation")
+		}
+	})
+}
+
+func FuzzConsume(f *testing.F) {
+	ik, rk := key(f), key(f)
+	h0, m1, _ := NewInitiator(ik, rk.Public(), nil, 9, LocalCiphers(), time.Now())
+	p, _ := NewResponder(rk, LocalCiphers()).ReadInit(m1)
+	m2, _, _ := p.Respond(nil, 10)
+	_ = h0
+	f.Add(m2)
+	f.Add(m2[:responseMinLen])
+	f.Add([]byte{TypeResponse, 0, 0, 0})
+	f.Fuzz(func(t *testing.T, msg []byte) {
+		h, _, err := NewInitiator(ik, rk.Public(), nil, 9, LocalCiphers(), time.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := h.Consume(msg); err == nil {
+			t.Fatal("a response to another handshake was accepted")
+		}
+	})
+}
+
+func BenchmarkSealOpen(b *testing.B) {
+	for _, c := range []Cipher{CipherAES256GCM, CipherChaCha20Poly1305} {
+		is, rs, err := handshake(b, nil, nil, []Cipher{c}, []Cipher{c})
+		if err != nil {
+			b.Fatal(err)
+		}
+		for _, size := range []int{64, 1420, 9000} {
+			buf := make([]byte, HeaderLen+size+TagLen)
+			b.Run(c.String()+"/seal/"+itoa(size), func(b *testing.B) {
+				b.SetBytes(int64(size))
+				b.ReportAllocs()
+				for i := 0; i < b.N; i++ {
+					is.Seal(buf, size)
+				}
+			})
+			pkt := make([]byte, len(buf))
+			b.Run(c.String()+"/open/"+itoa(size), func(b *testing.B) {
+				b.SetBytes(int64(size))
+				b.ReportAllocs()
+				for i := 0; i < b.N; i++ {
+					b.StopTimer()
+					p, _ := is.Seal(buf, size)
+					copy(pkt, p)
+					b.StartTimer()
+					if _, err := rs.Open(pkt); err != nil {
+						b.Fatal(err)
+					}
+				}
+			})
+		}
+	}
+}
+
+func BenchmarkHandshake(b *testing.B) {
+	ik, rk := key(b), key(b)
+	r := NewResponder(rk, LocalCiphers())
+	b.ReportAllocs()
+	for i := 0; i < b.N; i++ {
+		h, m1, _ := NewInitiator(ik, rk.Public(), nil, 1, LocalCiphers(), time.Now())
+		p, err := r.ReadInit(m1)
+		if err != nil {
+			b.Fatal(err)
+		}
+		m2, _, _ := p.Respond(nil, 2)
+		if _, err := h.Consume(m2); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func itoa(n int) string {
+	s := ""
+	for n > 0 {
+		s = string(rune('0'+n%10)) + s
+		n /= 10
+	}
+	return s
+}
