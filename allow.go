@@ -1,0 +1,136 @@
+package cab
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"cab/crypto"
+)
+
+// AllowEntry is one line of an allow file: a client's public key and an
+// optional name.
+type AllowEntry struct {
+	Key  crypto.PublicKey
+	Name string
+}
+
+// ParseAllow reads an allow file: one base64 public key per line, optionally
+// followed by white space and a name; blank lines and everything after a #
+// are ignored. Errors name the file and line. name is the file's name, for
+// errors.
+func ParseAllow(r io.Reader, name string) ([]AllowEntry, error) {
+	var out []AllowEntry
+	seen := map[crypto.PublicKey]int{}
+	sc := bufio.NewScanner(r)
+	line := 0
+	for sc.Scan() {
+		line++
+		text, _, _ := strings.Cut(sc.Text(), "#")
+		fields := strings.Fields(text)
+		if len(fields) == 0 {
+			continue
+		}
+		k, err := crypto.ParseKey(fields[0])
+		if err != nil {
+			return nil, fmt.Errorf("%s:%d: %v: each line is a public key (from `cab pubkey`), optionally followed by a name", name, line, err)
+		}
+		if len(fields) > 2 {
+			return nil, fmt.Errorf("%s:%d: too many fields: a line is a public key and at most one name (no spaces in the name)", name, line)
+		}
+		if prev, dup := seen[k]; dup {
+			return nil, fmt.Errorf("%s:%d: key already listed on line %d: remove one of the lines", name, line, prev)
+		}
+		seen[k] = line
+		e := AllowEntry{Key: k}
+		if len(fields) == 2 {
+			e.Name = fields[1]
+		}
+		out = append(out, e)
+	}
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	return out, nil
+}
+
+// AllowFile answers whether a public key is listed in a file, reading the
+// file again when it changes (checked at most once a second), so that a
+// server picks up a newly authorised client without a restart. A file that
+// becomes unreadable or invalid keeps the last good list and logs why once.
+type AllowFile struct {
+	path string
+	warn func(error)
+
+	mu      sync.Mutex // guards the following fields
+	checked time.Time
+	mod     time.Time
+	size    int64
+	keys    map[crypto.PublicKey]string
+	lastErr string
+}
+
+// LoadAllowFile reads path. warn receives the errors of later re-reads.
+func LoadAllowFile(path string, warn func(error)) (*AllowFile, error) {
+	a := &AllowFile{path: path, warn: warn}
+	if err := a.reload(); err != nil {
+		return nil, err
+	}
+	return a, nil
+}
+
+func (a *AllowFile) reload() error {
+	f, err := os.Open(a.path)
+	if err != nil {
+		return fmt.Errorf("allow file: %w", err)
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return fmt.Errorf("allow file: %w", err)
+	}
+	entries, err := ParseAllow(f, a.path)
+	if err != nil {
+		return err
+	}
+	keys := make(map[crypto.PublicKey]string, len(entries))
+	for _, e := range entries {
+		keys[e.Key] = e.Name
+	}
+	a.keys, a.mod, a.size = keys, st.ModTime(), st.Size()
+	return nil
+}
+
+// Len returns the number of keys listed.
+func (a *AllowFile) Len() int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return len(a.keys)
+}
+
+// Lookup reports whether key is listed, and its name.
+func (a *AllowFile) Lookup(key crypto.PublicKey) (string, bool) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if now := time.Now(); now.Sub(a.checked) >= time.Second {
+		a.checked = now
+		st, err := os.Stat(a.path)
+		if err == nil && (!st.ModTime().Equal(a.mod) || st.Size() != a.size) {
+			err = a.reload()
+		}
+		if err != nil && err.Error() != a.lastErr && a.warn != nil {
+			a.warn(err)
+		}
+		if err != nil {
+			a.lastErr = err.Error()
+		} else {
+			a.lastErr = ""
+		}
+	}
+	name, ok := a.keys[key]
+	return name, ok
+}

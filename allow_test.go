@@ -1,0 +1,110 @@
+package cab
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"cab/crypto"
+)
+
+func TestParseAllow(t *testing.T) {
+	k1, k2 := mustKey(t).Public(), mustKey(t).Public()
+	good := "# clients\n\n" + k1.String() + " site-b   # the branch office\n  " + k2.String() + "\n"
+	es, err := ParseAllow(strings.NewReader(good), "clients.txt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(es) != 2 || es[0].Key != k1 || es[0].Name != "site-b" || es[1].Key != k2 || es[1].Name != "" {
+		t.Fatalf("got %+v", es)
+	}
+	bad := map[string]string{
+		"not base64": "clients.txt:2: ",
+		"two names":  "clients.txt:2: too many fields",
+		"duplicate":  "clients.txt:3: key already listed on line 2",
+		"short":      "clients.txt:2: ",
+	}
+	inputs := map[string]string{
+		"not base64": "# x\n!!!!\n",
+		"two names":  "\n" + k1.String() + " a b\n",
+		"duplicate":  "\n" + k1.String() + "\n" + k1.String() + " again\n",
+		"short":      "\nAAAA\n",
+	}
+	for name, in := range inputs {
+		_, err := ParseAllow(strings.NewReader(in), "clients.txt")
+		if err == nil || !strings.HasPrefix(err.Error(), bad[name]) {
+			t.Errorf("%s: err = %v, want prefix %q", name, err, bad[name])
+		}
+	}
+}
+
+func FuzzParseAllow(f *testing.F) {
+	k := mustKey(f).Public().String()
+	f.Add(k + " name\n# c\n")
+	f.Add("\n\n#" + k)
+	f.Add(k + " " + k + "\n")
+	f.Fuzz(func(t *testing.T, s string) {
+		es, err := ParseAllow(strings.NewReader(s), "f")
+		if err != nil {
+			return
+		}
+		seen := map[crypto.PublicKey]bool{}
+		for _, e := range es {
+			if seen[e.Key] {
+				t.Fatal("duplicate key accepted")
+			}
+			seen[e.Key] = true
+			if strings.ContainsAny(e.Name, " \t#\n") {
+				t.Fatalf("name %q has separators", e.Name)
+			}
+		}
+	})
+}
+
+func TestAllowFileReloads(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "clients.txt")
+	k1, k2 := mustKey(t).Public(), mustKey(t).Public()
+	if err := os.WriteFile(path, []byte(k1.String()+" one\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var warned []error
+	a, err := LoadAllowFile(path, func(err error) { warned = append(warned, err) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if name, ok := a.Lookup(k1); !ok || name != "one" {
+		t.Fatalf("k1: %q %v", name, ok)
+	}
+	if _, ok := a.Lookup(k2); ok {
+		t.Fatal("k2 allowed before it was listed")
+	}
+	if err := os.WriteFile(path, []byte(k2.String()+" two\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	a.mu.Lock()
+	a.checked = time.Time{} // do not wait a second
+	a.mu.Unlock()
+	if name, ok := a.Lookup(k2); !ok || name != "two" {
+		t.Fatalf("k2 after edit: %q %v", name, ok)
+	}
+	if _, ok := a.Lookup(k1); ok {
+		t.Fatal("k1 still allowed after removal")
+	}
+	// A broken edit keeps the last good list and warns once.
+	if err := os.WriteFile(path, []byte("garbage line\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 2; i++ {
+		a.mu.Lock()
+		a.checked = time.Time{}
+		a.mu.Unlock()
+		if _, ok := a.Lookup(k2); !ok {
+			t.Fatal("last good list lost")
+		}
+	}
+	if len(warned) != 1 {
+		t.Errorf("warned %d times, want once: %v", len(warned), warned)
+	}
+}

@@ -1,0 +1,991 @@
+package cab
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	mrand "math/rand/v2"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"cab/bridgeif"
+	"cab/crypto"
+	"cab/transport"
+)
+
+// A Cable joins one Port to its peers over one or more Conns and switches
+// frames between them. A client is a cable with one peer that it dials; a
+// server is a responder cable that peers dial in to.
+type Cable struct {
+	cfg       Config
+	log       *slog.Logger
+	port      bridgeif.Port
+	conns     []transport.Conn
+	responder *crypto.Responder
+	ciphers   []crypto.Cipher
+	fdb       *fdb
+	limiter   *rateLimiter
+	kick      chan struct{} // wakes the timer loop early
+
+	peers atomic.Pointer[[]*peer] // read-mostly snapshot of every peer
+
+	pmu   sync.Mutex // guards byKey and writes of peers
+	byKey map[crypto.PublicKey]*peer
+
+	imu     sync.RWMutex // guards index and pending
+	index   map[uint32]*session
+	pending map[uint32]*peer // local index of an initiation in flight
+
+	drops [numDropReasons]atomic.Uint64 // drops not attributable to a peer
+
+	debugGate atomic.Int64 // rate limit of per-packet debug logs
+}
+
+// session binds a crypto session to the peer it is with.
+type session struct {
+	*crypto.Session
+	peer *peer
+}
+
+// path is where a peer is reached.
+type path struct {
+	conn transport.Conn
+	addr transport.Addr
+}
+
+// peer is one remote cab.
+type peer struct {
+	name    string
+	key     crypto.PublicKey
+	dial    *Dialer
+	dynamic bool // created for an initiator that was not configured
+
+	path atomic.Pointer[path]
+	cur  atomic.Pointer[session] // the session frames are sealed with
+
+	mu          sync.Mutex // guards the following fields
+	prev, next  *session   // prev: still accepted; next: responder side, awaiting confirmation
+	initiator   *crypto.Initiator
+	nextAttempt time.Time
+	attempts    int
+	lastInitTS  uint64
+	dialing     bool
+
+	up      atomic.Bool
+	upSince atomic.Int64 // unix nanoseconds
+
+	lastRecv      atomic.Int64 // unix nanoseconds of the last authenticated packet
+	lastSent      atomic.Int64 // ... of the last data or keepalive sent
+	unanswered    atomic.Int64 // first send since the last receive, 0 if none
+	recvData      atomic.Bool  // a packet arrived that wants a passive keepalive
+	lastHandshake atomic.Int64
+
+	macs int // learned MACs; guarded by fdb.mu
+
+	floodMu sync.Mutex // guards flood
+	flood   bucket     // frames this peer may have flooded
+
+	rxFrames, rxBytes, txFrames, txBytes atomic.Uint64
+	handshakes                           atomic.Uint64
+	drops                                [numDropReasons]atomic.Uint64
+}
+
+// atomicCounter is one counter of drops.
+type atomicCounter = atomic.Uint64
+
+// dropReason says why a packet or frame was dropped.
+type dropReason int
+
+const (
+	dropRunt dropReason = iota
+	dropNoSession
+	dropAuth
+	dropReplay
+	dropTooBig
+	dropRateLimited
+	dropQueueFull
+	dropNotAllowed
+	dropHandshakeReplay
+	dropMACLimit
+	dropIsolated
+	dropMACConflict
+	dropBPDU
+	numDropReasons
+)
+
+var dropNames = [numDropReasons]string{
+	dropRunt:            "runt",
+	dropNoSession:       "no session",
+	dropAuth:            "auth",
+	dropReplay:          "replay",
+	dropTooBig:          "too big",
+	dropRateLimited:     "rate limited",
+	dropQueueFull:       "queue full",
+	dropNotAllowed:      "not allowed",
+	dropHandshakeReplay: "handshake replay",
+	dropMACLimit:        "mac limit",
+	dropIsolated:        "isolated",
+	dropMACConflict:     "mac conflict",
+	dropBPDU:            "bpdu",
+}
+
+func (r dropReason) String() string { return dropNames[r] }
+
+// Timing of the cable's own liveness checks (the rest are crypto's).
+const (
+	// passiveKeepalive is how soon a cable answers a packet that wants an
+	// answer when it has sent nothing since.
+	passiveKeepalive = 2 * time.Second
+	// staleAfter is how long sent packets may go unanswered before the
+	// dialing side considers the session dead and handshakes again.
+	staleAfter = crypto.RekeyTimeout
+	// maxBackoff caps the interval between handshake attempts.
+	maxBackoff = 8 * time.Second
+	// tick is the timer loop's period.
+	tick = 250 * time.Millisecond
+	// batch is how many frames or packets one read takes at most.
+	batch = 64
+)
+
+// New makes a Cable of port and conns. Run takes ownership of both and
+// closes them when it returns.
+func New(cfg Config, port bridgeif.Port, conns []transport.Conn) (*Cable, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	c := &Cable{
+		cfg:     cfg,
+		log:     cfg.logger(),
+		port:    port,
+		conns:   conns,
+		ciphers: crypto.LocalCiphers(),
+		fdb:     newFDB(cfg.maxMACs(), cfg.Isolate),
+		limiter: newRateLimiter(),
+		kick:    make(chan struct{}, 1),
+		byKey:   make(map[crypto.PublicKey]*peer),
+		index:   make(map[uint32]*session),
+		pending: make(map[uint32]*peer),
+	}
+	if cfg.Responder {
+		c.responder = crypto.NewResponder(cfg.PrivateKey, c.ciphers)
+	}
+	list := []*peer{}
+	for _, pc := range cfg.Peers {
+		p := &peer{name: pc.Name, key: pc.PublicKey, dial: pc.Dial}
+		if p.name == "" {
+			p.name = pc.PublicKey.Short()
+		}
+		c.byKey[p.key] = p
+		list = append(list, p)
+	}
+	c.peers.Store(&list)
+	return c, nil
+}
+
+// Run moves frames until ctx is done or the port fails, then closes the
+// port and conns, waits for every loop to end and returns. It returns nil
+// after a cancelled ctx.
+func (c *Cable) Run(ctx context.Context) error {
+	var wg sync.WaitGroup
+	errc := make(chan error, 1+len(c.conns))
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		errc <- c.portLoop()
+	}()
+	for _, conn := range c.conns {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errc <- c.connLoop(conn)
+		}()
+	}
+	tctx, stopTimers := context.WithCancel(ctx)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		c.timerLoop(tctx)
+	}()
+	c.kickTimers()
+
+	var err error
+	select {
+	case <-ctx.Done():
+	case err = <-errc:
+	}
+	stopTimers()
+	c.port.Close()
+	for _, conn := range c.conns {
+		conn.Close()
+	}
+	wg.Wait()
+	for _, p := range c.peerList() {
+		if p.up.CompareAndSwap(true, false) {
+			c.log.Info("peer down", "peer", p.name, "reason", "shutdown")
+		}
+	}
+	return err
+}
+
+func (c *Cable) peerList() []*peer { return *c.peers.Load() }
+
+func (c *Cable) kickTimers() {
+	select {
+	case c.kick <- struct{}{}:
+	default:
+	}
+}
+
+func (c *Cable) drop(p *peer, r dropReason) {
+	if p != nil {
+		p.drops[r].Add(1)
+	} else {
+		c.drops[r].Add(1)
+	}
+	if c.log.Enabled(context.Background(), slog.LevelDebug) {
+		now := time.Now().UnixNano()
+		last := c.debugGate.Load()
+		if now-last > int64(time.Second) && c.debugGate.CompareAndSwap(last, now) {
+			name := ""
+			if p != nil {
+				name = p.name
+			}
+			c.log.Debug("dropped", "reason", r.String(), "peer", name)
+		}
+	}
+}
+
+// outBatch collects sealed packets per conn so each conn gets one
+// WriteBatch per loop iteration.
+type outBatch struct {
+	conns []transport.Conn
+	ps    [][]transport.Packet
+}
+
+func (o *outBatch) add(pt *path, b []byte) {
+	for i, conn := range o.conns {
+		if conn == pt.conn {
+			o.ps[i] = append(o.ps[i], transport.Packet{B: b, Addr: pt.addr})
+			return
+		}
+	}
+	o.conns = append(o.conns, pt.conn)
+	o.ps = append(o.ps, []transport.Packet{{B: b, Addr: pt.addr}})
+}
+
+func (o *outBatch) flush(c *Cable) {
+	for i, conn := range o.conns {
+		if len(o.ps[i]) == 0 {
+			continue
+		}
+		if err := conn.WriteBatch(o.ps[i]); err != nil {
+			var tb *transport.TooBigError
+			if errors.As(err, &tb) {
+				c.drop(nil, dropTooBig)
+			}
+		}
+		clear(o.ps[i])
+		o.ps[i] = o.ps[i][:0]
+	}
+}
+
+// scratch is a loop-owned free list of packet buffers for frames that go
+// to more than one place.
+type scratch struct {
+	bufs [][]byte
+	used int
+}
+
+func (s *scratch) get() []byte {
+	if s.used == len(s.bufs) {
+		s.bufs = append(s.bufs, make([]byte, bufSize))
+	}
+	b := s.bufs[s.used]
+	s.used++
+	return b
+}
+
+// bufSize fits the largest frame with its header and tag.
+const bufSize = crypto.HeaderLen + bridgeif.MaxFrame + crypto.TagLen
+
+// portLoop reads frames from the port and sends them to the peers they are
+// for.
+func (c *Cable) portLoop() error {
+	bufs := make([][]byte, batch)
+	for i := range bufs {
+		bufs[i] = make([]byte, bufSize)
+	}
+	sizes := make([]int, batch)
+	var out outBatch
+	var sc scratch
+	failures := 0
+	for {
+		n, err := c.port.ReadBatch(bufs, sizes, crypto.HeaderLen)
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return nil
+			}
+			failures++
+			if failures > 100 {
+				return fmt.Errorf("port: %w", err)
+			}
+			time.Sleep(10 * time.Millisecond)
+			continue
+		}
+		failures = 0
+		now := time.Now().UnixNano()
+		sc.used = 0
+		for i := 0; i < n; i++ {
+			size := sizes[i]
+			frame := bufs[i][crypto.HeaderLen : crypto.HeaderLen+size]
+			if size < ethHeaderLen {
+				c.drop(nil, dropRunt)
+				continue
+			}
+			dst, src := frameKeys(frame)
+			if c.cfg.DropBPDU && dst.isBPDU() {
+				c.drop(nil, dropBPDU)
+				continue
+			}
+			c.fdb.learn(src, nil, now)
+			if p, ok := c.fdb.lookup(dst); ok {
+				if p != nil {
+					c.seal(p, bufs[i], size, &out, now)
+				}
+				continue
+			}
+			c.flood(nil, bufs[i], size, &out, &sc, now)
+		}
+		out.flush(c)
+	}
+}
+
+// flood sends the frame at buf[HeaderLen:HeaderLen+size] to every peer with
+// a session except from. The last peer seals buf in place; the others get
+// copies.
+func (c *Cable) flood(from *peer, buf []byte, size int, out *outBatch, sc *scratch, now int64) {
+	var last *peer
+	for _, p := range c.peerList() {
+		if p == from || p.cur.Load() == nil {
+			continue
+		}
+		if last != nil {
+			b := sc.get()
+			copy(b[crypto.HeaderLen:], buf[crypto.HeaderLen:crypto.HeaderLen+size])
+			c.seal(last, b, size, out, now)
+		}
+		last = p
+	}
+	if last != nil {
+		c.seal(last, buf, size, out, now)
+	}
+}
+
+// seal seals the frame at buf[HeaderLen:HeaderLen+size] for p in place and
+// queues the packet on p's path.
+func (c *Cable) seal(p *peer, buf []byte, size int, out *outBatch, now int64) {
+	s := p.cur.Load()
+	pt := p.path.Load()
+	if s == nil || pt == nil || now-s.Created().UnixNano() >= int64(crypto.RejectAfterTime) {
+		c.drop(p, dropNoSession)
+		if p.dial != nil {
+			c.kickTimers()
+		}
+		return
+	}
+	pkt, err := s.Seal(buf, size)
+	if err != nil {
+		c.drop(p, dropNoSession)
+		c.kickTimers()
+		return
+	}
+	p.txFrames.Add(1)
+	p.txBytes.Add(uint64(size))
+	p.noteSent(now)
+	out.add(pt, pkt)
+}
+
+func (p *peer) noteSent(now int64) {
+	p.lastSent.Store(now)
+	p.unanswered.CompareAndSwap(0, now)
+}
+
+// connLoop reads packets from conn, opens them and delivers their frames.
+func (c *Cable) connLoop(conn transport.Conn) error {
+	ps := make([]transport.Packet, batch)
+	for i := range ps {
+		ps[i].B = make([]byte, bufSize)
+	}
+	var portBufs [][]byte
+	var out outBatch
+	var sc scratch
+	for {
+		for i := range ps {
+			ps[i].B = ps[i].B[:cap(ps[i].B)]
+		}
+		n, err := conn.ReadBatch(ps)
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return nil
+			}
+			c.log.Warn("read failed", "err", err)
+			time.Sleep(10 * time.Millisecond)
+			continue
+		}
+		now := time.Now().UnixNano()
+		sc.used = 0
+		portBufs = portBufs[:0]
+		for i := 0; i < n; i++ {
+			if b := c.receive(conn, &ps[i], &out, &sc, now); b != nil {
+				portBufs = append(portBufs, b)
+			}
+		}
+		if len(portBufs) > 0 {
+			if _, err := c.port.WriteBatch(portBufs, crypto.HeaderLen); err != nil && errors.Is(err, net.ErrClosed) {
+				return nil
+			}
+		}
+		out.flush(c)
+	}
+}
+
+// receive handles one packet. It returns the buffer to deliver to the port
+// (the frame at offset HeaderLen), or nil.
+func (c *Cable) receive(conn transport.Conn, pk *transport.Packet, out *outBatch, sc *scratch, now int64) []byte {
+	typ, idx, ok := crypto.ParseHeader(pk.B)
+	if !ok {
+		c.drop(nil, dropRunt)
+		return nil
+	}
+	switch typ {
+	case crypto.TypeInit:
+		c.handleInit(conn, pk.Addr, pk.B, now)
+		return nil
+	case crypto.TypeResponse:
+		c.handleResponse(conn, pk.Addr, pk.B, idx, now)
+		return nil
+	case crypto.TypeData:
+	default:
+		c.drop(nil, dropRunt)
+		return nil
+	}
+	c.imu.RLock()
+	s := c.index[idx]
+	c.imu.RUnlock()
+	if s == nil {
+		c.drop(nil, dropNoSession)
+		return nil
+	}
+	p := s.peer
+	if now-s.Created().UnixNano() >= int64(crypto.RejectAfterTime) {
+		c.drop(p, dropNoSession)
+		return nil
+	}
+	frame, err := s.Open(pk.B)
+	if err != nil {
+		if errors.Is(err, crypto.ErrReplay) {
+			c.drop(p, dropReplay)
+		} else {
+			c.drop(p, dropAuth)
+		}
+		return nil
+	}
+	c.authenticated(p, s, conn, pk.Addr, now)
+	if len(frame) == 0 { // keepalive
+		if p.dial == nil {
+			p.recvData.Store(true)
+		}
+		return nil
+	}
+	p.recvData.Store(true)
+	if len(frame) < ethHeaderLen {
+		c.drop(p, dropRunt)
+		return nil
+	}
+	p.rxFrames.Add(1)
+	p.rxBytes.Add(uint64(len(frame)))
+	dst, src := frameKeys(frame)
+	if c.cfg.DropBPDU && dst.isBPDU() {
+		c.drop(p, dropBPDU)
+		return nil
+	}
+	switch c.fdb.learn(src, p, now) {
+	case overCap:
+		c.drop(p, dropMACLimit) // counted; the frame still goes
+	case conflict:
+		c.drop(p, dropMACConflict)
+		return nil
+	}
+	size := len(frame)
+	buf := pk.B[:crypto.HeaderLen+size]
+	if to, known := c.fdb.lookup(dst); known {
+		switch {
+		case to == nil:
+			return buf
+		case to == p:
+			return nil
+		case c.cfg.Isolate:
+			c.drop(p, dropIsolated)
+			return nil
+		default:
+			b := sc.get()
+			copy(b[crypto.HeaderLen:], frame)
+			c.seal(to, b, size, out, now)
+			return nil
+		}
+	}
+	if rate := c.cfg.floodRate(); rate > 0 {
+		p.floodMu.Lock()
+		ok := p.flood.take(now, float64(rate), float64(2*rate))
+		p.floodMu.Unlock()
+		if !ok {
+			c.drop(p, dropRateLimited)
+			return nil
+		}
+	}
+	if !c.cfg.Isolate {
+		b := sc.get()
+		copy(b[crypto.HeaderLen:], frame)
+		c.flood(p, b, size, out, sc, now)
+	}
+	return buf
+}
+
+// authenticated records that a packet from p opened with s on (conn, addr):
+// it confirms a responder's new session, moves the path, and marks the peer
+// up.
+func (c *Cable) authenticated(p *peer, s *session, conn transport.Conn, addr transport.Addr, now int64) {
+	p.lastRecv.Store(now)
+	p.unanswered.Store(0)
+	if pt := p.path.Load(); pt == nil || pt.conn != conn || pt.addr != addr {
+		p.path.Store(&path{conn: conn, addr: addr})
+		if pt != nil {
+			c.log.Info("path changed", "peer", p.name, "addr", addr.String())
+		}
+	}
+	if p.cur.Load() == s {
+		if !p.up.Load() {
+			c.setUp(p, true, "")
+		}
+		return
+	}
+	p.mu.Lock()
+	confirmed := false
+	if p.next == s {
+		c.rotateLocked(p, s)
+		p.next = nil
+		confirmed = true
+	}
+	p.mu.Unlock()
+	if confirmed {
+		p.handshakes.Add(1)
+		p.lastHandshake.Store(now)
+		c.log.Info("handshake complete", "peer", p.name, "cipher", s.Cipher().String(), "addr", addr.String())
+		c.setUp(p, true, "")
+	}
+}
+
+// rotateLocked makes s p's current session; the current one becomes the
+// previous one, still accepted until it expires, and the previous one is
+// forgotten. p.mu must be held.
+func (c *Cable) rotateLocked(p *peer, s *session) {
+	if p.prev != nil {
+		c.unregister(p.prev.LocalIndex())
+	}
+	p.prev = p.cur.Load()
+	p.cur.Store(s)
+}
+
+// setUp marks p up or down and logs the change. Going down forgets the
+// MACs learned behind p.
+func (c *Cable) setUp(p *peer, up bool, reason string) {
+	if !p.up.CompareAndSwap(!up, up) {
+		return
+	}
+	if up {
+		p.upSince.Store(time.Now().UnixNano())
+		pt := p.path.Load()
+		addr := ""
+		if pt != nil {
+			addr = pt.addr.String()
+		}
+		c.log.Info("peer up", "peer", p.name, "key", p.key.Short(), "addr", addr)
+		return
+	}
+	c.fdb.forget(p)
+	c.log.Info("peer down", "peer", p.name, "reason", reason)
+}
+
+// handleInit answers a handshake initiation from an allowed peer.
+func (c *Cable) handleInit(conn transport.Conn, addr transport.Addr, msg []byte, now int64) {
+	if c.responder == nil {
+		c.drop(nil, dropNotAllowed)
+		return
+	}
+	if !c.responder.CheckMAC(msg) {
+		c.drop(nil, dropAuth)
+		return
+	}
+	if !c.limiter.allow(addr, now) {
+		c.drop(nil, dropRateLimited)
+		return
+	}
+	pi, err := c.responder.ReadInit(msg)
+	if err != nil {
+		c.drop(nil, dropAuth)
+		return
+	}
+	p := c.peerFor(pi.Peer())
+	if p == nil {
+		c.drop(nil, dropNotAllowed)
+		return
+	}
+	p.mu.Lock()
+	if pi.Timestamp() <= p.lastInitTS {
+		p.mu.Unlock()
+		c.drop(p, dropHandshakeReplay)
+		return
+	}
+	idx := c.newIndex()
+	msg2, cs, err := pi.Respond(c.cfg.PSK, idx)
+	if err != nil {
+		p.mu.Unlock()
+		c.drop(p, dropAuth)
+		return
+	}
+	p.lastInitTS = pi.Timestamp()
+	s := &session{Session: cs, peer: p}
+	if p.next != nil {
+		c.unregister(p.next.LocalIndex())
+	}
+	p.next = s
+	c.register(idx, s)
+	p.mu.Unlock()
+	c.log.Debug("handshake response sent", "peer", p.name, "addr", addr.String())
+	conn.WriteBatch([]transport.Packet{{B: msg2, Addr: addr}})
+}
+
+// peerFor returns the peer with key, creating it when the configuration
+// allows that key, or nil.
+func (c *Cable) peerFor(key crypto.PublicKey) *peer {
+	c.pmu.Lock()
+	defer c.pmu.Unlock()
+	p := c.byKey[key]
+	if p != nil && !p.dynamic {
+		return p
+	}
+	name, ok := "", false
+	switch {
+	case c.cfg.Allow != nil:
+		name, ok = c.cfg.Allow(key)
+	case c.cfg.AllowAny:
+		name, ok = key.Short(), true
+	}
+	if !ok {
+		return nil // a dynamic peer no longer allowed gets no new session
+	}
+	if p != nil {
+		return p
+	}
+	if len(c.byKey) >= c.cfg.maxPeers() {
+		return nil
+	}
+	if name == "" {
+		name = key.Short()
+	}
+	p = &peer{name: name, key: key, dynamic: true}
+	c.byKey[key] = p
+	list := append(append([]*peer(nil), c.peerList()...), p)
+	c.peers.Store(&list)
+	return p
+}
+
+// handleResponse completes a handshake this cable initiated.
+func (c *Cable) handleResponse(conn transport.Conn, addr transport.Addr, msg []byte, idx uint32, now int64) {
+	c.imu.RLock()
+	p := c.pending[idx]
+	c.imu.RUnlock()
+	if p == nil {
+		c.drop(nil, dropNoSession)
+		return
+	}
+	p.mu.Lock()
+	h := p.initiator
+	if h == nil || h.LocalIndex() != idx {
+		p.mu.Unlock()
+		c.drop(p, dropNoSession)
+		return
+	}
+	cs, err := h.Consume(msg)
+	if err != nil {
+		p.mu.Unlock()
+		c.drop(p, dropAuth)
+		return
+	}
+	p.initiator = nil
+	p.attempts = 0
+	s := &session{Session: cs, peer: p}
+	c.imu.Lock()
+	delete(c.pending, idx)
+	c.index[idx] = s
+	c.imu.Unlock()
+	c.rotateLocked(p, s)
+	p.mu.Unlock()
+
+	p.lastRecv.Store(now)
+	p.unanswered.Store(0)
+	p.path.Store(&path{conn: conn, addr: addr})
+	p.handshakes.Add(1)
+	p.lastHandshake.Store(now)
+	c.log.Info("handshake complete", "peer", p.name, "cipher", cs.Cipher().String(), "addr", addr.String())
+	c.setUp(p, true, "")
+	c.sendKeepalive(p, now) // confirms the session to the responder
+}
+
+// sendKeepalive sends an empty data packet to p.
+func (c *Cable) sendKeepalive(p *peer, now int64) {
+	s, pt := p.cur.Load(), p.path.Load()
+	if s == nil || pt == nil {
+		return
+	}
+	var buf [crypto.Overhead]byte
+	pkt, err := s.Seal(buf[:], 0)
+	if err != nil {
+		return
+	}
+	p.noteSent(now)
+	pt.conn.WriteBatch([]transport.Packet{{B: pkt, Addr: pt.addr}})
+}
+
+// initiate sends a handshake initiation to p. It runs on its own goroutine
+// because resolving the peer's address may block.
+func (c *Cable) initiate(p *peer) {
+	defer func() {
+		p.mu.Lock()
+		p.dialing = false
+		p.mu.Unlock()
+	}()
+	addr, err := p.dial.Resolve()
+	if err != nil {
+		c.log.Warn("handshake: cannot resolve peer", "peer", p.name, "err", err)
+		return
+	}
+	idx := c.newIndex()
+	now := time.Now()
+	h, msg1, err := crypto.NewInitiator(c.cfg.PrivateKey, p.key, c.cfg.PSK, idx, c.ciphers, now)
+	if err != nil {
+		c.log.Warn("handshake: cannot initiate", "peer", p.name, "err", err)
+		return
+	}
+	p.mu.Lock()
+	if p.initiator != nil {
+		c.imu.Lock()
+		delete(c.pending, p.initiator.LocalIndex())
+		c.imu.Unlock()
+	}
+	p.initiator = h
+	c.imu.Lock()
+	c.pending[idx] = p
+	c.imu.Unlock()
+	p.mu.Unlock()
+	c.log.Debug("handshake initiation sent", "peer", p.name, "addr", addr.String())
+	p.dial.Conn.WriteBatch([]transport.Packet{{B: msg1, Addr: addr}})
+}
+
+// newIndex returns a random receiver index not in use.
+func (c *Cable) newIndex() uint32 {
+	var b [4]byte
+	for {
+		rand.Read(b[:])
+		idx := binary.LittleEndian.Uint32(b[:])
+		c.imu.RLock()
+		_, used := c.index[idx]
+		_, pend := c.pending[idx]
+		c.imu.RUnlock()
+		if !used && !pend && idx != 0 {
+			return idx
+		}
+	}
+}
+
+func (c *Cable) register(idx uint32, s *session) {
+	c.imu.Lock()
+	c.index[idx] = s
+	c.imu.Unlock()
+}
+
+func (c *Cable) unregister(idx uint32) {
+	c.imu.Lock()
+	delete(c.index, idx)
+	c.imu.Unlock()
+}
+
+// timerLoop runs keepalives, handshake retries, rekeys, expiry and aging.
+func (c *Cable) timerLoop(ctx context.Context) {
+	t := time.NewTicker(tick)
+	defer t.Stop()
+	lastAge := time.Now()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		case <-c.kick:
+		}
+		now := time.Now()
+		for _, p := range c.peerList() {
+			c.peerTimers(ctx, p, now)
+		}
+		if now.Sub(lastAge) >= time.Second {
+			lastAge = now
+			c.fdb.age(now.Add(-c.cfg.fdbMaxAge()).UnixNano())
+			c.limiter.prune(now.UnixNano())
+		}
+	}
+}
+
+// peerTimers does what is due for p at now.
+func (c *Cable) peerTimers(ctx context.Context, p *peer, now time.Time) {
+	nowNs := now.UnixNano()
+	cur := p.cur.Load()
+	valid := cur != nil && now.Sub(cur.Created()) < crypto.RejectAfterTime
+	unanswered := p.unanswered.Load()
+	stale := unanswered != 0 && nowNs-unanswered > int64(staleAfter)
+
+	// Expire sessions that can no longer be used.
+	c.expire(p, now)
+
+	if p.dial != nil {
+		if stale && p.up.Load() {
+			c.setUp(p, false, "no answer")
+		}
+		need := !valid || stale || now.Sub(cur.Created()) >= crypto.RekeyAfterTime ||
+			cur.Sent() >= crypto.RekeyAfterMessages
+		p.mu.Lock()
+		start := need && !p.dialing && !now.Before(p.nextAttempt) && ctx.Err() == nil
+		if start {
+			p.dialing = true
+			p.nextAttempt = now.Add(backoff(p.attempts))
+			p.attempts++
+		}
+		p.mu.Unlock()
+		if start {
+			go c.initiate(p)
+		}
+		if valid && !stale && nowNs-p.lastSent.Load() >= int64(c.cfg.keepalive()) {
+			c.sendKeepalive(p, nowNs)
+		}
+	} else if p.up.Load() && nowNs-p.lastRecv.Load() > int64(3*c.cfg.keepalive()+crypto.RekeyTimeout) {
+		c.setUp(p, false, "silent")
+	}
+
+	// Passive keepalive: answer a peer that sent something, so that it
+	// knows the cable is alive, when nothing else has been sent since.
+	if valid && p.recvData.Load() && p.lastRecv.Load() > p.lastSent.Load() &&
+		nowNs-p.lastSent.Load() >= int64(passiveKeepalive) {
+		p.recvData.Store(false)
+		c.sendKeepalive(p, nowNs)
+		p.unanswered.Store(0) // an answer is not a question
+	}
+}
+
+// expire forgets p's sessions that are past RejectAfterTime.
+func (c *Cable) expire(p *peer, now time.Time) {
+	old := func(s *session) bool { return s != nil && now.Sub(s.Created()) >= crypto.RejectAfterTime }
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if old(p.prev) {
+		c.unregister(p.prev.LocalIndex())
+		p.prev = nil
+	}
+	if old(p.next) {
+		c.unregister(p.next.LocalIndex())
+		p.next = nil
+	}
+	if cur := p.cur.Load(); old(cur) {
+		c.unregister(cur.LocalIndex())
+		p.cur.Store(nil)
+	}
+}
+
+// backoff returns the wait before handshake attempt n+1: 1s doubling to
+// maxBackoff, with ±20 % jitter so that many clients do not retry in step.
+func backoff(n int) time.Duration {
+	d := time.Second << min(n, 4)
+	d = min(d, maxBackoff)
+	jitter := time.Duration(mrand.Int64N(int64(d) * 2 / 5))
+	return d - d/5 + jitter
+}
+
+// rateLimiter limits handshake initiations per addr (token bucket) and in
+// total, so that a flood of valid-looking initiations cannot use all the
+// CPU on Diffie-Hellman.
+type rateLimiter struct {
+	mu      sync.Mutex // guards all following fields
+	buckets map[transport.Addr]*bucket
+	global  bucket
+}
+
+type bucket struct {
+	tokens float64
+	last   int64
+}
+
+const (
+	handshakesPerSecond = 5
+	handshakeBurst      = 10
+	globalPerSecond     = 1000
+	globalBurst         = 2000
+	maxBuckets          = 65536
+)
+
+func newRateLimiter() *rateLimiter {
+	return &rateLimiter{buckets: make(map[transport.Addr]*bucket)}
+}
+
+func (b *bucket) take(now int64, rate, burst float64) bool {
+	if b.last == 0 {
+		b.tokens = burst // a new bucket starts full
+	} else {
+		b.tokens = min(burst, b.tokens+float64(now-b.last)/float64(time.Second)*rate)
+	}
+	b.last = now
+	if b.tokens < 1 {
+		return false
+	}
+	b.tokens--
+	return true
+}
+
+func (r *rateLimiter) allow(addr transport.Addr, now int64) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if !r.global.take(now, globalPerSecond, globalBurst) {
+		return false
+	}
+	b := r.buckets[addr]
+	if b == nil {
+		if len(r.buckets) >= maxBuckets {
+			return false
+		}
+		b = &bucket{}
+		r.buckets[addr] = b
+	}
+	return b.take(now, handshakesPerSecond, handshakeBurst)
+}
+
+// prune forgets buckets that have refilled.
+func (r *rateLimiter) prune(now int64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for a, b := range r.buckets {
+		if now-b.last > int64(time.Duration(handshakeBurst/handshakesPerSecond+1)*time.Second) {
+			delete(r.buckets, a)
+		}
+	}
+}

@@ -1,0 +1,179 @@
+package cab
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"cab/crypto"
+	"cab/transport"
+)
+
+// Config is the configuration of one Cable. The zero value of every field
+// means the documented default.
+type Config struct {
+	// PrivateKey is the cable's static key. Required.
+	PrivateKey crypto.PrivateKey
+
+	// PSK, when set, is mixed into every handshake as a pre-shared key
+	// (defence in depth, or the only secret in PSK-only mode).
+	PSK *crypto.Secret
+
+	// Responder makes the cable accept handshakes from peers that dial
+	// in (a server). A cable that is not a responder ignores initiations.
+	Responder bool
+
+	// Peers are the remote cabs this cable knows by public key. A peer
+	// with a Dial is dialled by this cable (a client's server); the others
+	// dial in.
+	Peers []PeerConfig
+
+	// AllowAny makes a responder accept any initiator that completes the
+	// handshake. It is only safe when a PSK is set: then the PSK
+	// authenticates the peer (PSK-only mode). New refuses AllowAny
+	// without a PSK.
+	AllowAny bool
+
+	// Allow, when set, is consulted for an initiator that is not among
+	// Peers; it returns the peer's name and whether it may connect. It lets
+	// a server pick up a changed allow file without a restart.
+	Allow func(crypto.PublicKey) (name string, ok bool)
+
+	// Keepalive is the interval of keepalives to peers this cable dials,
+	// which keeps NAT mappings open, and the basis of the time after which
+	// a silent peer is declared down (three intervals plus RekeyTimeout).
+	// Default 25s.
+	Keepalive time.Duration
+
+	// Isolate stops frames from one peer from being forwarded to another:
+	// peers reach only this cable's port.
+	Isolate bool
+
+	// FDBMaxAge is how long a learned MAC is remembered without a frame
+	// from it. Default 300s.
+	FDBMaxAge time.Duration
+
+	// MaxMACs caps the MACs learned behind one peer, so that no peer can
+	// fill the table. Default 1024.
+	MaxMACs int
+
+	// FloodRate caps the frames per second one peer may have flooded
+	// (broadcast, multicast, unknown unicast), so that a storm from one
+	// peer cannot starve the others. Default 2000; negative: no limit.
+	FloodRate int
+
+	// DropBPDU drops spanning-tree BPDUs instead of passing them.
+	DropBPDU bool
+
+	// MaxPeers bounds the number of peers a PSK-only responder creates
+	// for initiators it did not know. Default 1024.
+	MaxPeers int
+
+	// Logger receives the cable's logs. Default slog.Default().
+	Logger *slog.Logger
+}
+
+// PeerConfig names one remote cab.
+type PeerConfig struct {
+	// Name is how logs and status show the peer. Default: the short form
+	// of the public key.
+	Name string
+	// PublicKey identifies the peer. Required.
+	PublicKey crypto.PublicKey
+	// Dial, when set, makes this cable initiate handshakes to the peer.
+	Dial *Dialer
+}
+
+// A Dialer says where a peer is reached: over which conn, at which addr.
+// Resolve is called before each handshake attempt, so a host name that
+// changes address is followed.
+type Dialer struct {
+	Conn    transport.Conn
+	Resolve func() (transport.Addr, error)
+}
+
+// Defaults.
+const (
+	DefaultKeepalive = 25 * time.Second
+	DefaultMaxPeers  = 1024
+	DefaultPort      = 7667
+)
+
+func (c *Config) keepalive() time.Duration {
+	if c.Keepalive > 0 {
+		return c.Keepalive
+	}
+	return DefaultKeepalive
+}
+
+func (c *Config) fdbMaxAge() time.Duration {
+	if c.FDBMaxAge > 0 {
+		return c.FDBMaxAge
+	}
+	return defaultFDBMaxAge
+}
+
+func (c *Config) maxMACs() int {
+	if c.MaxMACs > 0 {
+		return c.MaxMACs
+	}
+	return defaultFDBMaxPerPeer
+}
+
+// DefaultFloodRate is the default of Config.FloodRate.
+const DefaultFloodRate = 2000
+
+func (c *Config) floodRate() int {
+	switch {
+	case c.FloodRate > 0:
+		return c.FloodRate
+	case c.FloodRate < 0:
+		return 0
+	}
+	return DefaultFloodRate
+}
+
+func (c *Config) maxPeers() int {
+	if c.MaxPeers > 0 {
+		return c.MaxPeers
+	}
+	return DefaultMaxPeers
+}
+
+func (c *Config) logger() *slog.Logger {
+	if c.Logger != nil {
+		return c.Logger
+	}
+	return slog.Default()
+}
+
+// Validate checks the cross-field rules of the configuration.
+func (c *Config) Validate() error {
+	if c.PrivateKey == (crypto.PrivateKey{}) {
+		return errors.New("config: no private key")
+	}
+	if c.AllowAny && c.PSK == nil {
+		return errors.New("config: accepting any client needs a pre-shared key (--psk), or list the allowed public keys (--allow)")
+	}
+	if c.AllowAny && !c.Responder {
+		return errors.New("config: AllowAny only makes sense on a responder")
+	}
+	seen := map[crypto.PublicKey]bool{}
+	for i, p := range c.Peers {
+		if p.PublicKey == (crypto.PublicKey{}) {
+			return fmt.Errorf("config: peer %d (%q) has no public key", i+1, p.Name)
+		}
+		if seen[p.PublicKey] {
+			return fmt.Errorf("config: peer %q: public key %s listed twice", p.Name, p.PublicKey.Short())
+		}
+		seen[p.PublicKey] = true
+		if p.PublicKey == c.PrivateKey.Public() {
+			return fmt.Errorf("config: peer %q has this cable's own public key", p.Name)
+		}
+		if p.Dial != nil && (p.Dial.Conn == nil || p.Dial.Resolve == nil) {
+			return fmt.Errorf("config: peer %q: dialer needs a conn and a resolver", p.Name)
+		}
+	}
+	return nil
+}

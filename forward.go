@@ -1,0 +1,174 @@
+package cab
+
+import (
+	"encoding/binary"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// macKey is what the forwarding database is keyed by: a MAC address and the
+// VLAN it was seen on (0 for untagged frames), so the same MAC on two VLANs
+// is two entries.
+type macKey struct {
+	mac  [6]byte
+	vlan uint16
+}
+
+// Ethernet constants.
+const (
+	ethHeaderLen  = 14
+	etherTypeVLAN = 0x8100
+	etherTypeQinQ = 0x88a8
+)
+
+// frameKeys returns the destination and source keys of a frame of at least
+// ethHeaderLen bytes. The VLAN is the outermost 802.1Q or 802.1ad tag's.
+func frameKeys(frame []byte) (dst, src macKey) {
+	copy(dst.mac[:], frame[0:6])
+	copy(src.mac[:], frame[6:12])
+	if len(frame) >= ethHeaderLen+4 {
+		switch binary.BigEndian.Uint16(frame[12:14]) {
+		case etherTypeVLAN, etherTypeQinQ:
+			v := binary.BigEndian.Uint16(frame[14:16]) & 0x0fff
+			dst.vlan, src.vlan = v, v
+		}
+	}
+	return dst, src
+}
+
+// isGroup reports whether a MAC is broadcast or multicast.
+func (k macKey) isGroup() bool { return k.mac[0]&1 != 0 }
+
+type fdbEntry struct {
+	peer *peer        // nil: the MAC lives behind the local port
+	seen atomic.Int64 // unix nanoseconds of the last frame from this MAC
+}
+
+// fdb is a learning switch's forwarding database. Lookups take a read lock;
+// refreshing a known entry needs no write lock.
+type fdb struct {
+	maxPerPeer int
+	// sticky refuses to move a MAC from where it was learned until its
+	// entry ages out or its peer goes down, so that in isolate mode no
+	// client can claim another's (or the local side's) MAC.
+	sticky bool
+
+	mu sync.RWMutex // guards m and every peer's macs count
+	m  map[macKey]*fdbEntry
+}
+
+// Forwarding defaults.
+const (
+	defaultFDBMaxAge     = 300 * time.Second
+	defaultFDBMaxPerPeer = 1024
+)
+
+func newFDB(maxPerPeer int, sticky bool) *fdb {
+	return &fdb{maxPerPeer: maxPerPeer, sticky: sticky, m: make(map[macKey]*fdbEntry)}
+}
+
+// isBPDU reports whether a frame is for the IEEE 802.1D bridge group
+// address, 01:80:c2:00:00:00, that spanning-tree BPDUs go to.
+func (k macKey) isBPDU() bool {
+	return k.mac == [6]byte{0x01, 0x80, 0xc2, 0, 0, 0}
+}
+
+// learnResult says what learn did.
+type learnResult int
+
+const (
+	learned  learnResult = iota // the entry is (now) where the frame came from
+	overCap                     // the peer has its maximum of MACs
+	conflict                    // sticky: the MAC lives elsewhere
+)
+
+// learn records that src was seen behind p (nil: the local port).
+func (f *fdb) learn(src macKey, p *peer, now int64) learnResult {
+	if src.isGroup() {
+		return learned
+	}
+	f.mu.RLock()
+	e := f.m[src]
+	f.mu.RUnlock()
+	if e != nil && e.peer == p {
+		e.seen.Store(now)
+		return learned
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	e = f.m[src]
+	if e != nil && e.peer == p {
+		e.seen.Store(now)
+		return learned
+	}
+	if e != nil && f.sticky {
+		return conflict
+	}
+	if p != nil && p.macs >= f.maxPerPeer {
+		return overCap
+	}
+	if e != nil {
+		if e.peer != nil {
+			e.peer.macs--
+		}
+	}
+	e = &fdbEntry{peer: p}
+	e.seen.Store(now)
+	f.m[src] = e
+	if p != nil {
+		p.macs++
+	}
+	return learned
+}
+
+// lookup returns where dst lives: ok is false for a MAC that is not known
+// (or a group address), which the caller floods.
+func (f *fdb) lookup(dst macKey) (p *peer, ok bool) {
+	if dst.isGroup() {
+		return nil, false
+	}
+	f.mu.RLock()
+	e := f.m[dst]
+	f.mu.RUnlock()
+	if e == nil {
+		return nil, false
+	}
+	return e.peer, true
+}
+
+// age forgets entries not seen since before cutoff.
+func (f *fdb) age(cutoff int64) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for k, e := range f.m {
+		if e.seen.Load() < cutoff {
+			f.removeLocked(k, e)
+		}
+	}
+}
+
+// forget removes every entry learned behind p.
+func (f *fdb) forget(p *peer) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for k, e := range f.m {
+		if e.peer == p {
+			f.removeLocked(k, e)
+		}
+	}
+}
+
+func (f *fdb) removeLocked(k macKey, e *fdbEntry) {
+	delete(f.m, k)
+	if e.peer != nil {
+		e.peer.macs--
+	}
+}
+
+// len returns the number of entries.
+func (f *fdb) len() int {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return len(f.m)
+}

@@ -1,0 +1,139 @@
+package cab
+
+import (
+	"bytes"
+	"go/format"
+	"go/parser"
+	"go/token"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+)
+
+// goFiles returns every .go file of the module, keyed by package directory.
+func goFiles(t *testing.T) map[string][]string {
+	t.Helper()
+	dirs := map[string][]string{}
+	err := filepath.WalkDir(".", func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() && (strings.HasPrefix(d.Name(), ".") && path != "." || d.Name() == "testdata") {
+			return filepath.SkipDir
+		}
+		if !d.IsDir() && strings.HasSuffix(path, ".go") {
+			dirs[filepath.Dir(path)] = append(dirs[filepath.Dir(path)], path)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(dirs) < 5 {
+		t.Fatalf("found only %d package directories; is the test running at the module root?", len(dirs))
+	}
+	return dirs
+}
+
+func TestGofmt(t *testing.T) {
+	for _, files := range goFiles(t) {
+		for _, f := range files {
+			src, err := os.ReadFile(f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			out, err := format.Source(src)
+			if err != nil {
+				t.Errorf("%s: %v", f, err)
+				continue
+			}
+			if !bytes.Equal(src, out) {
+				t.Errorf("%s is not gofmt-ed: run gofmt -w %s", f, f)
+			}
+		}
+	}
+}
+
+func TestPackageDocs(t *testing.T) {
+	for dir, files := range goFiles(t) {
+		documented := false
+		for _, f := range files {
+			if strings.HasSuffix(f, "_test.go") && dir != "test" {
+				continue
+			}
+			af, err := parser.ParseFile(token.NewFileSet(), f, nil, parser.PackageClauseOnly|parser.ParseComments)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if af.Doc != nil && strings.TrimSpace(af.Doc.Text()) != "" {
+				documented = true
+			}
+		}
+		if !documented {
+			t.Errorf("package in %s has no doc comment: add a // Package ... comment above its package clause", dir)
+		}
+	}
+}
+
+// TestImportDirection keeps DESIGN.md's layering: cmd/cab → cab →
+// {crypto, bridgeif, transport/...}; transport/* → transport; crypto,
+// bridgeif and transport never import each other or the root.
+func TestImportDirection(t *testing.T) {
+	layer := func(pkg string) string {
+		switch {
+		case pkg == "cab":
+			return "root"
+		case pkg == "cab/crypto" || strings.HasPrefix(pkg, "cab/crypto/"):
+			return "crypto"
+		case pkg == "cab/bridgeif" || strings.HasPrefix(pkg, "cab/bridgeif/"):
+			return "bridgeif"
+		case pkg == "cab/transport" || strings.HasPrefix(pkg, "cab/transport/"):
+			return "transport"
+		case strings.HasPrefix(pkg, "cab/cmd/"):
+			return "cmd"
+		case pkg == "cab/test":
+			return "test"
+		}
+		return ""
+	}
+	checked := 0
+	for dir, files := range goFiles(t) {
+		pkg := "cab"
+		if dir != "." {
+			pkg = "cab/" + filepath.ToSlash(dir)
+		}
+		from := layer(pkg)
+		for _, f := range files {
+			af, err := parser.ParseFile(token.NewFileSet(), f, nil, parser.ImportsOnly)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, imp := range af.Imports {
+				path, _ := strconv.Unquote(imp.Path.Value)
+				if path != "cab" && !strings.HasPrefix(path, "cab/") {
+					continue
+				}
+				checked++
+				to := layer(path)
+				ok := false
+				switch from {
+				case "cmd", "test":
+					ok = to != "cmd" && to != "test"
+				case "root":
+					ok = to == "crypto" || to == "bridgeif" || to == "transport" || (to == "root" && strings.HasSuffix(f, "_test.go"))
+				case "crypto", "bridgeif", "transport":
+					ok = to == from
+				}
+				if !ok {
+					t.Errorf("%s imports %s: the layering is cmd/cab → cab → {crypto, bridgeif, transport/...}", f, path)
+				}
+			}
+		}
+	}
+	if checked == 0 {
+		t.Fatal("no internal imports found; the check checked nothing")
+	}
+}

@@ -1,0 +1,94 @@
+package cab
+
+import (
+	"time"
+
+	"cab/transport"
+)
+
+// PeerStatus is a snapshot of one peer, for `cab status` and tests.
+type PeerStatus struct {
+	Name          string            `json:"name"`
+	PublicKey     string            `json:"public_key"`
+	Up            bool              `json:"up"`
+	UpSince       time.Time         `json:"up_since,omitzero"`
+	Addr          string            `json:"addr,omitempty"`
+	Transport     string            `json:"transport,omitempty"`
+	LastHandshake time.Time         `json:"last_handshake,omitzero"`
+	Handshakes    uint64            `json:"handshakes"`
+	Cipher        string            `json:"cipher,omitempty"`
+	RxFrames      uint64            `json:"rx_frames"`
+	RxBytes       uint64            `json:"rx_bytes"`
+	TxFrames      uint64            `json:"tx_frames"`
+	TxBytes       uint64            `json:"tx_bytes"`
+	Drops         map[string]uint64 `json:"drops,omitempty"`
+	MACs          int               `json:"macs"`
+}
+
+// Status is a snapshot of a cable.
+type Status struct {
+	Peers []PeerStatus      `json:"peers"`
+	Drops map[string]uint64 `json:"drops,omitempty"` // drops not attributable to a peer
+	FDB   int               `json:"fdb_entries"`
+}
+
+// Status returns a snapshot of the cable's peers and counters.
+func (c *Cable) Status() Status {
+	st := Status{Drops: dropMap(&c.drops), FDB: c.fdb.len()}
+	c.fdb.mu.RLock()
+	macs := make(map[*peer]int)
+	for _, p := range c.peerList() {
+		macs[p] = p.macs
+	}
+	c.fdb.mu.RUnlock()
+	for _, p := range c.peerList() {
+		ps := PeerStatus{
+			Name:       p.name,
+			PublicKey:  p.key.String(),
+			Up:         p.up.Load(),
+			Handshakes: p.handshakes.Load(),
+			RxFrames:   p.rxFrames.Load(),
+			RxBytes:    p.rxBytes.Load(),
+			TxFrames:   p.txFrames.Load(),
+			TxBytes:    p.txBytes.Load(),
+			Drops:      dropMap(&p.drops),
+			MACs:       macs[p],
+		}
+		if ps.Up {
+			ps.UpSince = time.Unix(0, p.upSince.Load())
+		}
+		if t := p.lastHandshake.Load(); t != 0 {
+			ps.LastHandshake = time.Unix(0, t)
+		}
+		if pt := p.path.Load(); pt != nil {
+			ps.Addr = pt.addr.String()
+			ps.Transport = transportName(pt.conn)
+		}
+		if s := p.cur.Load(); s != nil {
+			ps.Cipher = s.Cipher().String()
+		}
+		st.Peers = append(st.Peers, ps)
+	}
+	return st
+}
+
+func dropMap(d *[numDropReasons]atomicCounter) map[string]uint64 {
+	var m map[string]uint64
+	for r := range d {
+		if n := d[r].Load(); n != 0 {
+			if m == nil {
+				m = make(map[string]uint64)
+			}
+			m[dropReason(r).String()] = n
+		}
+	}
+	return m
+}
+
+// transportName is a conn's URL scheme ("udp"), when it tells.
+func transportName(conn transport.Conn) string {
+	if s, ok := conn.(interface{ Scheme() string }); ok {
+		return s.Scheme()
+	}
+	return ""
+}
