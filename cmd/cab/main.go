@@ -1,0 +1,570 @@
+// Command cab is a secure cross-site Ethernet cable: it joins a local L2
+// attachment (a TAP device) to remote cabs over encrypted, authenticated
+// UDP.
+//
+//	cab server [-p PORT] [-s tap:NAME] [--psk FILE | --key FILE [--allow FILE]]
+//	cab client [-s tap:NAME] [--psk FILE | --key FILE --server-key KEY] HOST[:PORT]
+//	cab genkey > site.key
+//	cab pubkey < site.key
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"sort"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"cab"
+	"cab/crypto"
+	"cab/transport"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+const usage = `cab is a secure cross-site Ethernet cable.
+
+Usage:
+  cab server [flags]              accept clients and join them to the local port
+  cab client [flags] HOST[:PORT]  join the local port to a server
+  cab status [--json|--fdb]       show the peers of a running cab
+  cab genkey                      print a new private key (base64)
+  cab pubkey                      read a private key on stdin, print its public key
+  cab --version                   print the version
+
+Run 'cab server --help' or 'cab client --help' for their flags.
+`
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
+}
+
+// run is main without the exit, for tests.
+func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	var err error
+	switch args[0] {
+	case "server":
+		err = runCable(args[1:], true, stdout, stderr)
+	case "client":
+		err = runCable(args[1:], false, stdout, stderr)
+	case "status":
+		err = status(args[1:], stdout, stderr)
+	case "genkey":
+		err = genkey(stdout)
+	case "pubkey":
+		err = pubkey(stdin, stdout)
+	case "version", "--version", "-version":
+		fmt.Fprintf(stdout, "cab %s\n", version)
+	case "help", "--help", "-help", "-h":
+		fmt.Fprint(stdout, usage)
+	default:
+		fmt.Fprintf(stderr, "cab: unknown command %q\n\n%s", args[0], usage)
+		return 2
+	}
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if errors.Is(err, errUsage) {
+		return 2
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "cab: %v\n", err)
+		return 1
+	}
+	return 0
+}
+
+var errUsage = errors.New("usage")
+
+func genkey(stdout io.Writer) error {
+	k, err := crypto.GenerateKey()
+	if err != nil {
+		return err
+	}
+	// A key redirected into a file is made private at once.
+	if f, ok := stdout.(*os.File); ok {
+		if st, err := f.Stat(); err == nil && st.Mode().IsRegular() {
+			if err := f.Chmod(0o600); err != nil {
+				return fmt.Errorf("genkey: make the key file private: %w", err)
+			}
+		}
+	}
+	_, err = fmt.Fprintln(stdout, crypto.PublicKey(k).String())
+	return err
+}
+
+func pubkey(stdin io.Reader, stdout io.Writer) error {
+	b, err := io.ReadAll(io.LimitReader(stdin, 4096))
+	if err != nil {
+		return fmt.Errorf("pubkey: read stdin: %w", err)
+	}
+	k, err := crypto.ParseKey(string(b))
+	if err != nil {
+		return fmt.Errorf("pubkey: stdin: %w (give it a key from `cab genkey`)", err)
+	}
+	_, err = fmt.Fprintln(stdout, crypto.PrivateKey(k).Public().String())
+	return err
+}
+
+// options are the flags of server and client.
+type options struct {
+	port      int
+	listen    string
+	spec      string
+	pskFile   string
+	keyFile   string
+	allowFile string
+	serverKey string
+	stateDir  string
+	keepalive time.Duration
+	isolate   bool
+	verbose   bool
+	logFormat string
+	name      string
+	fdbAge    time.Duration
+	maxMACs   int
+	floodRate int
+	bpdu      string
+}
+
+func parseFlags(args []string, server bool, stderr io.Writer) (*options, []string, error) {
+	name := "client"
+	if server {
+		name = "server"
+	}
+	fs := flag.NewFlagSet("cab "+name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	o := &options{}
+	fs.StringVar(&o.spec, "s", "tap:cab0", "local port: tap:NAME")
+	fs.StringVar(&o.pskFile, "psk", "", "pre-shared key `file` (from cab genkey); alone it is enough for a two-site link")
+	fs.StringVar(&o.keyFile, "key", "", "private key `file` (default: STATE_DIR/"+name+".key, created on first run)")
+	fs.StringVar(&o.stateDir, "state-dir", "", "state `directory` (default /var/lib/cab as root, else $XDG_STATE_HOME/cab)")
+	fs.BoolVar(&o.verbose, "v", false, "log debug messages")
+	fs.StringVar(&o.name, "name", "cab", "instance `name`: the control socket is "+controlDir+"/NAME.sock")
+	fs.StringVar(&o.logFormat, "log-format", "text", "log format: text or json")
+	fs.StringVar(&o.bpdu, "bpdu", "pass", "spanning-tree BPDUs: pass or drop")
+	if server {
+		fs.IntVar(&o.port, "p", cab.DefaultPort, "UDP `port` to listen on")
+		fs.StringVar(&o.listen, "l", "", "`address` to listen on (default: all, IPv4 and IPv6)")
+		fs.StringVar(&o.allowFile, "allow", "", "`file` of allowed client public keys, one per line with an optional name (default without --psk: STATE_DIR/clients.txt)")
+		fs.DurationVar(&o.keepalive, "keepalive", cab.DefaultKeepalive, "clients' keepalive interval; a client silent for 3 intervals + 5s is down")
+		fs.BoolVar(&o.isolate, "isolate", false, "do not forward frames between clients; a client cannot claim another's MAC")
+		fs.DurationVar(&o.fdbAge, "fdb-age", 300*time.Second, "how long a learned MAC is remembered")
+		fs.IntVar(&o.maxMACs, "max-macs", 1024, "most MACs learned behind one client")
+		fs.IntVar(&o.floodRate, "flood-rate", cab.DefaultFloodRate, "most broadcast/multicast/unknown frames per second from one client (0: no limit)")
+	} else {
+		fs.StringVar(&o.serverKey, "server-key", "", "the server's public `key` (printed by the server at start; not needed with --psk alone)")
+		fs.DurationVar(&o.keepalive, "keepalive", cab.DefaultKeepalive, "keepalive interval (keeps NAT mappings open)")
+	}
+	fs.Usage = func() {
+		if server {
+			fmt.Fprintf(stderr, "Usage: cab server [flags]\n\nAccept clients and join them to the local port.\n\nFlags:\n")
+		} else {
+			fmt.Fprintf(stderr, "Usage: cab client [flags] HOST[:PORT]\n\nJoin the local port to the server at HOST (port %d by default).\n\nFlags:\n", cab.DefaultPort)
+		}
+		fs.PrintDefaults()
+	}
+	// Flags may come before and after the positional arguments.
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				return nil, nil, err
+			}
+			return nil, nil, errUsage
+		}
+		args = fs.Args()
+		if len(args) == 0 {
+			break
+		}
+		pos = append(pos, args[0])
+		args = args[1:]
+	}
+	return o, pos, nil
+}
+
+// stateDir returns the directory for generated keys.
+func (o *options) stateDirPath() (string, error) {
+	if o.stateDir != "" {
+		return o.stateDir, nil
+	}
+	if d := os.Getenv("STATE_DIRECTORY"); d != "" { // systemd StateDirectory=
+		return strings.Split(d, ":")[0], nil
+	}
+	if os.Geteuid() == 0 {
+		return "/var/lib/cab", nil
+	}
+	if d := os.Getenv("XDG_STATE_HOME"); d != "" {
+		return filepath.Join(d, "cab"), nil
+	}
+	home, err := os.UserHomeDir()
+	if err != nil {
+		return "", fmt.Errorf("no state directory: set --state-dir")
+	}
+	return filepath.Join(home, ".local", "state", "cab"), nil
+}
+
+func newLogger(o *options, stderr io.Writer) *slog.Logger {
+	level := slog.LevelInfo
+	if o.verbose {
+		level = slog.LevelDebug
+	}
+	hopts := &slog.HandlerOptions{Level: level}
+	if os.Getenv("JOURNAL_STREAM") != "" { // journald stamps lines itself
+		hopts.ReplaceAttr = func(groups []string, a slog.Attr) slog.Attr {
+			if len(groups) == 0 && a.Key == slog.TimeKey {
+				return slog.Attr{}
+			}
+			return a
+		}
+	}
+	if o.logFormat == "json" {
+		return slog.New(slog.NewJSONHandler(stderr, hopts))
+	}
+	return slog.New(slog.NewTextHandler(stderr, hopts))
+}
+
+// loadOrCreateKey loads the key at path, or creates it (and its directory)
+// when it does not exist. created reports the latter.
+func loadOrCreateKey(path string) (k crypto.PrivateKey, created bool, err error) {
+	b, err := crypto.LoadKeyFile(path)
+	if err == nil {
+		return crypto.PrivateKey(b), false, nil
+	}
+	if !errors.Is(err, os.ErrNotExist) {
+		return k, false, err
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return k, false, fmt.Errorf("create state directory: %w (set another with --state-dir)", err)
+	}
+	k, err = crypto.GenerateKey()
+	if err != nil {
+		return k, false, err
+	}
+	if err := crypto.WriteKeyFile(path, k); err != nil {
+		return k, false, err
+	}
+	return k, true, nil
+}
+
+func runCable(args []string, server bool, stdout, stderr io.Writer) error {
+	o, pos, err := parseFlags(args, server, stderr)
+	if err != nil {
+		return err
+	}
+	if o.logFormat != "text" && o.logFormat != "json" {
+		return fmt.Errorf("--log-format %q: use text or json", o.logFormat)
+	}
+	log := newLogger(o, stderr)
+	role := "client"
+	if server {
+		role = "server"
+		if len(pos) != 0 {
+			return fmt.Errorf("server: unexpected argument %q (the port is -p PORT)", pos[0])
+		}
+		if o.port < 0 || o.port > 65535 {
+			return fmt.Errorf("server: -p %d: not a port number (0-65535)", o.port)
+		}
+	} else if len(pos) != 1 {
+		return fmt.Errorf("client: give the server's address, e.g. cab client 192.0.2.1:%d (got %d arguments)", cab.DefaultPort, len(pos))
+	}
+
+	if o.bpdu != "pass" && o.bpdu != "drop" {
+		return fmt.Errorf("--bpdu=%s: use pass or drop", o.bpdu)
+	}
+	if err := checkName(o.name); err != nil {
+		return err
+	}
+	cfg := cab.Config{Responder: server, Keepalive: o.keepalive, Isolate: o.isolate, Logger: log,
+		FDBMaxAge: o.fdbAge, MaxMACs: o.maxMACs, FloodRate: o.floodRate, DropBPDU: o.bpdu == "drop"}
+	if o.floodRate == 0 {
+		cfg.FloodRate = -1
+	}
+	if o.pskFile != "" {
+		b, err := crypto.LoadKeyFile(o.pskFile)
+		if err != nil {
+			return fmt.Errorf("--psk: %w", err)
+		}
+		psk := crypto.Secret(b)
+		cfg.PSK = &psk
+	}
+
+	// The static key.
+	var notes []string
+	switch {
+	case o.keyFile != "":
+		b, err := crypto.LoadKeyFile(o.keyFile)
+		if err != nil {
+			return fmt.Errorf("--key: %w", err)
+		}
+		cfg.PrivateKey = crypto.PrivateKey(b)
+	case server && cfg.PSK != nil:
+		cfg.PrivateKey = crypto.PSKStatic(*cfg.PSK)
+	default:
+		dir, err := o.stateDirPath()
+		if err != nil {
+			return err
+		}
+		path := filepath.Join(dir, role+".key")
+		k, created, err := loadOrCreateKey(path)
+		if err != nil {
+			return err
+		}
+		cfg.PrivateKey = k
+		if created {
+			notes = append(notes, fmt.Sprintf("created the %s key %s", role, path))
+		}
+	}
+	pub := cfg.PrivateKey.Public()
+
+	conn, err := cab.ListenUDP(o.listen, o.port)
+	if err != nil {
+		return err
+	}
+	closeConn := true
+	defer func() {
+		if closeConn {
+			conn.Close()
+		}
+	}()
+
+	if server {
+		switch {
+		case o.allowFile != "":
+			af, err := cab.LoadAllowFile(o.allowFile, func(err error) { log.Warn("allow file not reloaded", "err", err) })
+			if err != nil {
+				return fmt.Errorf("--allow: %w", err)
+			}
+			cfg.Allow = af.Lookup
+			notes = append(notes, fmt.Sprintf("%d client keys allowed by %s (edits take effect at once)", af.Len(), o.allowFile))
+		case cfg.PSK != nil:
+			cfg.AllowAny = true
+			notes = append(notes, "any client holding the pre-shared key is accepted",
+				fmt.Sprintf("on a client: cab client --psk %s THIS_HOST:%d", o.pskFile, o.port))
+		default:
+			dir, err := o.stateDirPath()
+			if err != nil {
+				return err
+			}
+			path := filepath.Join(dir, "clients.txt")
+			if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
+				header := "# Public keys of the clients this server accepts, one per line, optionally\n# followed by a name. Edits take effect at once.\n"
+				if err := os.WriteFile(path, []byte(header), 0o600); err != nil {
+					return fmt.Errorf("create %s: %w", path, err)
+				}
+			}
+			af, err := cab.LoadAllowFile(path, func(err error) { log.Warn("allow file not reloaded", "err", err) })
+			if err != nil {
+				return err
+			}
+			cfg.Allow = af.Lookup
+			notes = append(notes,
+				fmt.Sprintf("on a client: cab client --server-key %s THIS_HOST:%d", pub, o.port),
+				fmt.Sprintf("authorise a client: cab pubkey < client.key >> %s (%d allowed now; edits take effect at once)", path, af.Len()),
+			)
+		}
+		if o.keyFile != "" || cfg.PSK == nil {
+			notes = append([]string{fmt.Sprintf("server public key: %s", pub)}, notes...)
+		}
+	} else {
+		var serverKey crypto.PublicKey
+		switch {
+		case o.serverKey != "":
+			b, err := crypto.ParseKey(o.serverKey)
+			if err != nil {
+				return fmt.Errorf("--server-key: %w", err)
+			}
+			serverKey = crypto.PublicKey(b)
+		case cfg.PSK != nil:
+			serverKey = crypto.PSKStatic(*cfg.PSK).Public()
+		default:
+			return errors.New("client: give the server's public key (--server-key, printed by the server at start) or a pre-shared key (--psk)")
+		}
+		d, err := cab.UDPDialer(conn, pos[0])
+		if err != nil {
+			return err
+		}
+		cfg.Peers = []cab.PeerConfig{{Name: "server", PublicKey: serverKey, Dial: d}}
+		if o.serverKey != "" {
+			notes = append(notes, fmt.Sprintf("client public key: %s (the server must list it in its allow file)", pub))
+		}
+	}
+
+	port, err := cab.OpenPort(o.spec)
+	if err != nil {
+		return err
+	}
+	c, err := cab.New(cfg, port, []transport.Conn{conn})
+	if err != nil {
+		port.Close()
+		return err
+	}
+	closeConn = false
+	w := bufio.NewWriter(stderr)
+	for _, n := range notes {
+		fmt.Fprintf(w, "cab: %s\n", n)
+	}
+	w.Flush()
+	log.Info("cable up", "role", role, "port", o.spec, "listen", conn.LocalAddr().String(), "key", pub.Short())
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	sock := filepath.Join(controlDir, o.name+".sock")
+	if ln, err := cab.ListenControl(sock); err != nil {
+		log.Warn("no control socket: cab status will not see this cable", "err", err)
+	} else {
+		go c.ServeControl(ctx, ln)
+		defer os.Remove(sock)
+	}
+	if err := c.Run(ctx); err != nil {
+		return err
+	}
+	log.Info("cable down")
+	return nil
+}
+
+// controlDir holds the control sockets.
+const controlDir = "/run/cab"
+
+// checkName refuses instance names that are not plain file names.
+func checkName(name string) error {
+	if name == "" || strings.ContainsAny(name, "/\\\x00") || name == "." || name == ".." || len(name) > 64 {
+		return fmt.Errorf("--name %q: use a short plain name such as site-b", name)
+	}
+	return nil
+}
+
+// status prints the peers of a running cab.
+func status(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("cab status", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	name := fs.String("name", "cab", "instance `name` (the --name it was started with)")
+	socket := fs.String("socket", "", "control socket `path` (default "+controlDir+"/NAME.sock)")
+	asJSON := fs.Bool("json", false, "print JSON")
+	showFDB := fs.Bool("fdb", false, "print the MAC table")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return errUsage
+	}
+	if fs.NArg() != 0 {
+		return fmt.Errorf("status: unexpected argument %q", fs.Arg(0))
+	}
+	if err := checkName(*name); err != nil {
+		return err
+	}
+	path := *socket
+	if path == "" {
+		path = filepath.Join(controlDir, *name+".sock")
+	}
+	cmd := "status"
+	if *showFDB {
+		cmd = "fdb"
+	}
+	st, fdb, err := cab.QueryControl(path, cmd)
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		if *showFDB {
+			return enc.Encode(fdb)
+		}
+		return enc.Encode(st)
+	}
+	if *showFDB {
+		printFDB(stdout, fdb)
+		return nil
+	}
+	printStatus(stdout, st)
+	return nil
+}
+
+func printFDB(w io.Writer, fdb []cab.FDBEntry) {
+	sort.Slice(fdb, func(i, j int) bool {
+		if fdb[i].Peer != fdb[j].Peer {
+			return fdb[i].Peer < fdb[j].Peer
+		}
+		return fdb[i].MAC < fdb[j].MAC
+	})
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "MAC\tVLAN\tPEER\tAGE")
+	for _, e := range fdb {
+		peer := e.Peer
+		if peer == "" {
+			peer = "(local)"
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\n", e.MAC, e.VLAN, peer, e.Age.Round(time.Second))
+	}
+	tw.Flush()
+}
+
+func printStatus(w io.Writer, st *cab.Status) {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "PEER\tKEY\tSTATE\tADDR\tTRANSPORT\tUP SINCE\tHANDSHAKE\tRX FRAMES\tRX BYTES\tTX FRAMES\tTX BYTES\tMACS\tDROPS")
+	now := time.Now()
+	ago := func(t time.Time) string {
+		if t.IsZero() {
+			return "-"
+		}
+		return now.Sub(t).Round(time.Second).String() + " ago"
+	}
+	for _, p := range st.Peers {
+		state := "down"
+		if p.Up {
+			state = "up"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%d\t%d\t%d\t%s\n",
+			p.Name, p.PublicKey[:8], state, dash(p.Addr), dash(p.Transport), ago(p.UpSince), ago(p.LastHandshake),
+			p.RxFrames, p.RxBytes, p.TxFrames, p.TxBytes, p.MACs, dropString(p.Drops))
+	}
+	tw.Flush()
+	if len(st.Drops) > 0 {
+		fmt.Fprintf(w, "dropped before a peer was known: %s\n", dropString(st.Drops))
+	}
+	fmt.Fprintf(w, "MAC table: %d entries\n", st.FDB)
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func dropString(m map[string]uint64) string {
+	if len(m) == 0 {
+		return "-"
+	}
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var b strings.Builder
+	for i, k := range keys {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		fmt.Fprintf(&b, "%s=%d", k, m[k])
+	}
+	return b.String()
+}

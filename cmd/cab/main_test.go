@@ -1,0 +1,103 @@
+package main
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"cab/crypto"
+)
+
+func TestGenkeyPubkey(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "site.key")
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr bytes.Buffer
+	if code := run([]string{"genkey"}, nil, f, &stderr); code != 0 {
+		t.Fatalf("genkey exit %d: %s", code, stderr.String())
+	}
+	f.Close()
+	st, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Mode().Perm() != 0o600 {
+		t.Errorf("genkey into a file left mode %v, want 0600", st.Mode().Perm())
+	}
+	k, err := crypto.LoadKeyFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := os.ReadFile(path)
+	var out bytes.Buffer
+	if code := run([]string{"pubkey"}, bytes.NewReader(b), &out, &stderr); code != 0 {
+		t.Fatalf("pubkey exit %d: %s", code, stderr.String())
+	}
+	if got, want := strings.TrimSpace(out.String()), crypto.PrivateKey(k).Public().String(); got != want {
+		t.Fatalf("pubkey = %q, want %q", got, want)
+	}
+	out.Reset()
+	stderr.Reset()
+	if code := run([]string{"pubkey"}, strings.NewReader("not a key"), &out, &stderr); code != 1 || !strings.Contains(stderr.String(), "cab genkey") {
+		t.Fatalf("pubkey of garbage: exit %d, stderr %q", code, stderr.String())
+	}
+}
+
+func TestUsageErrors(t *testing.T) {
+	cases := []struct {
+		args []string
+		code int
+		want string
+	}{
+		{[]string{}, 2, "Usage"},
+		{[]string{"bogus"}, 2, "unknown command"},
+		{[]string{"client"}, 1, "give the server's address"},
+		{[]string{"client", "--state-dir", "STATE", "192.0.2.1"}, 1, "--server-key"},
+		{[]string{"server", "extra"}, 1, "unexpected argument"},
+		{[]string{"server", "-p", "70000"}, 1, "not a port number"},
+		{[]string{"server", "--nope"}, 2, "flag provided but not defined"},
+		{[]string{"client", "--psk", "/nonexistent/psk", "192.0.2.1"}, 1, "--psk"},
+		{[]string{"server", "--help"}, 0, "Usage: cab server"},
+		{[]string{"--version"}, 0, "cab "},
+	}
+	for _, c := range cases {
+		var out, errb bytes.Buffer
+		for i, a := range c.args {
+			if a == "STATE" {
+				c.args[i] = t.TempDir()
+			}
+		}
+		code := run(c.args, strings.NewReader(""), &out, &errb)
+		if code != c.code || !strings.Contains(out.String()+errb.String(), c.want) {
+			t.Errorf("cab %v: exit %d, output %q; want exit %d and %q", c.args, code, out.String()+errb.String(), c.code, c.want)
+		}
+	}
+}
+
+func TestKeyFileModeRefused(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "site.psk")
+	k, _ := crypto.GenerateKey()
+	if err := os.WriteFile(path, []byte(crypto.PublicKey(k).String()+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var out, errb bytes.Buffer
+	code := run([]string{"client", "--psk", path, "192.0.2.1"}, nil, &out, &errb)
+	if code != 1 || !strings.Contains(errb.String(), "chmod 600") {
+		t.Fatalf("exit %d, stderr %q; want 1 and a chmod hint", code, errb.String())
+	}
+}
+
+func TestWithFlagsAfterAddress(t *testing.T) {
+	o, pos, err := parseFlags([]string{"192.0.2.1:6666", "--psk", "x", "-s", "tap:t1"}, false, &bytes.Buffer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(pos) != 1 || pos[0] != "192.0.2.1:6666" || o.pskFile != "x" || o.spec != "tap:t1" {
+		t.Fatalf("pos %v opts %+v", pos, o)
+	}
+}
