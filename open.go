@@ -2,6 +2,7 @@ package cab
 
 import (
 	"context"
+	"crypto/sha256"
 	"fmt"
 	"net"
 	"strconv"
@@ -9,6 +10,7 @@ import (
 	"time"
 
 	"cab/bridgeif"
+	"cab/crypto"
 	"cab/transport"
 	"cab/transport/udp"
 )
@@ -16,7 +18,11 @@ import (
 // OpenPort opens the local L2 attachment named by spec:
 //
 //	tap:NAME   a TAP device, created when it does not exist
-func OpenPort(spec string) (bridgeif.Port, error) {
+//
+// A TAP that cab creates gets a MAC derived from id (the cable's public
+// key) and its name, so that it keeps its MAC across restarts and the
+// neighbours' ARP caches stay right.
+func OpenPort(spec string, id crypto.PublicKey) (bridgeif.Port, error) {
 	kind, arg, _ := strings.Cut(spec, ":")
 	switch kind {
 	case "tap":
@@ -26,7 +32,17 @@ func OpenPort(spec string) (bridgeif.Port, error) {
 		if strings.Contains(arg, ",") {
 			return nil, fmt.Errorf("port %q: options after the device name are not supported yet", spec)
 		}
-		return bridgeif.OpenTAP(arg)
+		tap, err := bridgeif.OpenTAP(arg)
+		if err != nil {
+			return nil, err
+		}
+		if tap.Created() {
+			if err := tap.SetHardwareAddr(StableMAC(id, arg)); err != nil {
+				tap.Close()
+				return nil, err
+			}
+		}
+		return tap, nil
 	default:
 		return nil, fmt.Errorf("port %q: unknown kind %q: use tap:NAME", spec, kind)
 	}
@@ -73,4 +89,17 @@ func WithDefaultPort(hostport string) string {
 	}
 	h := strings.TrimSuffix(strings.TrimPrefix(hostport, "["), "]")
 	return net.JoinHostPort(h, strconv.Itoa(DefaultPort))
+}
+
+// StableMAC derives a locally administered unicast MAC from a public key
+// and a device name.
+func StableMAC(id crypto.PublicKey, name string) net.HardwareAddr {
+	h := sha256.New()
+	h.Write([]byte("cab tap mac\x00"))
+	h.Write(id[:])
+	h.Write([]byte(name))
+	sum := h.Sum(nil)
+	mac := net.HardwareAddr(sum[:6])
+	mac[0] = mac[0]&^0x01 | 0x02 // unicast, locally administered
+	return mac
 }

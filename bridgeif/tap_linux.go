@@ -110,6 +110,22 @@ func (t *TAP) Name() string { return t.name }
 // Created reports whether OpenTAP created the device (and Close removes it).
 func (t *TAP) Created() bool { return t.created }
 
+// SetHardwareAddr sets the device's MAC address.
+func (t *TAP) SetHardwareAddr(mac net.HardwareAddr) error {
+	if len(mac) != 6 {
+		return fmt.Errorf("tap %q: MAC %v is not 6 bytes", t.name, mac)
+	}
+	ifr, _ := unix.NewIfreq(t.name)
+	raw := (*[unix.IFNAMSIZ + 24]byte)(unsafe.Pointer(ifr))
+	raw[unix.IFNAMSIZ] = unix.ARPHRD_ETHER // sa_family, little endian
+	raw[unix.IFNAMSIZ+1] = 0
+	copy(raw[unix.IFNAMSIZ+2:], mac)
+	if err := t.ioctl(unix.SIOCSIFHWADDR, ifr); err != nil {
+		return fmt.Errorf("tap %q: set MAC %v: %w", t.name, mac, err)
+	}
+	return nil
+}
+
 // MTU returns the device's MTU.
 func (t *TAP) MTU() (int, error) {
 	ifr, _ := unix.NewIfreq(t.name)

@@ -101,6 +101,13 @@ func TestTAPCreateReadWriteClose(t *testing.T) {
 	if hw, err := tap.HardwareAddr(); err != nil || len(hw) != 6 || !strings.Contains(out, "link/ether "+hw.String()) {
 		t.Fatalf("HardwareAddr %v %v; ip says %s", hw, err, out)
 	}
+	want := net.HardwareAddr{0x02, 0xca, 0xb0, 0, 0, 1}
+	if err := tap.SetHardwareAddr(want); err != nil {
+		t.Fatal(err)
+	}
+	if hw, err := tap.HardwareAddr(); err != nil || hw.String() != want.String() {
+		t.Fatalf("MAC after SetHardwareAddr: %v %v", hw, err)
+	}
 	if err := tap.SetMTU(1400); err != nil {
 		t.Fatal(err)
 	}

@@ -114,6 +114,9 @@ func ParseKey(s string) ([KeyLen]byte, error) {
 func LoadKeyFile(path string) ([KeyLen]byte, error) {
 	var k [KeyLen]byte
 	f, err := os.Open(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return k, fmt.Errorf("key file %s does not exist: make one with cab genkey > %s (%w)", path, path, os.ErrNotExist)
+	}
 	if err != nil {
 		return k, fmt.Errorf("key file: %w", err)
 	}

@@ -406,7 +406,7 @@ func runCable(args []string, server bool, stdout, stderr io.Writer) error {
 		}
 	}
 
-	port, err := cab.OpenPort(o.spec)
+	port, err := cab.OpenPort(o.spec, pub)
 	if err != nil {
 		return err
 	}
