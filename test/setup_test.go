@@ -65,6 +65,44 @@ func TestBadSetup(t *testing.T) {
 		missing := s.path(filepath.Join("no-such-dir", "site.key"))
 		failSetup(t, s, []string{missing}, "server", "-p", "47004", "-s", "tap:"+tapDev, "--key", missing)
 	})
+	t.Run("no CAP_NET_ADMIN", func(t *testing.T) {
+		// cab run by an unprivileged user (nobody) cannot make a TAP and
+		// must say what to do about it.
+		dir, err := os.MkdirTemp("", "cab-nopriv-")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { os.RemoveAll(dir) })
+		bin := filepath.Join(dir, "cab")
+		b, err := os.ReadFile(cabBin)
+		if err != nil {
+			t.Fatal(err)
+		}
+		psk := filepath.Join(dir, "nobody.psk")
+		if err := os.WriteFile(bin, b, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		key, _ := os.ReadFile(good)
+		if err := os.WriteFile(psk, key, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		for _, p := range []string{dir, psk} {
+			if err := os.Chown(p, 65534, 65534); err != nil {
+				t.Fatal(err)
+			}
+		}
+		os.Chmod(dir, 0o755)
+		p := start(t, s.ns, "setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", bin,
+			"server", "-p", "47005", "-s", "tap:"+tapDev, "--psk", psk, "--state-dir", filepath.Join(dir, "state"), "--name", s.ns+"-np")
+		if !p.wait(10 * time.Second) {
+			t.Fatal("unprivileged cab still running after 10 s")
+		}
+		stderr := strings.TrimSpace(p.stderr.String())
+		if p.exitCode() != 1 || !strings.Contains(stderr, "CAP_NET_ADMIN") || strings.Contains(stderr, "\n") {
+			t.Fatalf("exit %d, stderr %q; want 1 and one line naming CAP_NET_ADMIN", p.exitCode(), stderr)
+		}
+		t.Logf("stderr: %s", stderr)
+	})
 	t.Run("key file is a directory", func(t *testing.T) {
 		failSetup(t, s, nil, "client", "-s", "tap:"+tapDev, "--psk", s.dir, "198.51.100.1:"+port)
 	})
