@@ -37,8 +37,9 @@ type Cable struct {
 	pmu   sync.Mutex // guards byKey and writes of peers
 	byKey map[crypto.PublicKey]*peer
 
-	imu     sync.RWMutex // guards index and pending
-	index   map[uint32]*session
+	index sync.Map // local index → *session; read without a lock per packet
+
+	imu     sync.Mutex       // serialises writes of index, and guards pending
 	pending map[uint32]*peer // local index of an initiation in flight
 
 	drops [numDropReasons]atomic.Uint64 // drops not attributable to a peer
@@ -168,7 +169,6 @@ func New(cfg Config, port bridgeif.Port, conns []transport.Conn) (*Cable, error)
 		limiter: newRateLimiter(),
 		kick:    make(chan struct{}, 1),
 		byKey:   make(map[crypto.PublicKey]*peer),
-		index:   make(map[uint32]*session),
 		pending: make(map[uint32]*peer),
 	}
 	if cfg.Responder {
@@ -474,9 +474,8 @@ func (c *Cable) receive(conn transport.Conn, pk *transport.Packet, out *outBatch
 		c.drop(nil, dropRunt)
 		return nil
 	}
-	c.imu.RLock()
-	s := c.index[idx]
-	c.imu.RUnlock()
+	v, _ := c.index.Load(idx)
+	s, _ := v.(*session)
 	if s == nil {
 		c.drop(nil, dropNoSession)
 		return nil
@@ -707,9 +706,9 @@ func (c *Cable) peerFor(key crypto.PublicKey) *peer {
 
 // handleResponse completes a handshake this cable initiated.
 func (c *Cable) handleResponse(conn transport.Conn, addr transport.Addr, msg []byte, idx uint32, now int64) {
-	c.imu.RLock()
+	c.imu.Lock()
 	p := c.pending[idx]
-	c.imu.RUnlock()
+	c.imu.Unlock()
 	if p == nil {
 		c.drop(nil, dropNoSession)
 		return
@@ -732,7 +731,7 @@ func (c *Cable) handleResponse(conn transport.Conn, addr transport.Addr, msg []b
 	s := &session{Session: cs, peer: p}
 	c.imu.Lock()
 	delete(c.pending, idx)
-	c.index[idx] = s
+	c.index.Store(idx, s)
 	c.imu.Unlock()
 	c.rotateLocked(p, s)
 	p.mu.Unlock()
@@ -803,10 +802,10 @@ func (c *Cable) newIndex() uint32 {
 	for {
 		rand.Read(b[:])
 		idx := binary.LittleEndian.Uint32(b[:])
-		c.imu.RLock()
-		_, used := c.index[idx]
+		c.imu.Lock()
+		_, used := c.index.Load(idx)
 		_, pend := c.pending[idx]
-		c.imu.RUnlock()
+		c.imu.Unlock()
 		if !used && !pend && idx != 0 {
 			return idx
 		}
@@ -815,13 +814,13 @@ func (c *Cable) newIndex() uint32 {
 
 func (c *Cable) register(idx uint32, s *session) {
 	c.imu.Lock()
-	c.index[idx] = s
+	c.index.Store(idx, s)
 	c.imu.Unlock()
 }
 
 func (c *Cable) unregister(idx uint32) {
 	c.imu.Lock()
-	delete(c.index, idx)
+	c.index.Delete(idx)
 	c.imu.Unlock()
 }
 

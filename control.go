@@ -37,16 +37,14 @@ type FDBEntry struct {
 // FDB returns the cable's MAC table.
 func (c *Cable) FDB() []FDBEntry {
 	now := time.Now().UnixNano()
-	c.fdb.mu.RLock()
-	defer c.fdb.mu.RUnlock()
-	out := make([]FDBEntry, 0, len(c.fdb.m))
-	for k, e := range c.fdb.m {
+	var out []FDBEntry
+	c.fdb.each(func(k macKey, e *fdbEntry) {
 		fe := FDBEntry{MAC: net.HardwareAddr(k.mac[:]).String(), VLAN: k.vlan, Age: time.Duration(now - e.seen.Load())}
 		if e.peer != nil {
 			fe.Peer = e.peer.name
 		}
 		out = append(out, fe)
-	}
+	})
 	return out
 }
 

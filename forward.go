@@ -45,8 +45,9 @@ type fdbEntry struct {
 	seen atomic.Int64 // unix nanoseconds of the last frame from this MAC
 }
 
-// fdb is a learning switch's forwarding database. Lookups take a read lock;
-// refreshing a known entry needs no write lock.
+// fdb is a learning switch's forwarding database. Lookups and refreshing a
+// known entry take no lock at all (a sync.Map read and an atomic store);
+// only adding, moving and removing entries take the mutex.
 type fdb struct {
 	maxPerPeer int
 	// sticky refuses to move a MAC from where it was learned until its
@@ -54,8 +55,10 @@ type fdb struct {
 	// client can claim another's (or the local side's) MAC.
 	sticky bool
 
-	mu sync.RWMutex // guards m and every peer's macs count
-	m  map[macKey]*fdbEntry
+	m sync.Map // macKey → *fdbEntry
+
+	mu sync.Mutex // serialises writes of m, n and every peer's macs count
+	n  atomic.Int64
 }
 
 // Forwarding defaults.
@@ -65,7 +68,7 @@ const (
 )
 
 func newFDB(maxPerPeer int, sticky bool) *fdb {
-	return &fdb{maxPerPeer: maxPerPeer, sticky: sticky, m: make(map[macKey]*fdbEntry)}
+	return &fdb{maxPerPeer: maxPerPeer, sticky: sticky}
 }
 
 // isBPDU reports whether a frame is for the IEEE 802.1D bridge group
@@ -88,16 +91,14 @@ func (f *fdb) learn(src macKey, p *peer, now int64) learnResult {
 	if src.isGroup() {
 		return learned
 	}
-	f.mu.RLock()
-	e := f.m[src]
-	f.mu.RUnlock()
+	e := f.get(src)
 	if e != nil && e.peer == p {
 		e.seen.Store(now)
 		return learned
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	e = f.m[src]
+	e = f.get(src)
 	if e != nil && e.peer == p {
 		e.seen.Store(now)
 		return learned
@@ -109,13 +110,12 @@ func (f *fdb) learn(src macKey, p *peer, now int64) learnResult {
 		return overCap
 	}
 	if e != nil {
-		if e.peer != nil {
-			e.peer.macs--
-		}
+		f.removeLocked(src, e)
 	}
 	e = &fdbEntry{peer: p}
 	e.seen.Store(now)
-	f.m[src] = e
+	f.m.Store(src, e)
+	f.n.Add(1)
 	if p != nil {
 		p.macs++
 	}
@@ -128,47 +128,58 @@ func (f *fdb) lookup(dst macKey) (p *peer, ok bool) {
 	if dst.isGroup() {
 		return nil, false
 	}
-	f.mu.RLock()
-	e := f.m[dst]
-	f.mu.RUnlock()
+	e := f.get(dst)
 	if e == nil {
 		return nil, false
 	}
 	return e.peer, true
 }
 
+func (f *fdb) get(k macKey) *fdbEntry {
+	v, ok := f.m.Load(k)
+	if !ok {
+		return nil
+	}
+	return v.(*fdbEntry)
+}
+
+// each calls fn for every entry; fn must not change the fdb.
+func (f *fdb) each(fn func(k macKey, e *fdbEntry)) {
+	f.m.Range(func(k, v any) bool {
+		fn(k.(macKey), v.(*fdbEntry))
+		return true
+	})
+}
+
 // age forgets entries not seen since before cutoff.
 func (f *fdb) age(cutoff int64) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	for k, e := range f.m {
+	f.each(func(k macKey, e *fdbEntry) {
 		if e.seen.Load() < cutoff {
 			f.removeLocked(k, e)
 		}
-	}
+	})
 }
 
 // forget removes every entry learned behind p.
 func (f *fdb) forget(p *peer) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	for k, e := range f.m {
+	f.each(func(k macKey, e *fdbEntry) {
 		if e.peer == p {
 			f.removeLocked(k, e)
 		}
-	}
+	})
 }
 
 func (f *fdb) removeLocked(k macKey, e *fdbEntry) {
-	delete(f.m, k)
+	f.m.Delete(k)
+	f.n.Add(-1)
 	if e.peer != nil {
 		e.peer.macs--
 	}
 }
 
 // len returns the number of entries.
-func (f *fdb) len() int {
-	f.mu.RLock()
-	defer f.mu.RUnlock()
-	return len(f.m)
-}
+func (f *fdb) len() int { return int(f.n.Load()) }

@@ -35,12 +35,12 @@ type Status struct {
 // Status returns a snapshot of the cable's peers and counters.
 func (c *Cable) Status() Status {
 	st := Status{Drops: dropMap(&c.drops), FDB: c.fdb.len()}
-	c.fdb.mu.RLock()
+	c.fdb.mu.Lock()
 	macs := make(map[*peer]int)
 	for _, p := range c.peerList() {
 		macs[p] = p.macs
 	}
-	c.fdb.mu.RUnlock()
+	c.fdb.mu.Unlock()
 	for _, p := range c.peerList() {
 		ps := PeerStatus{
 			Name:       p.name,
