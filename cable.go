@@ -42,7 +42,8 @@ type Cable struct {
 	imu     sync.Mutex       // serialises writes of index, and guards pending
 	pending map[uint32]*peer // local index of an initiation in flight
 
-	drops [numDropReasons]atomic.Uint64 // drops not attributable to a peer
+	drops   [numDropReasons]atomic.Uint64 // drops not attributable to a peer
+	clamped atomic.Uint64                 // TCP SYNs whose MSS was lowered
 
 	debugGate atomic.Int64 // rate limit of per-packet debug logs
 }
@@ -353,6 +354,9 @@ func (c *Cable) portLoop() error {
 				continue
 			}
 			c.fdb.learn(src, nil, now)
+			if mtu := c.cfg.clampFrameMTU(); mtu > 0 && clampMSS(frame, mtu) {
+				c.clamped.Add(1)
+			}
 			if p, ok := c.fdb.lookup(dst); ok {
 				if p != nil {
 					c.seal(p, bufs[i], size, &out, now)

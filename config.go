@@ -63,6 +63,12 @@ type Config struct {
 	// peer cannot starve the others. Default 2000; negative: no limit.
 	FloodRate int
 
+	// MSSClamp sets the TCP MSS clamping of frames entering the cable: 0
+	// (auto) clamps to what fits one packet on a 1500-byte underlay, a
+	// negative value turns clamping off, and a positive one is the IPv4
+	// MSS to clamp to (IPv6 gets 20 less).
+	MSSClamp int
+
 	// DropBPDU drops spanning-tree BPDUs instead of passing them.
 	DropBPDU bool
 
@@ -132,6 +138,17 @@ func (c *Config) floodRate() int {
 		return 0
 	}
 	return DefaultFloodRate
+}
+
+// clampFrameMTU returns the frame MTU the clamp works to, or 0 for none.
+func (c *Config) clampFrameMTU() int {
+	switch {
+	case c.MSSClamp < 0:
+		return 0
+	case c.MSSClamp > 0:
+		return c.MSSClamp + 40 + ethHeaderLen
+	}
+	return FrameMTU(DefaultUnderlayMTU - OuterUDPOverhead)
 }
 
 func (c *Config) maxPeers() int {

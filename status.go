@@ -30,11 +30,13 @@ type Status struct {
 	Peers []PeerStatus      `json:"peers"`
 	Drops map[string]uint64 `json:"drops,omitempty"` // drops not attributable to a peer
 	FDB   int               `json:"fdb_entries"`
+	// MSSClamped counts TCP SYNs whose MSS the cable lowered.
+	MSSClamped uint64 `json:"mss_clamped"`
 }
 
 // Status returns a snapshot of the cable's peers and counters.
 func (c *Cable) Status() Status {
-	st := Status{Drops: dropMap(&c.drops), FDB: c.fdb.len()}
+	st := Status{Drops: dropMap(&c.drops), FDB: c.fdb.len(), MSSClamped: c.clamped.Load()}
 	c.fdb.mu.Lock()
 	macs := make(map[*peer]int)
 	for _, p := range c.peerList() {

@@ -21,6 +21,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"syscall"
 	"text/tabwriter"
@@ -141,6 +142,7 @@ type options struct {
 	maxMACs   int
 	floodRate int
 	bpdu      string
+	mssClamp  string
 }
 
 func parseFlags(args []string, server bool, stderr io.Writer) (*options, []string, error) {
@@ -159,6 +161,7 @@ func parseFlags(args []string, server bool, stderr io.Writer) (*options, []strin
 	fs.StringVar(&o.name, "name", "cab", "instance `name`: the control socket is "+controlDir+"/NAME.sock")
 	fs.StringVar(&o.logFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&o.bpdu, "bpdu", "pass", "spanning-tree BPDUs: pass or drop")
+	fs.StringVar(&o.mssClamp, "mss-clamp", "auto", "TCP MSS clamping of frames entering the cable: auto, off, or the IPv4 MSS")
 	if server {
 		fs.IntVar(&o.port, "p", cab.DefaultPort, "UDP `port` to listen on")
 		fs.StringVar(&o.listen, "l", "", "`address` to listen on (default: all, IPv4 and IPv6)")
@@ -295,6 +298,17 @@ func runCable(args []string, server bool, stdout, stderr io.Writer) error {
 		FDBMaxAge: o.fdbAge, MaxMACs: o.maxMACs, FloodRate: o.floodRate, DropBPDU: o.bpdu == "drop"}
 	if o.floodRate == 0 {
 		cfg.FloodRate = -1
+	}
+	switch o.mssClamp {
+	case "auto":
+	case "off":
+		cfg.MSSClamp = -1
+	default:
+		n, err := strconv.Atoi(o.mssClamp)
+		if err != nil || n < 536 || n > 65495 {
+			return fmt.Errorf("--mss-clamp %q: use auto, off, or an MSS from 536 to 65495", o.mssClamp)
+		}
+		cfg.MSSClamp = n
 	}
 	if o.pskFile != "" {
 		b, err := crypto.LoadKeyFile(o.pskFile)

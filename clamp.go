@@ -1,0 +1,169 @@
+package cab
+
+import (
+	"encoding/binary"
+
+	"cab/crypto"
+)
+
+// MTU arithmetic, in one place (DESIGN.md, "MTU"):
+//
+//	WireMTU  = the conn's largest packet on the path
+//	FrameMTU = WireMTU − crypto.Overhead          largest frame in one packet
+//	L3MTU    = FrameMTU − 14 (− 4 per VLAN tag)    largest IP packet in that frame
+//	MSS      = L3MTU − 40 (IPv4) or − 60 (IPv6)
+//
+// computed with the worst-case outer header (IPv6 + UDP) so one value fits
+// every path.
+const (
+	// OuterUDPOverhead is the worst-case outer header of a UDP datagram:
+	// IPv6 (40) + UDP (8).
+	OuterUDPOverhead = 40 + 8
+	// DefaultUnderlayMTU is the MTU assumed of the underlay until measured.
+	DefaultUnderlayMTU = 1500
+)
+
+// FrameMTU returns the largest frame that fits one packet of wireMTU bytes.
+func FrameMTU(wireMTU int) int { return wireMTU - crypto.Overhead }
+
+// L3MTU returns the largest IP packet in a frame of frameMTU bytes with
+// tags VLAN tags.
+func L3MTU(frameMTU, tags int) int { return frameMTU - ethHeaderLen - 4*tags }
+
+// MSS returns the TCP MSS that fits an IP packet of l3MTU bytes.
+func MSS(l3MTU int, ipv6 bool) int {
+	if ipv6 {
+		return l3MTU - 60
+	}
+	return l3MTU - 40
+}
+
+// IP protocol numbers and ethertypes the clamp looks at.
+const (
+	etherTypeIPv4 = 0x0800
+	etherTypeIPv6 = 0x86dd
+	protoTCP      = 6
+	tcpFlagSYN    = 0x02
+	tcpOptEnd     = 0
+	tcpOptNOP     = 1
+	tcpOptMSS     = 2
+)
+
+// clampMSS lowers the MSS option of a TCP SYN (or SYN-ACK) in frame so that
+// the segments of the connection fit in frames of frameMTU bytes. It
+// handles IPv4 and IPv6 (with extension headers), untagged, 802.1Q and
+// QinQ frames, and fixes the TCP checksum incrementally (RFC 1624). It
+// never changes the frame's length and reports whether it changed the
+// frame. Anything it does not understand is left alone.
+func clampMSS(frame []byte, frameMTU int) bool {
+	off, tags := ethHeaderLen, 0
+	if len(frame) < ethHeaderLen {
+		return false
+	}
+	etype := binary.BigEndian.Uint16(frame[12:14])
+	for (etype == etherTypeVLAN || etype == etherTypeQinQ) && tags < 2 {
+		if len(frame) < off+4 {
+			return false
+		}
+		etype = binary.BigEndian.Uint16(frame[off+2 : off+4])
+		off += 4
+		tags++
+	}
+	l3 := L3MTU(frameMTU, tags)
+	var tcp []byte
+	var mss int
+	switch etype {
+	case etherTypeIPv4:
+		ip := frame[off:]
+		if len(ip) < 20 || ip[0]>>4 != 4 {
+			return false
+		}
+		ihl := int(ip[0]&0x0f) * 4
+		total := int(binary.BigEndian.Uint16(ip[2:4]))
+		if ihl < 20 || total < ihl || total > len(ip) || ip[9] != protoTCP {
+			return false
+		}
+		if binary.BigEndian.Uint16(ip[6:8])&0x1fff != 0 { // not the first fragment
+			return false
+		}
+		tcp = ip[ihl:total]
+		mss = MSS(l3, false)
+	case etherTypeIPv6:
+		ip := frame[off:]
+		if len(ip) < 40 || ip[0]>>4 != 6 {
+			return false
+		}
+		end := 40 + int(binary.BigEndian.Uint16(ip[4:6]))
+		if end > len(ip) {
+			return false
+		}
+		next, p := ip[6], 40
+		for next != protoTCP { // walk the extension headers
+			switch next {
+			case 0, 43, 60: // hop-by-hop, routing, destination options
+				if p+2 > end {
+					return false
+				}
+				next, p = ip[p], p+(int(ip[p+1])+1)*8
+			default: // fragments (44) and everything else: leave alone
+				return false
+			}
+			if p > end {
+				return false
+			}
+		}
+		tcp = ip[p:end]
+		mss = MSS(l3, true)
+	default:
+		return false
+	}
+	if len(tcp) < 20 || tcp[13]&tcpFlagSYN == 0 || mss <= 0 {
+		return false
+	}
+	doff := int(tcp[12]>>4) * 4
+	if doff < 20 || doff > len(tcp) {
+		return false
+	}
+	opts := tcp[20:doff]
+	for i := 0; i < len(opts); {
+		switch opts[i] {
+		case tcpOptEnd:
+			return false
+		case tcpOptNOP:
+			i++
+			continue
+		}
+		if i+1 >= len(opts) || opts[i+1] < 2 || i+int(opts[i+1]) > len(opts) {
+			return false
+		}
+		if opts[i] == tcpOptMSS && opts[i+1] == 4 {
+			old := binary.BigEndian.Uint16(opts[i+2 : i+4])
+			if int(old) <= mss {
+				return false
+			}
+			binary.BigEndian.PutUint16(opts[i+2:i+4], uint16(mss))
+			// The MSS option starts at an even offset or not: the
+			// checksum is over 16-bit words of the segment.
+			fixChecksum(tcp[16:18], tcp, 20+i+2, old, uint16(mss))
+			return true
+		}
+		i += int(opts[i+1])
+	}
+	return false
+}
+
+// fixChecksum updates the ones' complement checksum at sum for a 16-bit
+// value at byte offset at of seg changing from old to new (RFC 1624,
+// eqn. 3). A value at an odd offset straddles two checksum words, which
+// is the same as a byte-swapped word.
+func fixChecksum(sum, seg []byte, at int, old, new uint16) {
+	if at%2 == 1 {
+		old, new = old<<8|old>>8, new<<8|new>>8
+	}
+	hc := uint32(binary.BigEndian.Uint16(sum))
+	s := uint32(^hc&0xffff) + uint32(^old) + uint32(new)
+	for s>>16 != 0 {
+		s = s&0xffff + s>>16
+	}
+	binary.BigEndian.PutUint16(sum, ^uint16(s))
+}
