@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	mrand "math/rand/v2"
 	"net"
@@ -41,6 +42,9 @@ type Cable struct {
 
 	imu     sync.Mutex       // serialises writes of index, and guards pending
 	pending map[uint32]*peer // local index of an initiation in flight
+
+	closing atomic.Bool    // Run is shutting down
+	ownWG   sync.WaitGroup // loops of the peers' own ports
 
 	drops   [numDropReasons]atomic.Uint64 // drops not attributable to a peer
 	clamped atomic.Uint64                 // TCP SYNs whose MSS was lowered
@@ -88,6 +92,9 @@ type peer struct {
 	lastHandshake atomic.Int64
 
 	macs int // learned MACs; guarded by fdb.mu
+
+	own     atomic.Pointer[ownPort] // the peer's own port (Config.PortPerPeer)
+	opening atomic.Bool             // an own port is being opened
 
 	floodMu sync.Mutex // guards flood
 	flood   bucket     // frames this peer may have flooded
@@ -160,6 +167,9 @@ func New(cfg Config, port bridgeif.Port, conns []transport.Conn) (*Cable, error)
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	if port == nil && cfg.PortPerPeer == nil {
+		return nil, errors.New("cable: no port (and no port per peer)")
+	}
 	c := &Cable{
 		cfg:     cfg,
 		log:     cfg.logger(),
@@ -194,11 +204,13 @@ func New(cfg Config, port bridgeif.Port, conns []transport.Conn) (*Cable, error)
 func (c *Cable) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	errc := make(chan error, 1+len(c.conns))
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		errc <- c.portLoop()
-	}()
+	if c.port != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errc <- c.portLoop(c.port, nil)
+		}()
+	}
 	for _, conn := range c.conns {
 		wg.Add(1)
 		go func() {
@@ -219,12 +231,23 @@ func (c *Cable) Run(ctx context.Context) error {
 	case <-ctx.Done():
 	case err = <-errc:
 	}
+	if errors.Is(err, io.EOF) {
+		c.log.Info("port closed by the other side (end of stream)")
+		err = nil
+	}
 	stopTimers()
-	c.port.Close()
+	c.closing.Store(true)
+	if c.port != nil {
+		c.port.Close()
+	}
 	for _, conn := range c.conns {
 		conn.Close()
 	}
+	for _, p := range c.peerList() {
+		c.closeOwnPort(p)
+	}
 	wg.Wait()
+	c.ownWG.Wait()
 	for _, p := range c.peerList() {
 		if p.up.CompareAndSwap(true, false) {
 			c.log.Info("peer down", "peer", p.name, "reason", "shutdown")
@@ -314,9 +337,10 @@ func (s *scratch) get() []byte {
 // bufSize fits the largest frame with its header and tag.
 const bufSize = crypto.HeaderLen + bridgeif.MaxFrame + crypto.TagLen
 
-// portLoop reads frames from the port and sends them to the peers they are
-// for.
-func (c *Cable) portLoop() error {
+// portLoop reads frames from port and sends them to the peers they are
+// for: through the fdb for the cable's port, or all to owner for a peer's
+// own port.
+func (c *Cable) portLoop(port bridgeif.Port, owner *peer) error {
 	bufs := make([][]byte, batch)
 	for i := range bufs {
 		bufs[i] = make([]byte, bufSize)
@@ -326,10 +350,13 @@ func (c *Cable) portLoop() error {
 	var sc scratch
 	failures := 0
 	for {
-		n, err := c.port.ReadBatch(bufs, sizes, crypto.HeaderLen)
+		n, err := port.ReadBatch(bufs, sizes, crypto.HeaderLen)
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) {
 				return nil
+			}
+			if errors.Is(err, io.EOF) {
+				return io.EOF
 			}
 			failures++
 			if failures > 100 {
@@ -353,10 +380,14 @@ func (c *Cable) portLoop() error {
 				c.drop(nil, dropBPDU)
 				continue
 			}
-			c.fdb.learn(src, nil, now)
 			if mtu := c.cfg.clampFrameMTU(); mtu > 0 && clampMSS(frame, mtu) {
 				c.clamped.Add(1)
 			}
+			if owner != nil {
+				c.seal(owner, bufs[i], size, &out, now)
+				continue
+			}
+			c.fdb.learn(src, nil, now)
 			if p, ok := c.fdb.lookup(dst); ok {
 				if p != nil {
 					c.seal(p, bufs[i], size, &out, now)
@@ -512,6 +543,14 @@ func (c *Cable) receive(conn transport.Conn, pk *transport.Packet, out *outBatch
 	}
 	p.rxFrames.Add(1)
 	p.rxBytes.Add(uint64(len(frame)))
+	if op := p.own.Load(); op != nil { // the peer has a port of its own
+		op.port.WriteBatch([][]byte{pk.B[:crypto.HeaderLen+len(frame)]}, crypto.HeaderLen)
+		return nil
+	}
+	if c.port == nil {
+		c.drop(p, dropNoSession)
+		return nil
+	}
 	dst, src := frameKeys(frame)
 	if c.cfg.DropBPDU && dst.isBPDU() {
 		c.drop(p, dropBPDU)
@@ -618,10 +657,56 @@ func (c *Cable) setUp(p *peer, up bool, reason string) {
 			addr = pt.addr.String()
 		}
 		c.log.Info("peer up", "peer", p.name, "key", p.key.Short(), "addr", addr)
+		if c.cfg.PortPerPeer != nil && !c.closing.Load() {
+			c.openOwnPort(p)
+		}
 		return
 	}
 	c.fdb.forget(p)
+	c.closeOwnPort(p)
 	c.log.Info("peer down", "peer", p.name, "reason", reason)
+}
+
+// ownPort is a port opened for one peer alone (Config.PortPerPeer).
+type ownPort struct {
+	port bridgeif.Port
+}
+
+// openOwnPort opens p's own port and starts its loop. It runs on its own
+// goroutine, as opening may block (a switch that is slow to answer).
+func (c *Cable) openOwnPort(p *peer) {
+	if !p.opening.CompareAndSwap(false, true) {
+		return
+	}
+	c.ownWG.Add(1)
+	go func() {
+		defer c.ownWG.Done()
+		defer p.opening.Store(false)
+		if p.own.Load() != nil {
+			return
+		}
+		port, err := c.cfg.PortPerPeer(p.name)
+		if err != nil {
+			c.log.Warn("cannot open the peer's own port", "peer", p.name, "err", err)
+			return
+		}
+		op := &ownPort{port: port}
+		p.own.Store(op)
+		if !p.up.Load() || c.closing.Load() { // went down meanwhile
+			c.closeOwnPort(p)
+		}
+		c.log.Info("peer port open", "peer", p.name)
+		if err := c.portLoop(port, p); err != nil {
+			c.log.Warn("peer port failed", "peer", p.name, "err", err)
+		}
+	}()
+}
+
+// closeOwnPort closes p's own port, if it has one.
+func (c *Cable) closeOwnPort(p *peer) {
+	if op := p.own.Swap(nil); op != nil {
+		op.port.Close()
+	}
 }
 
 // handleInit answers a handshake initiation from an allowed peer.

@@ -13,6 +13,7 @@ import (
 	"testing/synctest"
 	"time"
 
+	"cab/bridgeif"
 	"cab/bridgeif/bridgeiftest"
 	"cab/crypto"
 	"cab/transport"
@@ -56,11 +57,25 @@ type site struct {
 
 func startSite(t testing.TB, cfg Config, conn transport.Conn) *site {
 	t.Helper()
+	return startSiteWith(t, cfg, conn, bridgeiftest.NewPort(4096))
+}
+
+// startSiteNoPort starts a cable with no port of its own (PortPerPeer).
+func startSiteNoPort(t testing.TB, cfg Config, conn transport.Conn) *site {
+	t.Helper()
+	return startSiteWith(t, cfg, conn, nil)
+}
+
+func startSiteWith(t testing.TB, cfg Config, conn transport.Conn, port *bridgeiftest.Port) *site {
+	t.Helper()
 	if cfg.Logger == nil {
 		cfg.Logger = quiet
 	}
-	port := bridgeiftest.NewPort(4096)
-	c, err := New(cfg, port, []transport.Conn{conn})
+	var bp bridgeif.Port
+	if port != nil {
+		bp = port
+	}
+	c, err := New(cfg, bp, []transport.Conn{conn})
 	if err != nil {
 		t.Fatal(err)
 	}

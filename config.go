@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"time"
 
+	"cab/bridgeif"
 	"cab/crypto"
 	"cab/transport"
 )
@@ -71,6 +72,13 @@ type Config struct {
 
 	// DropBPDU drops spanning-tree BPDUs instead of passing them.
 	DropBPDU bool
+
+	// PortPerPeer, when set, gives every peer a port of its own, opened
+	// when the peer comes up and closed when it goes down: frames from the
+	// peer go to its port and frames from its port go to the peer, with no
+	// switching by the cable (a vde_switch does it, one switch port per
+	// client, as vde_cryptcab does). name is the peer's name.
+	PortPerPeer func(name string) (bridgeif.Port, error)
 
 	// MaxPeers bounds the number of peers a PSK-only responder creates
 	// for initiators it did not know. Default 1024.

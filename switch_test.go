@@ -6,6 +6,8 @@ import (
 	"testing/synctest"
 	"time"
 
+	"cab/bridgeif"
+	"cab/bridgeif/bridgeiftest"
 	"cab/transport"
 	"cab/transport/transporttest"
 )
@@ -290,4 +292,61 @@ func TestSwitchFiftyClients(t *testing.T) {
 		expectNoFrame(t, c.port, time.Millisecond)
 	}
 	expectNoFrame(t, h.server.port, 10*time.Millisecond)
+}
+
+// TestPortPerPeer: with PortPerPeer every client gets a port of its own,
+// opened when it comes up and closed when it goes down.
+func TestPortPerPeer(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		ports := make(chan *bridgeiftest.Port, 4)
+		net := transporttest.NewNetwork(transporttest.Options{})
+		skey := mustKey(t)
+		server := startSiteNoPort(t, Config{PrivateKey: skey, PSK: psk(10), Responder: true, AllowAny: true,
+			PortPerPeer: func(name string) (bridgeif.Port, error) {
+				p := bridgeiftest.NewPort(64)
+				ports <- p
+				return p, nil
+			}}, net.Conn("server"))
+		var clients []*site
+		for i := 0; i < 2; i++ {
+			cconn := net.Conn(fmt.Sprintf("c%d", i))
+			clients = append(clients, startSite(t, Config{PrivateKey: mustKey(t), PSK: psk(10), Peers: []PeerConfig{{
+				PublicKey: skey.Public(),
+				Dial:      &Dialer{Conn: cconn, Resolve: func() (transport.Addr, error) { return transporttest.Addr("server"), nil }},
+			}}}, cconn))
+			waitUp(t, clients[i], 1)
+		}
+		own := []*bridgeiftest.Port{<-ports, <-ports}
+		synctest.Wait()
+		// Frames of client 0 reach exactly one own port; an answer written
+		// to that port reaches client 0 only.
+		f := testFrame(0xff, mac(0), 1, 80)
+		clients[0].port.Inject(f)
+		time.Sleep(time.Second)
+		var from0 *bridgeiftest.Port
+		for _, p := range own {
+			select {
+			case g := <-p.Frames():
+				if from0 != nil || string(g) != string(f) {
+					t.Fatal("frame of client 0 misdelivered")
+				}
+				from0 = p
+			default:
+			}
+		}
+		if from0 == nil {
+			t.Fatal("frame of client 0 reached no own port")
+		}
+		back := testFrame(mac(0), 0xee, 2, 80)
+		from0.Inject(back)
+		expectFrames(t, clients[0].port, [][]byte{back})
+		expectNoFrame(t, clients[1].port, time.Second)
+		// Client 0 goes away: its port is closed.
+		clients[0].close(t)
+		time.Sleep(3*DefaultKeepalive + 10*time.Second)
+		if err := from0.Inject(back); err == nil {
+			t.Fatal("the own port of a client that went down is still open")
+		}
+		server.close(t)
+	})
 }
