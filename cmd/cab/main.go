@@ -28,6 +28,7 @@ import (
 	"time"
 
 	"cab"
+	"cab/bridgeif"
 	"cab/crypto"
 	"cab/transport"
 )
@@ -41,6 +42,8 @@ Usage:
   cab server [flags]              accept clients and join them to the local port
   cab client [flags] HOST[:PORT]  join the local port to a server
   cab status [--json|--fdb]       show the peers of a running cab
+  cab plug SPEC                   join stdin/stdout (vde_plug's stream format) to a port,
+                                  e.g. cab plug vde:/tmp/sw, a vde_plug drop-in for dpipe
   cab genkey                      print a new private key (base64)
   cab pubkey                      read a private key on stdin, print its public key
   cab --version                   print the version
@@ -66,6 +69,8 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		err = runCable(args[1:], false, stdout, stderr)
 	case "status":
 		err = status(args[1:], stdout, stderr)
+	case "plug":
+		err = plug(args[1:], stderr)
 	case "genkey":
 		err = genkey(stdout)
 	case "pubkey":
@@ -143,6 +148,7 @@ type options struct {
 	floodRate int
 	bpdu      string
 	mssClamp  string
+	vdeShared bool
 }
 
 func parseFlags(args []string, server bool, stderr io.Writer) (*options, []string, error) {
@@ -153,7 +159,7 @@ func parseFlags(args []string, server bool, stderr io.Writer) (*options, []strin
 	fs := flag.NewFlagSet("cab "+name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	o := &options{}
-	fs.StringVar(&o.spec, "s", "tap:cab0", "local port: tap:NAME")
+	fs.StringVar(&o.spec, "s", "tap:cab0", "local port: tap:NAME[,bridge=BR|,ovs=BR][,mtu=N], vde:DIR[N] or stdio")
 	fs.StringVar(&o.pskFile, "psk", "", "pre-shared key `file` (from cab genkey); alone it is enough for a two-site link")
 	fs.StringVar(&o.keyFile, "key", "", "private key `file` (default: STATE_DIR/"+name+".key, created on first run)")
 	fs.StringVar(&o.stateDir, "state-dir", "", "state `directory` (default /var/lib/cab as root, else $XDG_STATE_HOME/cab)")
@@ -167,6 +173,7 @@ func parseFlags(args []string, server bool, stderr io.Writer) (*options, []strin
 		fs.StringVar(&o.listen, "l", "", "`address` to listen on (default: all, IPv4 and IPv6)")
 		fs.StringVar(&o.allowFile, "allow", "", "`file` of allowed client public keys, one per line with an optional name (default without --psk: STATE_DIR/clients.txt)")
 		fs.DurationVar(&o.keepalive, "keepalive", cab.DefaultKeepalive, "clients' keepalive interval; a client silent for 3 intervals + 5s is down")
+		fs.BoolVar(&o.vdeShared, "vde-shared-port", false, "with -s vde:DIR, put all clients on one switch port and let cab switch (default: a switch port per client)")
 		fs.BoolVar(&o.isolate, "isolate", false, "do not forward frames between clients; a client cannot claim another's MAC")
 		fs.DurationVar(&o.fdbAge, "fdb-age", 300*time.Second, "how long a learned MAC is remembered")
 		fs.IntVar(&o.maxMACs, "max-macs", 1024, "most MACs learned behind one client")
@@ -420,13 +427,31 @@ func runCable(args []string, server bool, stdout, stderr io.Writer) error {
 		}
 	}
 
-	port, err := cab.OpenPort(o.spec, pub)
-	if err != nil {
-		return err
+	var port bridgeif.Port
+	if dir, ok := strings.CutPrefix(o.spec, "vde:"); ok && server && !o.vdeShared {
+		// A switch port per client, as vde_cryptcab does: the switch
+		// sees each client on its own port.
+		vdir, _, err := bridgeif.ParseVDESpec(dir)
+		if err != nil {
+			return fmt.Errorf("-s %s: %w", o.spec, err)
+		}
+		if _, err := os.Stat(filepath.Join(vdir, "ctl")); err != nil {
+			return fmt.Errorf("-s %s: no vde_switch at %s (start one with vde_switch -d -s %s)", o.spec, vdir, vdir)
+		}
+		cfg.PortPerPeer = func(name string) (bridgeif.Port, error) {
+			return bridgeif.OpenVDE(vdir, bridgeif.VDEOptions{Description: "cab client " + name, Logger: log})
+		}
+	} else {
+		port, err = cab.OpenPort(o.spec, pub)
+		if err != nil {
+			return err
+		}
 	}
 	c, err := cab.New(cfg, port, []transport.Conn{conn})
 	if err != nil {
-		port.Close()
+		if port != nil {
+			port.Close()
+		}
 		return err
 	}
 	closeConn = false
@@ -581,4 +606,40 @@ func dropString(m map[string]uint64) string {
 		fmt.Fprintf(&b, "%s=%d", k, m[k])
 	}
 	return b.String()
+}
+
+// plug joins stdin/stdout, in vde_plug's stream format, to the port spec,
+// without crypto: a drop-in for vde_plug on either side of a dpipe. It ends
+// with nil on end of stdin.
+func plug(args []string, stderr io.Writer) error {
+	fs := flag.NewFlagSet("cab plug", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "Usage: cab plug SPEC\n\nJoin stdin/stdout (vde_plug's stream format) to the port SPEC:\ntap:NAME or vde:DIR[N]. Example: dpipe vde_plug /tmp/swA = ssh B cab plug vde:/tmp/swB\n")
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return errUsage
+	}
+	if fs.NArg() != 1 {
+		return errors.New("plug: give one port, e.g. cab plug vde:/tmp/sw")
+	}
+	if fs.Arg(0) == "stdio" {
+		return errors.New("plug: stdio to stdio makes no cable: give tap:NAME or vde:DIR")
+	}
+	var id crypto.PublicKey
+	port, err := cab.OpenPort(fs.Arg(0), id)
+	if err != nil {
+		return err
+	}
+	stdio, err := cab.OpenStdio()
+	if err != nil {
+		port.Close()
+		return err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	return cab.Splice(ctx, port, stdio)
 }
