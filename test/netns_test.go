@@ -121,6 +121,7 @@ type site struct {
 	ulIf string // underlay veth inside the namespace
 	v4   string // underlay IPv4 address
 	v6   string // underlay IPv6 address
+	host *site  // a host namespace behind the site, when a test makes one
 }
 
 // newNetns creates a namespace named cab-<random>-<suffix> with lo up, and
