@@ -179,8 +179,10 @@ func TestLinuxBridge(t *testing.T) {
 		mustRun(t, "ip", "-n", s.ns, "link", "add", "br0", "type", "bridge")
 		mustRun(t, "ip", "-n", s.ns, "link", "set", "br0", "up")
 	}
-	srv := a.cab(t, "server", "-p", port, "-s", "tap:"+tapDev+",bridge=br0", "--psk", psk)
-	cli := b.cab(t, "client", "-s", "tap:"+tapDev+",bridge=br0", "--psk", psk, a.v4+":"+port)
+	// Jumbo frames: the bridges, TAPs and hosts all take 9000 bytes; the
+	// underlay stays at 1500 (the kernel fragments the outer datagrams).
+	srv := a.cab(t, "server", "-p", port, "-s", "tap:"+tapDev+",bridge=br0,mtu=9000", "--psk", psk)
+	cli := b.cab(t, "client", "-s", "tap:"+tapDev+",bridge=br0,mtu=9000", "--psk", psk, a.v4+":"+port)
 	waitPeerUp(t, upTimeout, srv, cli)
 	for i, s := range []*site{a, b} {
 		if out := mustRun(t, "ip", "-n", s.ns, "-o", "link", "show", "dev", tapDev); !strings.Contains(out, "master br0") {
@@ -190,14 +192,17 @@ func TestLinuxBridge(t *testing.T) {
 		// overlay address, in a host namespace of its own.
 		h := newNetns(t, "h"+strconv.Itoa(i))
 		mustRun(t, "ip", "-n", s.ns, "link", "add", "vh", "type", "veth", "peer", "name", "eth0", "netns", h.ns)
-		mustRun(t, "ip", "-n", s.ns, "link", "set", "vh", "master", "br0", "up")
+		mustRun(t, "ip", "-n", s.ns, "link", "set", "vh", "mtu", "9000", "master", "br0", "up")
 		mustRun(t, "ip", "-n", h.ns, "addr", "add", []string{overlayA, overlayB}[i]+"/24", "dev", "eth0")
-		mustRun(t, "ip", "-n", h.ns, "link", "set", "eth0", "up")
+		mustRun(t, "ip", "-n", h.ns, "link", "set", "eth0", "mtu", "9000", "up")
 		s.host = h
 	}
 	waitPing(t, 15*time.Second, b.host.ns, overlayA)
 	if n := ping(t, a.host.ns, overlayB, 5); n != 5 {
 		t.Errorf("ping between bridged hosts: %d of 5", n)
+	}
+	if n := ping(t, a.host.ns, overlayB, 3, "-s", "8972", "-M", "do"); n != 3 {
+		t.Errorf("9000-byte jumbo pings between bridged hosts: %d of 3", n)
 	}
 	// On exit cab leaves the bridge; the bridge stays.
 	srv.signal(syscall.SIGTERM)
@@ -280,5 +285,26 @@ func TestOpenVSwitch(t *testing.T) {
 	}
 	if out := mustRun(t, "ovs-vsctl", "--db=unix:"+dbA, "list-ports", "brx"); strings.Contains(out, tapDev) {
 		t.Errorf("cab's TAP still in brx after exit: %s", out)
+	}
+}
+
+// TestVDEAndStdioEdges: a switch that never answers (a port over its
+// limit) is timed out with a clear error; end of stdin ends cab with exit 0.
+func TestVDEAndStdioEdges(t *testing.T) {
+	t.Parallel()
+	a, _ := newPair(t)
+	sw := startSwitch(t, a, "sw")
+	psk := genkey(t, a.path("site.psk"))
+	p := a.cab(t, "client", "-s", "vde:"+sw.dir+"[40]", "--psk", psk, "198.51.100.2:"+port)
+	if !p.wait(10 * time.Second) {
+		t.Fatal("cab still waiting for a switch that never answers")
+	}
+	if p.exitCode() != 1 || !strings.Contains(p.stderr.String(), "did not answer") {
+		t.Fatalf("exit %d, stderr %q", p.exitCode(), p.stderr.String())
+	}
+	// stdin is /dev/null: the stream ends at once, and so does cab.
+	e := a.cab(t, "client", "-s", "stdio", "--psk", psk, "198.51.100.2:"+port)
+	if !e.wait(10*time.Second) || e.exitCode() != 0 {
+		t.Fatalf("cab -s stdio at end of stdin: %s\n%s", e.state(), e.output())
 	}
 }
