@@ -5,39 +5,17 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net"
-	"os"
-	"path/filepath"
-	"runtime"
 	"testing"
-
-	"golang.org/x/sys/unix"
 )
 
 // dialUDPIn opens a UDP socket inside namespace ns connected to addr.
 func dialUDPIn(t *testing.T, ns, addr string) net.Conn {
 	t.Helper()
-	orig, err := os.Open("/proc/thread-self/ns/net")
+	var c net.Conn
+	var err error
+	inNetns(t, ns, func() { c, err = net.Dial("udp", addr) })
 	if err != nil {
-		t.Fatal(err)
-	}
-	defer orig.Close()
-	target, err := os.Open(filepath.Join("/run/netns", ns))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer target.Close()
-	runtime.LockOSThread()
-	if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
-		runtime.UnlockOSThread()
-		t.Fatalf("setns %s: %v", ns, err)
-	}
-	c, derr := net.Dial("udp", addr)
-	if err := unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET); err != nil {
-		t.Fatalf("setns back: %v", err) // the thread stays locked and dies with the goroutine
-	}
-	runtime.UnlockOSThread()
-	if derr != nil {
-		t.Fatalf("dial %s in %s: %v", addr, ns, derr)
+		t.Fatalf("dial %s in %s: %v", addr, ns, err)
 	}
 	t.Cleanup(func() { c.Close() })
 	return c

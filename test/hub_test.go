@@ -162,16 +162,7 @@ func TestHubIsolate(t *testing.T) {
 	if st, err := os.Stat(sock); err != nil || st.Mode().Perm() != 0o600 {
 		t.Fatalf("control socket %s: %v %v", sock, st, err)
 	}
-	dir, err := os.MkdirTemp("", "cab-status-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	os.Chmod(dir, 0o755)
-	b, _ := os.ReadFile(cabBin)
-	writeFile(t, dir+"/cab", string(b))
-	os.Chmod(dir+"/cab", 0o755)
-	p := start(t, srv.ns, "setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", dir+"/cab", "status", "--name", srv.ns)
+	p := start(t, srv.ns, "setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", publicCopy(t), "status", "--name", srv.ns)
 	if !p.wait(10*time.Second) || p.exitCode() != 1 || !strings.Contains(p.stderr.String(), "permission denied") {
 		t.Errorf("cab status as nobody: %s, stderr %q; want exit 1 and permission denied", p.state(), p.stderr.String())
 	}

@@ -397,9 +397,9 @@ func pubkey(t *testing.T, path string) string {
 	return k
 }
 
-// listenUDPIn binds a UDP socket on port (all addresses) inside namespace
-// ns, and closes it when t ends.
-func listenUDPIn(t *testing.T, ns string, port int) {
+// inNetns runs f on a thread that is in namespace ns; sockets f makes
+// belong to ns.
+func inNetns(t *testing.T, ns string, f func()) {
 	t.Helper()
 	orig, err := os.Open("/proc/thread-self/ns/net")
 	if err != nil {
@@ -411,22 +411,52 @@ func listenUDPIn(t *testing.T, ns string, port int) {
 		t.Fatal(err)
 	}
 	defer target.Close()
-
-	// The socket belongs to the namespace of the thread that creates it.
 	runtime.LockOSThread()
 	if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
 		runtime.UnlockOSThread()
 		t.Fatalf("setns %s: %v", ns, err)
 	}
-	c, lerr := net.ListenPacket("udp", fmt.Sprintf(":%d", port))
+	f()
 	if err := unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET); err != nil {
 		// Leave the thread locked: it dies with this goroutine rather
 		// than run other goroutines in the wrong namespace.
 		t.Fatalf("setns back: %v", err)
 	}
 	runtime.UnlockOSThread()
-	if lerr != nil {
-		t.Fatalf("listen udp :%d in %s: %v", port, ns, lerr)
+}
+
+// listenUDPIn binds a UDP socket on port (all addresses) inside namespace
+// ns, and closes it when t ends.
+func listenUDPIn(t *testing.T, ns string, port int) {
+	t.Helper()
+	var c net.PacketConn
+	var err error
+	inNetns(t, ns, func() { c, err = net.ListenPacket("udp", fmt.Sprintf(":%d", port)) })
+	if err != nil {
+		t.Fatalf("listen udp :%d in %s: %v", port, ns, err)
 	}
 	t.Cleanup(func() { c.Close() })
+}
+
+// publicCopy copies the cab binary into a directory anyone may read, for
+// running it as an unprivileged user, and returns its path.
+func publicCopy(t *testing.T) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "cab-public-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	b, err := os.ReadFile(cabBin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin := filepath.Join(dir, "cab")
+	if err := os.WriteFile(bin, b, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return bin
 }

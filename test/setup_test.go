@@ -68,20 +68,9 @@ func TestBadSetup(t *testing.T) {
 	t.Run("no CAP_NET_ADMIN", func(t *testing.T) {
 		// cab run by an unprivileged user (nobody) cannot make a TAP and
 		// must say what to do about it.
-		dir, err := os.MkdirTemp("", "cab-nopriv-")
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { os.RemoveAll(dir) })
-		bin := filepath.Join(dir, "cab")
-		b, err := os.ReadFile(cabBin)
-		if err != nil {
-			t.Fatal(err)
-		}
+		bin := publicCopy(t)
+		dir := filepath.Dir(bin)
 		psk := filepath.Join(dir, "nobody.psk")
-		if err := os.WriteFile(bin, b, 0o755); err != nil {
-			t.Fatal(err)
-		}
 		key, _ := os.ReadFile(good)
 		if err := os.WriteFile(psk, key, 0o600); err != nil {
 			t.Fatal(err)
@@ -91,7 +80,6 @@ func TestBadSetup(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		os.Chmod(dir, 0o755)
 		p := start(t, s.ns, "setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", bin,
 			"server", "-p", "47005", "-s", "tap:"+tapDev, "--psk", psk, "--state-dir", filepath.Join(dir, "state"), "--name", s.ns+"-np")
 		if !p.wait(10 * time.Second) {
