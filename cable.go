@@ -74,9 +74,11 @@ type peer struct {
 	path atomic.Pointer[path]
 	cur  atomic.Pointer[session] // the session frames are sealed with
 
-	mu          sync.Mutex // guards the following fields
-	prev, next  *session   // prev: still accepted; next: responder side, awaiting confirmation
-	initiator   *crypto.Initiator
+	mu          sync.Mutex        // guards the following fields
+	prev, next  *session          // prev: still accepted; next: responder side, awaiting confirmation
+	nextOld     *session          // the unconfirmed session before next: on a slow path the initiator may complete that one
+	initiator   *crypto.Initiator // the newest initiation in flight
+	prevInit    *crypto.Initiator // the one before: its answer is still welcome on a slow path
 	nextAttempt time.Time
 	attempts    int
 	lastInitTS  uint64
@@ -618,9 +620,14 @@ func (c *Cable) authenticated(p *peer, s *session, conn transport.Conn, addr tra
 	}
 	p.mu.Lock()
 	confirmed := false
-	if p.next == s {
+	if p.next == s || p.nextOld == s {
 		c.rotateLocked(p, s)
-		p.next = nil
+		for _, o := range []*session{p.next, p.nextOld} {
+			if o != nil && o != s {
+				c.unregister(o.LocalIndex())
+			}
+		}
+		p.next, p.nextOld = nil, nil
 		confirmed = true
 	}
 	p.mu.Unlock()
@@ -748,10 +755,10 @@ func (c *Cable) handleInit(conn transport.Conn, addr transport.Addr, msg []byte,
 	}
 	p.lastInitTS = pi.Timestamp()
 	s := &session{Session: cs, peer: p}
-	if p.next != nil {
-		c.unregister(p.next.LocalIndex())
+	if p.nextOld != nil {
+		c.unregister(p.nextOld.LocalIndex())
 	}
-	p.next = s
+	p.nextOld, p.next = p.next, s
 	c.register(idx, s)
 	p.mu.Unlock()
 	c.log.Debug("handshake response sent", "peer", p.name, "addr", addr.String())
@@ -805,6 +812,9 @@ func (c *Cable) handleResponse(conn transport.Conn, addr transport.Addr, msg []b
 	p.mu.Lock()
 	h := p.initiator
 	if h == nil || h.LocalIndex() != idx {
+		h = p.prevInit
+	}
+	if h == nil || h.LocalIndex() != idx {
 		p.mu.Unlock()
 		c.drop(p, dropNoSession)
 		return
@@ -815,13 +825,17 @@ func (c *Cable) handleResponse(conn transport.Conn, addr transport.Addr, msg []b
 		c.drop(p, dropAuth)
 		return
 	}
-	p.initiator = nil
-	p.attempts = 0
 	s := &session{Session: cs, peer: p}
 	c.imu.Lock()
-	delete(c.pending, idx)
+	for _, in := range []*crypto.Initiator{p.initiator, p.prevInit} {
+		if in != nil {
+			delete(c.pending, in.LocalIndex())
+		}
+	}
 	c.index.Store(idx, s)
 	c.imu.Unlock()
+	p.initiator, p.prevInit = nil, nil
+	p.attempts = 0
 	c.rotateLocked(p, s)
 	p.mu.Unlock()
 
@@ -871,12 +885,12 @@ func (c *Cable) initiate(p *peer) {
 		return
 	}
 	p.mu.Lock()
-	if p.initiator != nil {
+	if p.prevInit != nil {
 		c.imu.Lock()
-		delete(c.pending, p.initiator.LocalIndex())
+		delete(c.pending, p.prevInit.LocalIndex())
 		c.imu.Unlock()
 	}
-	p.initiator = h
+	p.prevInit, p.initiator = p.initiator, h
 	c.imu.Lock()
 	c.pending[idx] = p
 	c.imu.Unlock()
@@ -990,6 +1004,10 @@ func (c *Cable) expire(p *peer, now time.Time) {
 	if old(p.prev) {
 		c.unregister(p.prev.LocalIndex())
 		p.prev = nil
+	}
+	if old(p.nextOld) {
+		c.unregister(p.nextOld.LocalIndex())
+		p.nextOld = nil
 	}
 	if old(p.next) {
 		c.unregister(p.next.LocalIndex())

@@ -462,3 +462,25 @@ func TestCableFanIn(t *testing.T) {
 	}
 	expectNoFrame(t, server.port, 50*time.Millisecond)
 }
+
+// TestCableSlowPath: on a path whose round trip (3 s) is longer than the
+// first handshake retry (about 1 s), the answer to an earlier initiation
+// still completes the handshake.
+func TestCableSlowPath(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		n := transporttest.NewNetwork(transporttest.Options{Delay: 1500 * time.Millisecond})
+		skey := mustKey(t)
+		server := startSite(t, Config{PrivateKey: skey, PSK: psk(11), Responder: true, AllowAny: true}, n.Conn("server"))
+		cconn := n.Conn("client")
+		client := startSite(t, Config{PrivateKey: mustKey(t), PSK: psk(11), Peers: []PeerConfig{{
+			PublicKey: skey.Public(),
+			Dial:      &Dialer{Conn: cconn, Resolve: func() (transport.Addr, error) { return transporttest.Addr("server"), nil }},
+		}}}, cconn)
+		start := time.Now()
+		waitUp(t, client, 1)
+		if d := time.Since(start); d > 4500*time.Millisecond {
+			t.Errorf("handshake over a 3 s round trip took %v; the first answer arrives after 3 s", d)
+		}
+		exchange(t, server, client, 3)
+	})
+}

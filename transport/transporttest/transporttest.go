@@ -10,6 +10,7 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"cab/transport"
 )
@@ -23,6 +24,9 @@ type Options struct {
 	MaxPacket int     // largest packet; default 65535
 	Queue     int     // per-conn receive queue; a full queue drops; default 1024
 	Seed      uint64  // seed of the random source
+	// Delay holds every packet this long before delivery (one-way
+	// latency), in order.
+	Delay time.Duration
 }
 
 // A Network is an in-memory switchboard of Conns addressed by name.
@@ -56,6 +60,10 @@ func NewNetwork(opts Options) *Network {
 // no Conn is a silent loss.
 func (n *Network) Conn(name string) *Conn {
 	c := &Conn{net: n, addr: Addr(name), in: make(chan transport.Packet, n.opts.Queue), done: make(chan struct{})}
+	if n.opts.Delay > 0 {
+		c.delayed = make(chan delayed, n.opts.Queue)
+		go c.delayLine()
+	}
 	n.mu.Lock()
 	n.conns[c.addr] = c
 	n.mu.Unlock()
@@ -75,10 +83,11 @@ func (a Addr) String() string { return string(a) }
 
 // A Conn is one endpoint of a Network.
 type Conn struct {
-	net  *Network
-	addr Addr
-	in   chan transport.Packet
-	done chan struct{}
+	net     *Network
+	addr    Addr
+	in      chan transport.Packet
+	done    chan struct{}
+	delayed chan delayed // with Options.Delay
 
 	closeOnce sync.Once
 	down      atomic.Bool
@@ -195,12 +204,47 @@ func (n *Network) deliver(from, to Addr, b []byte) {
 		out = append(out, p)
 	}
 	n.mu.Unlock()
-	for _, q := range out {
+	if n.opts.Delay > 0 {
 		select {
-		case dst.in <- q:
-		case <-dst.done:
+		case dst.delayed <- delayed{due: time.Now().Add(n.opts.Delay), ps: out}:
 		default:
-			dst.dropped.Add(1) // queue full
+			dst.dropped.Add(uint64(len(out)))
+		}
+		return
+	}
+	dst.enqueue(out)
+}
+
+// delayed packets wait in a conn's delay line until due.
+type delayed struct {
+	due time.Time
+	ps  []transport.Packet
+}
+
+// delayLine delivers delayed packets in order, each when it is due.
+func (c *Conn) delayLine() {
+	for {
+		select {
+		case d := <-c.delayed:
+			select {
+			case <-time.After(time.Until(d.due)):
+			case <-c.done:
+				return
+			}
+			c.enqueue(d.ps)
+		case <-c.done:
+			return
+		}
+	}
+}
+
+func (c *Conn) enqueue(ps []transport.Packet) {
+	for _, q := range ps {
+		select {
+		case c.in <- q:
+		case <-c.done:
+		default:
+			c.dropped.Add(1) // queue full
 		}
 	}
 }
