@@ -36,6 +36,7 @@ const (
 	TypeInit     byte = 1 // handshake initiation
 	TypeResponse byte = 2 // handshake response
 	TypeData     byte = 4 // data; an empty payload is a keepalive
+	TypeFragment byte = 5 // data carrying a fragment of a frame too big for the path
 )
 
 // Protocol timers and limits, WireGuard's values.
@@ -182,7 +183,7 @@ func ParseHeader(pkt []byte) (typ byte, receiver uint32, ok bool) {
 	}
 	typ = pkt[0]
 	switch typ {
-	case TypeData:
+	case TypeData, TypeFragment:
 		if len(pkt) < HeaderLen+TagLen {
 			return typ, 0, false
 		}

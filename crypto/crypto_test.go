@@ -390,3 +390,26 @@ func itoa(n int) string {
 	}
 	return s
 }
+
+func TestSealTypeFragment(t *testing.T) {
+	is, rs, err := handshake(t, nil, nil, LocalCiphers(), LocalCiphers())
+	if err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, HeaderLen+10+TagLen)
+	pkt, err := is.SealType(TypeFragment, buf, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if typ, idx, ok := ParseHeader(pkt); !ok || typ != TypeFragment || idx != rs.LocalIndex() {
+		t.Fatalf("header %d %d %v", typ, idx, ok)
+	}
+	cp := append([]byte(nil), pkt...)
+	cp[0] = TypeData // the type is authenticated
+	if _, err := rs.Open(cp); err == nil {
+		t.Fatal("a fragment relabelled as data opened")
+	}
+	if _, err := rs.Open(pkt); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -132,6 +132,11 @@ func getNonce(counter uint64) *[12]byte {
 // the header in front of it and returns the packet, buf[:HeaderLen+n+TagLen].
 // len(buf) must be at least HeaderLen+n+TagLen.
 func (s *Session) Seal(buf []byte, n int) ([]byte, error) {
+	return s.SealType(TypeData, buf, n)
+}
+
+// SealType is Seal for a packet of type typ: TypeData or TypeFragment.
+func (s *Session) SealType(typ byte, buf []byte, n int) ([]byte, error) {
 	if n < 0 || len(buf) < HeaderLen+n+TagLen {
 		return nil, ErrShort
 	}
@@ -141,7 +146,7 @@ func (s *Session) Seal(buf []byte, n int) ([]byte, error) {
 		return nil, ErrExhausted
 	}
 	hdr := buf[:HeaderLen]
-	hdr[0], hdr[1], hdr[2], hdr[3] = TypeData, 0, 0, 0
+	hdr[0], hdr[1], hdr[2], hdr[3] = typ, 0, 0, 0
 	putLE32(hdr[4:8], s.remote)
 	binary.LittleEndian.PutUint64(hdr[8:16], ctr)
 	nc := getNonce(ctr)
