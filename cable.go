@@ -48,6 +48,8 @@ type Cable struct {
 
 	drops   [numDropReasons]atomic.Uint64 // drops not attributable to a peer
 	clamped atomic.Uint64                 // TCP SYNs whose MSS was lowered
+	inReasm atomic.Int64                  // frames in reassembly, all peers
+	minWire atomic.Int64                  // smallest wire MTU of the peers, for the clamp
 
 	debugGate atomic.Int64 // rate limit of per-packet debug logs
 }
@@ -95,6 +97,11 @@ type peer struct {
 
 	macs int // learned MACs; guarded by fdb.mu
 
+	wireMTU    atomic.Int64  // largest packet on the peer's path
+	fragID     atomic.Uint32 // id of the last frame sent in fragments
+	fragmented atomic.Uint64 // frames sent in fragments
+	reasm      reassembly    // frames from the peer in fragments
+
 	own     atomic.Pointer[ownPort] // the peer's own port (Config.PortPerPeer)
 	opening atomic.Bool             // an own port is being opened
 
@@ -126,6 +133,7 @@ const (
 	dropIsolated
 	dropMACConflict
 	dropBPDU
+	dropFragment
 	numDropReasons
 )
 
@@ -143,6 +151,7 @@ var dropNames = [numDropReasons]string{
 	dropIsolated:        "isolated",
 	dropMACConflict:     "mac conflict",
 	dropBPDU:            "bpdu",
+	dropFragment:        "fragment",
 }
 
 func (r dropReason) String() string { return dropNames[r] }
@@ -184,12 +193,13 @@ func New(cfg Config, port bridgeif.Port, conns []transport.Conn) (*Cable, error)
 		byKey:   make(map[crypto.PublicKey]*peer),
 		pending: make(map[uint32]*peer),
 	}
+	c.minWire.Store(defaultWireMTU)
 	if cfg.Responder {
 		c.responder = crypto.NewResponder(cfg.PrivateKey, c.ciphers)
 	}
 	list := []*peer{}
 	for _, pc := range cfg.Peers {
-		p := &peer{name: pc.Name, key: pc.PublicKey, dial: pc.Dial}
+		p := c.newPeer(pc.Name, pc.PublicKey, pc.Dial)
 		if p.name == "" {
 			p.name = pc.PublicKey.Short()
 		}
@@ -259,6 +269,13 @@ func (c *Cable) Run(ctx context.Context) error {
 }
 
 func (c *Cable) peerList() []*peer { return *c.peers.Load() }
+
+func (c *Cable) newPeer(name string, key crypto.PublicKey, dial *Dialer) *peer {
+	p := &peer{name: name, key: key, dial: dial}
+	p.wireMTU.Store(defaultWireMTU)
+	p.reasm.total = &c.inReasm
+	return p
+}
 
 func (c *Cable) kickTimers() {
 	select {
@@ -382,17 +399,17 @@ func (c *Cable) portLoop(port bridgeif.Port, owner *peer) error {
 				c.drop(nil, dropBPDU)
 				continue
 			}
-			if mtu := c.cfg.clampFrameMTU(); mtu > 0 && clampMSS(frame, mtu) {
+			if mtu := c.cfg.clampFrameMTU(int(c.minWire.Load())); mtu > 0 && clampMSS(frame, mtu) {
 				c.clamped.Add(1)
 			}
 			if owner != nil {
-				c.seal(owner, bufs[i], size, &out, now)
+				c.seal(owner, bufs[i], size, &out, &sc, now)
 				continue
 			}
 			c.fdb.learn(src, nil, now)
 			if p, ok := c.fdb.lookup(dst); ok {
 				if p != nil {
-					c.seal(p, bufs[i], size, &out, now)
+					c.seal(p, bufs[i], size, &out, &sc, now)
 				}
 				continue
 			}
@@ -414,18 +431,18 @@ func (c *Cable) flood(from *peer, buf []byte, size int, out *outBatch, sc *scrat
 		if last != nil {
 			b := sc.get()
 			copy(b[crypto.HeaderLen:], buf[crypto.HeaderLen:crypto.HeaderLen+size])
-			c.seal(last, b, size, out, now)
+			c.seal(last, b, size, out, sc, now)
 		}
 		last = p
 	}
 	if last != nil {
-		c.seal(last, buf, size, out, now)
+		c.seal(last, buf, size, out, sc, now)
 	}
 }
 
 // seal seals the frame at buf[HeaderLen:HeaderLen+size] for p in place and
 // queues the packet on p's path.
-func (c *Cable) seal(p *peer, buf []byte, size int, out *outBatch, now int64) {
+func (c *Cable) seal(p *peer, buf []byte, size int, out *outBatch, sc *scratch, now int64) {
 	s := p.cur.Load()
 	pt := p.path.Load()
 	if s == nil || pt == nil || now-s.Created().UnixNano() >= int64(crypto.RejectAfterTime) {
@@ -433,6 +450,16 @@ func (c *Cable) seal(p *peer, buf []byte, size int, out *outBatch, now int64) {
 		if p.dial != nil {
 			c.kickTimers()
 		}
+		return
+	}
+	if wire := int(p.wireMTU.Load()); crypto.Overhead+size > wire {
+		if !c.fragment(p, s, pt, buf, size, wire, out, sc) {
+			c.drop(p, dropTooBig)
+			return
+		}
+		p.txFrames.Add(1)
+		p.txBytes.Add(uint64(size))
+		p.noteSent(now)
 		return
 	}
 	pkt, err := s.Seal(buf, size)
@@ -506,7 +533,7 @@ func (c *Cable) receive(conn transport.Conn, pk *transport.Packet, out *outBatch
 	case crypto.TypeResponse:
 		c.handleResponse(conn, pk.Addr, pk.B, idx, now)
 		return nil
-	case crypto.TypeData:
+	case crypto.TypeData, crypto.TypeFragment:
 	default:
 		c.drop(nil, dropRunt)
 		return nil
@@ -532,6 +559,15 @@ func (c *Cable) receive(conn transport.Conn, pk *transport.Packet, out *outBatch
 		return nil
 	}
 	c.authenticated(p, s, conn, pk.Addr, now)
+	buf := pk.B
+	if typ == crypto.TypeFragment {
+		whole := c.reassemble(p, frame, now)
+		if whole == nil {
+			return nil
+		}
+		buf = sc.get()
+		frame = buf[crypto.HeaderLen : crypto.HeaderLen+copy(buf[crypto.HeaderLen:], whole)]
+	}
 	if len(frame) == 0 { // keepalive
 		if p.dial == nil {
 			p.recvData.Store(true)
@@ -546,7 +582,7 @@ func (c *Cable) receive(conn transport.Conn, pk *transport.Packet, out *outBatch
 	p.rxFrames.Add(1)
 	p.rxBytes.Add(uint64(len(frame)))
 	if op := p.own.Load(); op != nil { // the peer has a port of its own
-		op.port.WriteBatch([][]byte{pk.B[:crypto.HeaderLen+len(frame)]}, crypto.HeaderLen)
+		op.port.WriteBatch([][]byte{buf[:crypto.HeaderLen+len(frame)]}, crypto.HeaderLen)
 		return nil
 	}
 	if c.port == nil {
@@ -566,7 +602,7 @@ func (c *Cable) receive(conn transport.Conn, pk *transport.Packet, out *outBatch
 		return nil
 	}
 	size := len(frame)
-	buf := pk.B[:crypto.HeaderLen+size]
+	buf = buf[:crypto.HeaderLen+size]
 	if to, known := c.fdb.lookup(dst); known {
 		switch {
 		case to == nil:
@@ -579,7 +615,7 @@ func (c *Cable) receive(conn transport.Conn, pk *transport.Packet, out *outBatch
 		default:
 			b := sc.get()
 			copy(b[crypto.HeaderLen:], frame)
-			c.seal(to, b, size, out, now)
+			c.seal(to, b, size, out, sc, now)
 			return nil
 		}
 	}
@@ -608,6 +644,7 @@ func (c *Cable) authenticated(p *peer, s *session, conn transport.Conn, addr tra
 	p.unanswered.Store(0)
 	if pt := p.path.Load(); pt == nil || pt.conn != conn || pt.addr != addr {
 		p.path.Store(&path{conn: conn, addr: addr})
+		c.updateMTU(p)
 		if pt != nil {
 			c.log.Info("path changed", "peer", p.name, "addr", addr.String())
 		}
@@ -793,7 +830,8 @@ func (c *Cable) peerFor(key crypto.PublicKey) *peer {
 	if name == "" {
 		name = key.Short()
 	}
-	p = &peer{name: name, key: key, dynamic: true}
+	p = c.newPeer(name, key, nil)
+	p.dynamic = true
 	c.byKey[key] = p
 	list := append(append([]*peer(nil), c.peerList()...), p)
 	c.peers.Store(&list)
@@ -842,6 +880,7 @@ func (c *Cable) handleResponse(conn transport.Conn, addr transport.Addr, msg []b
 	p.lastRecv.Store(now)
 	p.unanswered.Store(0)
 	p.path.Store(&path{conn: conn, addr: addr})
+	c.updateMTU(p)
 	p.handshakes.Add(1)
 	p.lastHandshake.Store(now)
 	c.log.Info("handshake complete", "peer", p.name, "cipher", cs.Cipher().String(), "addr", addr.String())
@@ -945,6 +984,18 @@ func (c *Cable) timerLoop(ctx context.Context) {
 		}
 		if now.Sub(lastAge) >= time.Second {
 			lastAge = now
+			minWire := int64(0)
+			for _, p := range c.peerList() {
+				c.updateMTU(p)
+				p.reasm.expire(now.UnixNano(), c, p)
+				if w := p.wireMTU.Load(); p.up.Load() && (minWire == 0 || w < minWire) {
+					minWire = w
+				}
+			}
+			if minWire == 0 {
+				minWire = defaultWireMTU
+			}
+			c.minWire.Store(minWire)
 			c.fdb.age(now.Add(-c.cfg.fdbMaxAge()).UnixNano())
 			c.limiter.prune(now.UnixNano())
 		}
@@ -1093,5 +1144,31 @@ func (r *rateLimiter) prune(now int64) {
 		if now-b.last > int64(time.Duration(handshakeBurst/handshakesPerSecond+1)*time.Second) {
 			delete(r.buckets, a)
 		}
+	}
+}
+
+// pathMTUer is a conn that knows the largest packet it can send to an addr
+// without fragmentation (0: unknown), from what the OS learned.
+type pathMTUer interface {
+	PathMTU(transport.Addr) int
+}
+
+// updateMTU sets p's wire MTU from its path: the conn's MaxPacket, lowered
+// to the path MTU that the OS knows (interface MTU, ICMP too-big), or to
+// what fits a 1500-byte underlay when the OS does not say.
+func (c *Cable) updateMTU(p *peer) {
+	pt := p.path.Load()
+	if pt == nil {
+		return
+	}
+	wire := defaultWireMTU
+	if pm, ok := pt.conn.(pathMTUer); ok {
+		if m := pm.PathMTU(pt.addr); m > 0 {
+			wire = m
+		}
+	}
+	wire = max(min(wire, pt.conn.MaxPacket()), minWireMTU)
+	if old := p.wireMTU.Swap(int64(wire)); old != int64(wire) && p.up.Load() {
+		c.log.Info("path mtu", "peer", p.name, "wire_mtu", wire)
 	}
 }

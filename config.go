@@ -148,15 +148,16 @@ func (c *Config) floodRate() int {
 	return DefaultFloodRate
 }
 
-// clampFrameMTU returns the frame MTU the clamp works to, or 0 for none.
-func (c *Config) clampFrameMTU() int {
+// clampFrameMTU returns the frame MTU the clamp works to, or 0 for none;
+// auto is the frame MTU of the smallest wire MTU among the peers.
+func (c *Config) clampFrameMTU(minWire int) int {
 	switch {
 	case c.MSSClamp < 0:
 		return 0
 	case c.MSSClamp > 0:
 		return c.MSSClamp + 40 + ethHeaderLen
 	}
-	return FrameMTU(DefaultUnderlayMTU - OuterUDPOverhead)
+	return FrameMTU(minWire)
 }
 
 func (c *Config) maxPeers() int {

@@ -17,6 +17,8 @@ type PeerStatus struct {
 	LastHandshake time.Time         `json:"last_handshake,omitzero"`
 	Handshakes    uint64            `json:"handshakes"`
 	Cipher        string            `json:"cipher,omitempty"`
+	WireMTU       int               `json:"wire_mtu"`          // largest packet on the path
+	Fragmented    uint64            `json:"fragmented_frames"` // frames sent in fragments
 	RxFrames      uint64            `json:"rx_frames"`
 	RxBytes       uint64            `json:"rx_bytes"`
 	TxFrames      uint64            `json:"tx_frames"`
@@ -55,6 +57,8 @@ func (c *Cable) Status() Status {
 			TxBytes:    p.txBytes.Load(),
 			Drops:      dropMap(&p.drops),
 			MACs:       macs[p],
+			WireMTU:    int(p.wireMTU.Load()),
+			Fragmented: p.fragmented.Load(),
 		}
 		if ps.Up {
 			ps.UpSince = time.Unix(0, p.upSince.Load())

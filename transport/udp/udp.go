@@ -14,6 +14,7 @@ import (
 	"syscall"
 
 	"golang.org/x/net/ipv6"
+	"golang.org/x/sys/unix"
 
 	"cab/transport"
 )
@@ -67,6 +68,7 @@ func Listen(addr string) (*Conn, error) {
 		return nil, fmt.Errorf("listen udp %s: %w", addr, err)
 	}
 	setBuffers(pc)
+	setDontFragment(pc)
 	c := &Conn{pc: pc, bc: ipv6.NewPacketConn(pc), v4: v4 || pc.LocalAddr().(*net.UDPAddr).IP.To4() != nil && host != ""}
 	c.local = pc.LocalAddr().(*net.UDPAddr).AddrPort()
 	c.local = netip.AddrPortFrom(c.local.Addr().Unmap(), c.local.Port())
@@ -88,6 +90,49 @@ func setBuffers(pc *net.UDPConn) {
 			}
 		}
 	})
+}
+
+// setDontFragment sets DF on the socket's datagrams: cab cuts what does not
+// fit the path into fragments of its own, so nothing is fragmented behind
+// its back, and the kernel learns the path MTU from ICMP too-big.
+func setDontFragment(pc *net.UDPConn) {
+	rc, err := pc.SyscallConn()
+	if err != nil {
+		return
+	}
+	rc.Control(func(fd uintptr) {
+		unix.SetsockoptInt(int(fd), unix.IPPROTO_IP, unix.IP_MTU_DISCOVER, unix.IP_PMTUDISC_DO)
+		unix.SetsockoptInt(int(fd), unix.IPPROTO_IPV6, unix.IPV6_MTU_DISCOVER, unix.IPV6_PMTUDISC_DO)
+	})
+}
+
+// PathMTU returns the largest UDP payload that reaches a without
+// fragmentation, as the kernel knows it (the route's MTU, lowered by ICMP
+// too-big messages), or 0 when it cannot tell.
+func (c *Conn) PathMTU(ta transport.Addr) int {
+	a, ok := ta.(Addr)
+	if !ok {
+		return 0
+	}
+	network, level, opt, hdr := "udp4", unix.IPPROTO_IP, unix.IP_MTU, 20+8
+	if !a.Addr().Is4() {
+		network, level, opt, hdr = "udp6", unix.IPPROTO_IPV6, unix.IPV6_MTU, 40+8
+	}
+	probe, err := net.DialUDP(network, nil, net.UDPAddrFromAddrPort(a.AddrPort))
+	if err != nil {
+		return 0
+	}
+	defer probe.Close()
+	rc, err := probe.SyscallConn()
+	if err != nil {
+		return 0
+	}
+	mtu := 0
+	rc.Control(func(fd uintptr) { mtu, _ = unix.GetsockoptInt(int(fd), level, opt) })
+	if mtu <= hdr {
+		return 0
+	}
+	return mtu - hdr
 }
 
 // LocalAddr returns the address the socket is bound to.

@@ -1,0 +1,162 @@
+package cab
+
+import (
+	"encoding/binary"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"cab/bridgeif"
+	"cab/crypto"
+)
+
+// In-cable fragmentation. A frame too big for one packet on a peer's path
+// is cut into fragments, and each fragment is sealed on its own as a
+// TypeFragment packet, so nothing unauthenticated is ever buffered. The
+// plaintext of a fragment packet is
+//
+//	frame id (4) | index (1) | count (1) | offset (2) | bytes of the frame
+//
+// all big endian. Reassembly is per peer, bounded in entries per peer and
+// in total, and entries that do not complete within fragTimeout are
+// dropped and counted.
+const (
+	fragHeaderLen   = 8
+	maxFragments    = 64
+	fragTimeout     = 2 * time.Second
+	fragPerPeer     = 16   // frames in reassembly per peer
+	fragTotal       = 1024 // frames in reassembly in the whole cable
+	minWireMTU      = 576 - OuterUDPOverhead
+	defaultWireMTU  = DefaultUnderlayMTU - OuterUDPOverhead
+	fragBufSize     = bridgeif.MaxFrame
+	fragMaxChunkOff = bridgeif.MaxFrame
+)
+
+// reasm is one frame being reassembled.
+type reasm struct {
+	buf     []byte
+	got     uint64 // bitmask of the fragments received
+	count   int
+	size    int // known once the last fragment arrived; -1 before
+	started int64
+}
+
+// reassembly holds one peer's frames in reassembly.
+type reassembly struct {
+	mu      sync.Mutex // guards m
+	m       map[uint32]*reasm
+	free    []*reasm
+	total   *atomic.Int64 // the cable's count of frames in reassembly
+	dropped uint64        // guarded by mu
+}
+
+// fragment cuts the frame at buf[HeaderLen:HeaderLen+size] into fragments
+// that fit wire, seals each for p with s, and queues them on pt.
+func (c *Cable) fragment(p *peer, s *session, pt *path, buf []byte, size, wire int, out *outBatch, sc *scratch) bool {
+	chunk := wire - crypto.Overhead - fragHeaderLen
+	count := (size + chunk - 1) / chunk
+	if chunk <= 0 || count > maxFragments {
+		return false
+	}
+	id := p.fragID.Add(1)
+	frame := buf[crypto.HeaderLen : crypto.HeaderLen+size]
+	for i := 0; i < count; i++ {
+		part := frame[i*chunk : min((i+1)*chunk, size)]
+		b := sc.get()
+		h := b[crypto.HeaderLen:]
+		binary.BigEndian.PutUint32(h[0:4], id)
+		h[4], h[5] = byte(i), byte(count)
+		binary.BigEndian.PutUint16(h[6:8], uint16(i*chunk))
+		copy(h[fragHeaderLen:], part)
+		pkt, err := s.SealType(crypto.TypeFragment, b, fragHeaderLen+len(part))
+		if err != nil {
+			return false
+		}
+		out.add(pt, pkt)
+	}
+	p.fragmented.Add(1)
+	return true
+}
+
+// reassemble takes the plaintext of one authenticated fragment from p and
+// returns the whole frame once every fragment of it has arrived (valid
+// until the next call for p), or nil.
+func (c *Cable) reassemble(p *peer, pl []byte, now int64) []byte {
+	if len(pl) <= fragHeaderLen {
+		c.drop(p, dropFragment)
+		return nil
+	}
+	id := binary.BigEndian.Uint32(pl[0:4])
+	idx, count := int(pl[4]), int(pl[5])
+	off := int(binary.BigEndian.Uint16(pl[6:8]))
+	part := pl[fragHeaderLen:]
+	if count < 2 || count > maxFragments || idx >= count || off+len(part) > fragBufSize {
+		c.drop(p, dropFragment)
+		return nil
+	}
+	r := &p.reasm
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	e := r.m[id]
+	if e == nil {
+		if len(r.m) >= fragPerPeer || r.total.Load() >= fragTotal {
+			r.evictLocked(now, c, p)
+			if len(r.m) >= fragPerPeer || r.total.Load() >= fragTotal {
+				c.drop(p, dropFragment)
+				return nil
+			}
+		}
+		if n := len(r.free); n > 0 {
+			e, r.free = r.free[n-1], r.free[:n-1]
+		} else {
+			e = &reasm{buf: make([]byte, fragBufSize)}
+		}
+		e.got, e.count, e.size, e.started = 0, count, -1, now
+		if r.m == nil {
+			r.m = make(map[uint32]*reasm)
+		}
+		r.m[id] = e
+		r.total.Add(1)
+	}
+	bit := uint64(1) << idx
+	if e.count != count || e.got&bit != 0 {
+		c.drop(p, dropFragment) // inconsistent or duplicate
+		return nil
+	}
+	e.got |= bit
+	copy(e.buf[off:], part)
+	if idx == count-1 {
+		e.size = off + len(part)
+	}
+	if e.got != 1<<count-1 || e.size < 0 {
+		return nil
+	}
+	r.removeLocked(id, e)
+	return e.buf[:e.size]
+}
+
+// evictLocked drops the entries of r older than fragTimeout.
+func (r *reassembly) evictLocked(now int64, c *Cable, p *peer) {
+	for id, e := range r.m {
+		if now-e.started > int64(fragTimeout) {
+			r.removeLocked(id, e)
+			c.drop(p, dropFragment)
+		}
+	}
+}
+
+func (r *reassembly) removeLocked(id uint32, e *reasm) {
+	delete(r.m, id)
+	r.free = append(r.free, e)
+	r.total.Add(-1)
+}
+
+// expire drops p's fragments that waited too long.
+func (r *reassembly) expire(now int64, c *Cable, p *peer) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.evictLocked(now, c, p)
+	if len(r.m) == 0 && len(r.free) > 0 {
+		r.free = nil // give the memory back when idle
+	}
+}

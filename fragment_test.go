@@ -1,0 +1,136 @@
+package cab
+
+import (
+	"bytes"
+	"encoding/binary"
+	"testing"
+	"time"
+
+	"cab/transport"
+	"cab/transport/transporttest"
+)
+
+// TestCableFragments: frames too big for the path travel in fragments,
+// each sealed on its own, and arrive whole.
+func TestCableFragments(t *testing.T) {
+	n := transporttest.NewNetwork(transporttest.Options{MaxPacket: 600, Reorder: 0.2, Duplicate: 0.1, Seed: 3})
+	skey := mustKey(t)
+	server := startSite(t, Config{PrivateKey: skey, PSK: psk(12), Responder: true, AllowAny: true}, n.Conn("server"))
+	cconn := n.Conn("client")
+	client := startSite(t, Config{PrivateKey: mustKey(t), PSK: psk(12), Peers: []PeerConfig{{
+		PublicKey: skey.Public(),
+		Dial:      &Dialer{Conn: cconn, Resolve: func() (transport.Addr, error) { return transporttest.Addr("server"), nil }},
+	}}}, cconn)
+	waitUp(t, client, 1)
+	var want [][]byte
+	for i, size := range []int{60, 567, 568, 1514, 4000, 9216} {
+		f := testFrame(0xaa, 0xbb, uint32(i), size)
+		want = append(want, f)
+		client.port.Inject(f)
+	}
+	for range want {
+		select {
+		case got := <-server.port.Frames():
+			i := int(binary.BigEndian.Uint32(got[14:]))
+			if !bytes.Equal(got, want[i]) {
+				t.Fatalf("frame %d (%d bytes) arrived as %d bytes, different", i, len(want[i]), len(got))
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("a fragmented frame did not arrive")
+		}
+	}
+	expectNoFrame(t, server.port, 100*time.Millisecond) // duplicates do not make frames twice
+	st := client.cable.Status().Peers[0]
+	if st.WireMTU != 600 || st.Fragmented != 3 {
+		t.Errorf("client: wire MTU %d, %d frames fragmented; want 600 and 3", st.WireMTU, st.Fragmented)
+	}
+}
+
+// fragPl builds the plaintext of a fragment.
+func fragPl(id uint32, idx, count, off int, data []byte) []byte {
+	b := make([]byte, fragHeaderLen, fragHeaderLen+len(data))
+	binary.BigEndian.PutUint32(b, id)
+	b[4], b[5] = byte(idx), byte(count)
+	binary.BigEndian.PutUint16(b[6:], uint16(off))
+	return append(b, data...)
+}
+
+// TestReassemblyBadInput: duplicate, inconsistent, out-of-range and
+// never-completed fragments are dropped and counted, and cost bounded
+// memory.
+func TestReassemblyBadInput(t *testing.T) {
+	c, err := New(Config{PrivateKey: mustKey(t), Responder: true, AllowAny: true, PSK: psk(1), Logger: quiet}, nilPort{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := c.newPeer("p", mustKey(t).Public(), nil)
+	now := time.Now().UnixNano()
+	if c.reassemble(p, fragPl(1, 0, 2, 0, []byte("hello ")), now) != nil {
+		t.Fatal("half a frame delivered")
+	}
+	if c.reassemble(p, fragPl(1, 0, 2, 0, []byte("HELLO ")), now) != nil {
+		t.Fatal("duplicate accepted")
+	}
+	if c.reassemble(p, fragPl(1, 1, 3, 6, []byte("x")), now) != nil {
+		t.Fatal("inconsistent count accepted")
+	}
+	if got := c.reassemble(p, fragPl(1, 1, 2, 6, []byte("world")), now); string(got) != "hello world" {
+		t.Fatalf("reassembled %q", got)
+	}
+	for _, bad := range [][]byte{
+		fragPl(2, 0, 1, 0, []byte("x")),     // one fragment is no fragment
+		fragPl(2, 5, 3, 0, []byte("x")),     // index beyond count
+		fragPl(2, 0, 65, 0, []byte("x")),    // too many fragments
+		fragPl(2, 0, 2, 9216, []byte("xy")), // beyond the largest frame
+		{1, 2, 3},                           // runt
+	} {
+		if c.reassemble(p, bad, now) != nil {
+			t.Fatalf("bad fragment % x delivered", bad)
+		}
+	}
+	// A flood of never-completed frames stays within the per-peer bound.
+	for id := uint32(100); id < 10100; id++ {
+		c.reassemble(p, fragPl(id, 0, 2, 0, []byte("x")), now)
+	}
+	if len(p.reasm.m) > fragPerPeer || c.inReasm.Load() > fragPerPeer {
+		t.Fatalf("%d frames in reassembly, bound %d", len(p.reasm.m), fragPerPeer)
+	}
+	// They expire.
+	p.reasm.expire(now+int64(fragTimeout)+1, c, p)
+	if len(p.reasm.m) != 0 || c.inReasm.Load() != 0 {
+		t.Fatalf("%d left after the timeout", len(p.reasm.m))
+	}
+	if p.drops[dropFragment].Load() < 10000 {
+		t.Fatalf("only %d fragment drops counted", p.drops[dropFragment].Load())
+	}
+}
+
+// nilPort is a port that never has a frame.
+type nilPort struct{}
+
+func (nilPort) ReadBatch([][]byte, []int, int) (int, error) { select {} }
+func (nilPort) WriteBatch(b [][]byte, _ int) (int, error)   { return len(b), nil }
+func (nilPort) Close() error                                { return nil }
+
+func FuzzReassemble(f *testing.F) {
+	f.Add(fragPl(1, 0, 2, 0, []byte("ab")), fragPl(1, 1, 2, 2, []byte("cd")))
+	f.Add(fragPl(7, 1, 2, 100, []byte("z")), fragPl(7, 0, 2, 0, []byte("y")))
+	f.Add([]byte{0}, []byte{})
+	c, err := New(Config{PrivateKey: mustKey(f), Responder: true, AllowAny: true, PSK: psk(1), Logger: quiet}, nilPort{}, nil)
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Fuzz(func(t *testing.T, a, b []byte) {
+		p := c.newPeer("p", mustKey(t).Public(), nil)
+		now := time.Now().UnixNano()
+		for _, pl := range [][]byte{a, b, a} {
+			if got := c.reassemble(p, pl, now); len(got) > fragBufSize {
+				t.Fatalf("frame of %d bytes", len(got))
+			}
+		}
+		if len(p.reasm.m) > fragPerPeer {
+			t.Fatal("over the bound")
+		}
+		p.reasm.expire(now+int64(fragTimeout)+1, c, p)
+	})
+}
