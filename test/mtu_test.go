@@ -1,0 +1,90 @@
+package cabtest
+
+import (
+	"encoding/json"
+	"os/exec"
+	"regexp"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// TestMTU: with a TAP MTU of 1500 on both sites and an underlay of 1500,
+// 1400 or 1280 bytes, full-size pings with DF set cross the cable, a TCP
+// transfer completes with its MSS clamped to what fits the path, and the
+// underlay carries no IP fragments: cab cuts big frames itself.
+func TestMTU(t *testing.T) {
+	t.Parallel()
+	for _, mtu := range []int{1500, 1400, 1280} {
+		t.Run(strconv.Itoa(mtu), func(t *testing.T) {
+			t.Parallel()
+			a, b := newPair(t)
+			for _, s := range []*site{a, b} {
+				mustRun(t, "ip", "-n", s.ns, "link", "set", s.ulIf, "mtu", strconv.Itoa(mtu))
+			}
+			srv, _ := pskPair(t, a, b, a.v4+":"+port)
+			// Capture the underlay (fragments) and A's TAP (the SYN's MSS).
+			ul := a.path("ul.pcap")
+			tapCap := a.path("tap.pcap")
+			cap1 := start(t, a.ns, "tcpdump", "-i", a.ulIf, "-n", "-U", "--immediate-mode", "-Z", "root", "-w", ul, "udp")
+			cap2 := start(t, a.ns, "tcpdump", "-i", tapDev, "-n", "-U", "--immediate-mode", "-Z", "root", "-w", tapCap, "tcp[tcpflags] & tcp-syn != 0 and src host "+overlayB)
+			time.Sleep(time.Second)
+			waitPing(t, 10*time.Second, b.ns, overlayA)
+			for _, size := range []int{1472, 1473 - 1, 1200, mtu - 28 - 32, mtu - 28 - 31} {
+				if size > 1472 || size < 0 {
+					continue
+				}
+				if n := ping(t, b.ns, overlayA, 3, "-M", "do", "-s", strconv.Itoa(size)); n != 3 {
+					t.Errorf("underlay %d: ping -M do -s %d: %d of 3", mtu, size, n)
+				}
+			}
+			checkTCP(t, a, b)
+			time.Sleep(500 * time.Millisecond)
+			cap1.signal(syscall.SIGINT)
+			cap2.signal(syscall.SIGINT)
+			cap1.wait(5 * time.Second)
+			cap2.wait(5 * time.Second)
+			frags, _ := exec.Command("tcpdump", "-n", "-r", ul, "ip[6:2] & 0x3fff != 0 or ip6[6] == 44").Output()
+			total, _ := exec.Command("tcpdump", "-n", "-r", ul).Output()
+			if n := strings.Count(string(total), "\n"); n < 20 {
+				t.Fatalf("underlay capture has %d packets; the check below would prove nothing", n)
+			}
+			if strings.TrimSpace(string(frags)) != "" {
+				t.Errorf("underlay %d: IP fragments on the wire:\n%.600s", mtu, frags)
+			}
+			syns, _ := exec.Command("tcpdump", "-n", "-v", "-r", tapCap).Output()
+			m := regexp.MustCompile(`mss (\d+)`).FindAllStringSubmatch(string(syns), -1)
+			// The SYN from B as it leaves the cable at A. Over an IPv4
+			// underlay: the path MTU less IPv4+UDP, less cab's 32 bytes,
+			// Ethernet and TCP/IP.
+			want := mtu - 28 - 32 - 14 - 40
+			if len(m) == 0 {
+				t.Fatalf("no SYN seen on A's TAP:\n%s", syns)
+			}
+			for _, mm := range m {
+				if got, _ := strconv.Atoi(mm[1]); got > want {
+					t.Errorf("underlay %d: a SYN crossed with MSS %d, want <= %d", mtu, got, want)
+				}
+			}
+			t.Logf("underlay %d: MSS %s (at most %d), server's wire MTU %d", mtu, m[0][1], want, wireMTU(t, a))
+			_ = srv
+		})
+	}
+}
+
+// wireMTU returns the wire MTU of the first peer in cab status at s.
+func wireMTU(t *testing.T, s *site) int {
+	t.Helper()
+	var st struct {
+		Peers []struct {
+			WireMTU int `json:"wire_mtu"`
+		} `json:"peers"`
+	}
+	json.Unmarshal([]byte(mustRun(t, "ip", "netns", "exec", s.ns, cabBin, "status", "--json", "--name", s.ns)), &st)
+	if len(st.Peers) == 0 {
+		return 0
+	}
+	return st.Peers[0].WireMTU
+}
