@@ -1172,3 +1172,7 @@ func (c *Cable) updateMTU(p *peer) {
 		c.log.Info("path mtu", "peer", p.name, "wire_mtu", wire)
 	}
 }
+
+// FrameMTU returns the largest frame that crosses to every peer without
+// being cut into fragments: the frame MTU of the smallest path.
+func (c *Cable) FrameMTU() int { return FrameMTU(int(c.minWire.Load())) }

@@ -88,3 +88,25 @@ func wireMTU(t *testing.T, s *site) int {
 	}
 	return st.Peers[0].WireMTU
 }
+
+// TestTAPMTUAuto: with --mtu auto a standalone TAP follows the largest MTU
+// that crosses the cable without fragments (underlay 1400: 1400 − 28 − 32 −
+// 14 = 1326).
+func TestTAPMTUAuto(t *testing.T) {
+	t.Parallel()
+	a, b := newPair(t)
+	for _, s := range []*site{a, b} {
+		mustRun(t, "ip", "-n", s.ns, "link", "set", s.ulIf, "mtu", "1400")
+	}
+	psk := genkey(t, a.path("site.psk"))
+	srv := a.cab(t, "server", "-p", port, "-s", "tap:"+tapDev, "--psk", psk)
+	cli := b.cab(t, "client", "-s", "tap:"+tapDev, "--psk", psk, "--mtu", "auto", a.v4+":"+port)
+	waitPeerUp(t, upTimeout, srv, cli)
+	var out string
+	if !waitFor(10*time.Second, func() bool {
+		out, _ = run(5*time.Second, "ip", "-n", b.ns, "-o", "link", "show", "dev", tapDev)
+		return strings.Contains(out, "mtu 1326 ")
+	}) {
+		t.Fatalf("TAP MTU did not follow the path: %s", out)
+	}
+}

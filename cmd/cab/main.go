@@ -149,6 +149,7 @@ type options struct {
 	bpdu      string
 	mssClamp  string
 	vdeShared bool
+	mtu       string
 }
 
 func parseFlags(args []string, server bool, stderr io.Writer) (*options, []string, error) {
@@ -167,6 +168,7 @@ func parseFlags(args []string, server bool, stderr io.Writer) (*options, []strin
 	fs.StringVar(&o.name, "name", "cab", "instance `name`: the control socket is "+controlDir+"/NAME.sock")
 	fs.StringVar(&o.logFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&o.bpdu, "bpdu", "pass", "spanning-tree BPDUs: pass or drop")
+	fs.StringVar(&o.mtu, "mtu", "", "MTU of a TAP that is in no bridge: auto (follow the largest that crosses without fragments) or a number; default: leave it (1500)")
 	fs.StringVar(&o.mssClamp, "mss-clamp", "auto", "TCP MSS clamping of frames entering the cable: auto, off, or the IPv4 MSS")
 	if server {
 		fs.IntVar(&o.port, "p", cab.DefaultPort, "UDP `port` to listen on")
@@ -464,6 +466,10 @@ func runCable(args []string, server bool, stdout, stderr io.Writer) error {
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
+	if err := setMTU(ctx, o.mtu, port, c, log); err != nil {
+		c.Run(canceled())
+		return err
+	}
 	sock := filepath.Join(controlDir, o.name+".sock")
 	if ln, err := cab.ListenControl(sock); err != nil {
 		log.Warn("no control socket: cab status will not see this cable", "err", err)
@@ -642,4 +648,55 @@ func plug(args []string, stderr io.Writer) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	return cab.Splice(ctx, port, stdio)
+}
+
+// canceled returns a context that is done already.
+func canceled() context.Context {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	return ctx
+}
+
+// setMTU applies --mtu to a TAP port: a number once, auto now and whenever
+// the paths to the peers change.
+func setMTU(ctx context.Context, spec string, port bridgeif.Port, c *cab.Cable, log *slog.Logger) error {
+	if spec == "" {
+		return nil
+	}
+	tap, ok := port.(*bridgeif.TAP)
+	if !ok {
+		return fmt.Errorf("--mtu: only a TAP that is in no bridge has an MTU to set (a bridge takes the smallest MTU of its members)")
+	}
+	if spec != "auto" {
+		n, err := strconv.Atoi(spec)
+		if err != nil || n < 576 || n > bridgeif.MaxFrame-14 {
+			return fmt.Errorf("--mtu %q: use auto or a number from 576 to %d", spec, bridgeif.MaxFrame-14)
+		}
+		return tap.SetMTU(n)
+	}
+	follow := func() int {
+		mtu := c.FrameMTU() - 14
+		if cur, err := tap.MTU(); err == nil && cur != mtu {
+			if err := tap.SetMTU(mtu); err != nil {
+				log.Warn("cannot set the TAP's MTU", "err", err)
+			} else {
+				log.Info("tap mtu", "mtu", mtu)
+			}
+		}
+		return mtu
+	}
+	follow()
+	go func() {
+		t := time.NewTicker(2 * time.Second)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				follow()
+			}
+		}
+	}()
+	return nil
 }
