@@ -85,6 +85,7 @@ type peer struct {
 	attempts    int
 	lastInitTS  uint64
 	dialing     bool
+	probe       probeState
 
 	up      atomic.Bool
 	upSince atomic.Int64 // unix nanoseconds
@@ -533,7 +534,7 @@ func (c *Cable) receive(conn transport.Conn, pk *transport.Packet, out *outBatch
 	case crypto.TypeResponse:
 		c.handleResponse(conn, pk.Addr, pk.B, idx, now)
 		return nil
-	case crypto.TypeData, crypto.TypeFragment:
+	case crypto.TypeData, crypto.TypeFragment, crypto.TypeProbe:
 	default:
 		c.drop(nil, dropRunt)
 		return nil
@@ -559,6 +560,10 @@ func (c *Cable) receive(conn transport.Conn, pk *transport.Packet, out *outBatch
 		return nil
 	}
 	c.authenticated(p, s, conn, pk.Addr, now)
+	if typ == crypto.TypeProbe {
+		c.handleProbe(p, s, conn, pk.Addr, frame)
+		return nil
+	}
 	buf := pk.B
 	if typ == crypto.TypeFragment {
 		whole := c.reassemble(p, frame, now)
@@ -1037,6 +1042,10 @@ func (c *Cable) peerTimers(ctx context.Context, p *peer, now time.Time) {
 		c.setUp(p, false, "silent")
 	}
 
+	if valid {
+		c.probeTimers(p, now)
+	}
+
 	// Passive keepalive: answer a peer that sent something, so that it
 	// knows the cable is alive, when nothing else has been sent since.
 	if valid && p.recvData.Load() && p.lastRecv.Load() > p.lastSent.Load() &&
@@ -1147,6 +1156,19 @@ func (r *rateLimiter) prune(now int64) {
 	}
 }
 
+// kernelWire returns the wire MTU of pt as the OS knows it: the conn's
+// MaxPacket, lowered to the path MTU (interface MTU, ICMP too-big), or to
+// what fits a 1500-byte underlay when the OS does not say.
+func (c *Cable) kernelWire(pt *path) int {
+	wire := defaultWireMTU
+	if pm, ok := pt.conn.(pathMTUer); ok {
+		if m := pm.PathMTU(pt.addr); m > 0 {
+			wire = m
+		}
+	}
+	return max(min(wire, pt.conn.MaxPacket()), minWireMTU)
+}
+
 // pathMTUer is a conn that knows the largest packet it can send to an addr
 // without fragmentation (0: unknown), from what the OS learned.
 type pathMTUer interface {
@@ -1161,13 +1183,12 @@ func (c *Cable) updateMTU(p *peer) {
 	if pt == nil {
 		return
 	}
-	wire := defaultWireMTU
-	if pm, ok := pt.conn.(pathMTUer); ok {
-		if m := pm.PathMTU(pt.addr); m > 0 {
-			wire = m
-		}
+	wire := c.kernelWire(pt)
+	p.mu.Lock()
+	if l := p.probe.limit; l > 0 && l < wire {
+		wire = l // a black hole below what the kernel believes
 	}
-	wire = max(min(wire, pt.conn.MaxPacket()), minWireMTU)
+	p.mu.Unlock()
 	if old := p.wireMTU.Swap(int64(wire)); old != int64(wire) && p.up.Load() {
 		c.log.Info("path mtu", "peer", p.name, "wire_mtu", wire)
 	}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"cab/transport"
@@ -132,5 +133,33 @@ func FuzzReassemble(f *testing.F) {
 			t.Fatal("over the bound")
 		}
 		p.reasm.expire(now+int64(fragTimeout)+1, c, p)
+	})
+}
+
+// TestPathMTUBlackHole: a path that silently loses packets above 1300
+// bytes is found by probing; big frames then travel in fragments.
+func TestPathMTUBlackHole(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		n := transporttest.NewNetwork(transporttest.Options{BlackHole: 1300})
+		skey := mustKey(t)
+		server := startSite(t, Config{PrivateKey: skey, PSK: psk(13), Responder: true, AllowAny: true}, n.Conn("server"))
+		cconn := n.Conn("client")
+		client := startSite(t, Config{PrivateKey: mustKey(t), PSK: psk(13), Peers: []PeerConfig{{
+			PublicKey: skey.Public(),
+			Dial:      &Dialer{Conn: cconn, Resolve: func() (transport.Addr, error) { return transporttest.Addr("server"), nil }},
+		}}}, cconn)
+		waitUp(t, client, 1)
+		time.Sleep(30 * time.Second) // three sizes, three probes each
+		for _, s := range []*site{client, server} {
+			if w := s.cable.Status().Peers[0].WireMTU; w != 1232 {
+				t.Errorf("wire MTU %d after probing a 1300-byte black hole, want 1232", w)
+			}
+		}
+		big := testFrame(0xaa, 0xbb, 1, 1400) // 1432 bytes sealed: into the hole whole
+		client.port.Inject(big)
+		expectFrames(t, server.port, [][]byte{big})
+		if client.cable.Status().Peers[0].Fragmented == 0 {
+			t.Error("no frame went in fragments")
+		}
 	})
 }

@@ -37,6 +37,7 @@ const (
 	TypeResponse byte = 2 // handshake response
 	TypeData     byte = 4 // data; an empty payload is a keepalive
 	TypeFragment byte = 5 // data carrying a fragment of a frame too big for the path
+	TypeProbe    byte = 6 // a padded path-MTU probe, or the answer to one
 )
 
 // Protocol timers and limits, WireGuard's values.
@@ -183,7 +184,7 @@ func ParseHeader(pkt []byte) (typ byte, receiver uint32, ok bool) {
 	}
 	typ = pkt[0]
 	switch typ {
-	case TypeData, TypeFragment:
+	case TypeData, TypeFragment, TypeProbe:
 		if len(pkt) < HeaderLen+TagLen {
 			return typ, 0, false
 		}

@@ -135,7 +135,8 @@ func (s *Session) Seal(buf []byte, n int) ([]byte, error) {
 	return s.SealType(TypeData, buf, n)
 }
 
-// SealType is Seal for a packet of type typ: TypeData or TypeFragment.
+// SealType is Seal for a packet of type typ: TypeData, TypeFragment or
+// TypeProbe.
 func (s *Session) SealType(typ byte, buf []byte, n int) ([]byte, error) {
 	if n < 0 || len(buf) < HeaderLen+n+TagLen {
 		return nil, ErrShort

@@ -24,6 +24,9 @@ type Options struct {
 	MaxPacket int     // largest packet; default 65535
 	Queue     int     // per-conn receive queue; a full queue drops; default 1024
 	Seed      uint64  // seed of the random source
+	// BlackHole, when set, silently loses every packet longer than this
+	// (a path MTU black hole: ICMP filtered, MaxPacket unaware).
+	BlackHole int
 	// Delay holds every packet this long before delivery (one-way
 	// latency), in order.
 	Delay time.Duration
@@ -166,7 +169,7 @@ func (c *Conn) WriteBatch(ps []transport.Packet) error {
 			continue
 		}
 		c.sent.Add(1)
-		if c.down.Load() {
+		if c.down.Load() || c.net.opts.BlackHole > 0 && len(p.B) > c.net.opts.BlackHole {
 			continue
 		}
 		to, ok := p.Addr.(Addr)
