@@ -110,3 +110,37 @@ func TestTAPMTUAuto(t *testing.T) {
 		t.Fatalf("TAP MTU did not follow the path: %s", out)
 	}
 }
+
+// TestMTUBlackHole: a router between the sites has a 1300-byte link and
+// drops the ICMP "fragmentation needed" that would tell the sender, so the
+// kernel keeps believing 1500. cab's probes find the hole, and full-size
+// DF pings cross the cable.
+func TestMTUBlackHole(t *testing.T) {
+	t.Parallel()
+	a, r := newPair(t) // a: 198.51.100.1, r: router .2
+	c := newNetns(t, "c")
+	id := randomID(t)
+	mustRun(t, "ip", "link", "add", "r"+id, "netns", r.ns, "type", "veth", "peer", "name", "eth0", "netns", c.ns)
+	mustRun(t, "ip", "-n", r.ns, "addr", "add", "198.51.100.129/25", "dev", "r"+id)
+	mustRun(t, "ip", "-n", r.ns, "link", "set", "r"+id, "mtu", "1300", "up")
+	mustRun(t, "ip", "-n", c.ns, "addr", "add", "198.51.100.130/25", "dev", "eth0")
+	mustRun(t, "ip", "-n", c.ns, "link", "set", "eth0", "up") // c's own link stays at 1500
+	mustRun(t, "ip", "-n", c.ns, "route", "add", "default", "via", "198.51.100.129")
+	mustRun(t, "ip", "-n", a.ns, "route", "add", "198.51.100.128/25", "via", r.v4)
+	mustRun(t, "ip", "netns", "exec", r.ns, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+	mustRun(t, "ip", "netns", "exec", r.ns, "nft", "add table ip f; add chain ip f out { type filter hook output priority 0; }; add rule ip f out icmp type destination-unreachable drop")
+	psk := genkey(t, a.path("site.psk"))
+	srv := a.cab(t, "server", "-p", port, "-s", "tap:"+tapDev, "--psk", psk)
+	cli := c.cab(t, "client", "-s", "tap:"+tapDev, "--psk", psk, a.v4+":"+port)
+	setupTap(t, a, srv, overlayA)
+	setupTap(t, c, cli, overlayB)
+	waitPeerUp(t, upTimeout, srv, cli)
+	start := time.Now()
+	if !waitFor(40*time.Second, func() bool { return ping(t, c.ns, overlayA, 1, "-M", "do", "-s", "1472") == 1 }) {
+		t.Fatalf("full-size DF pings never crossed the black hole; client's wire MTU %d", wireMTU(t, c))
+	}
+	if n := ping(t, c.ns, overlayA, 5, "-M", "do", "-s", "1472"); n != 5 {
+		t.Errorf("after probing: %d of 5 full-size pings", n)
+	}
+	t.Logf("black hole found in %v: wire MTU %d (client) and %d (server)", time.Since(start).Round(time.Second), wireMTU(t, c), wireMTU(t, a))
+}
