@@ -48,7 +48,11 @@ func checkPing(t *testing.T, a, b *site) {
 
 // checkTCP runs iperf3 for 3 s from b to a's overlay address and wants a
 // successful run with a non-zero rate.
-func checkTCP(t *testing.T, a, b *site) {
+func checkTCP(t *testing.T, a, b *site) { checkTCPArgs(t, a, b, "-t", "3") }
+
+// checkTCPArgs is checkTCP with iperf3 client arguments saying how much to
+// send; it returns the MSS iperf3's socket reported.
+func checkTCPArgs(t *testing.T, a, b *site, amount ...string) int {
 	t.Helper()
 	srv := start(t, a.ns, "iperf3", "-s", "-1", "-B", overlayA, "-p", "5201")
 	listening := waitFor(5*time.Second, func() bool {
@@ -58,11 +62,14 @@ func checkTCP(t *testing.T, a, b *site) {
 	if !listening {
 		t.Fatalf("iperf3 server not listening in %s within 5 s (%s)", a.ns, srv.state())
 	}
-	out, err := run(30*time.Second, "ip", "netns", "exec", b.ns,
-		"iperf3", "-c", overlayA, "-p", "5201", "-t", "3", "-J", "--connect-timeout", "3000")
+	args := append([]string{"netns", "exec", b.ns, "iperf3", "-c", overlayA, "-p", "5201", "-J", "--connect-timeout", "3000"}, amount...)
+	out, err := run(60*time.Second, "ip", args...)
 	var r struct {
 		Error string `json:"error"`
-		End   struct {
+		Start struct {
+			MSS int `json:"tcp_mss_default"`
+		} `json:"start"`
+		End struct {
 			SumReceived struct {
 				Bytes         int64   `json:"bytes"`
 				BitsPerSecond float64 `json:"bits_per_second"`
@@ -76,7 +83,8 @@ func checkTCP(t *testing.T, a, b *site) {
 	if got.Bytes <= 0 || got.BitsPerSecond <= 0 {
 		t.Fatalf("iperf3 across the cable: received %d bytes at %.0f bit/s, want both > 0", got.Bytes, got.BitsPerSecond)
 	}
-	t.Logf("TCP across the cable: %d bytes in 3 s, %.1f Mbit/s", got.Bytes, got.BitsPerSecond/1e6)
+	t.Logf("TCP across the cable: %d bytes, %.1f Mbit/s, MSS %d", got.Bytes, got.BitsPerSecond/1e6, r.Start.MSS)
+	return r.Start.MSS
 }
 
 func TestPSKIPv4(t *testing.T) {

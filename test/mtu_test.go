@@ -40,7 +40,8 @@ func TestMTU(t *testing.T) {
 					t.Errorf("underlay %d: ping -M do -s %d: %d of 3", mtu, size, n)
 				}
 			}
-			checkTCP(t, a, b)
+			sockMSS := checkTCPArgs(t, a, b, "-n", "200M")
+			checkUDP1472(t, a, b)
 			time.Sleep(500 * time.Millisecond)
 			cap1.signal(syscall.SIGINT)
 			cap2.signal(syscall.SIGINT)
@@ -68,7 +69,12 @@ func TestMTU(t *testing.T) {
 					t.Errorf("underlay %d: a SYN crossed with MSS %d, want <= %d", mtu, got, want)
 				}
 			}
-			t.Logf("underlay %d: MSS %s (at most %d), server's wire MTU %d", mtu, m[0][1], want, wireMTU(t, a))
+			// The sender's socket: the clamp, less 12 bytes of TCP
+			// timestamps when they are on.
+			if sockMSS != want && sockMSS != want-12 {
+				t.Errorf("underlay %d: the sender's socket reports MSS %d, want %d (or %d with timestamps)", mtu, sockMSS, want, want-12)
+			}
+			t.Logf("underlay %d: MSS %s on the wire (at most %d), %d at the sender's socket, server's wire MTU %d", mtu, m[0][1], want, sockMSS, wireMTU(t, a))
 			_ = srv
 		})
 	}
@@ -143,4 +149,38 @@ func TestMTUBlackHole(t *testing.T) {
 		t.Errorf("after probing: %d of 5 full-size pings", n)
 	}
 	t.Logf("black hole found in %v: wire MTU %d (client) and %d (server)", time.Since(start).Round(time.Second), wireMTU(t, c), wireMTU(t, a))
+}
+
+// checkUDP1472 sends 1472-byte UDP datagrams (full 1500-byte IP packets)
+// from b to a's overlay address at 20 Mbit/s for 2 s and wants them all.
+func checkUDP1472(t *testing.T, a, b *site) {
+	t.Helper()
+	start(t, a.ns, "iperf3", "-s", "-1", "-B", overlayA, "-p", "5202")
+	if !waitFor(5*time.Second, func() bool {
+		out, err := run(5*time.Second, "ip", "netns", "exec", a.ns, "ss", "-Hltn", "sport", "=", ":5202")
+		return err == nil && strings.TrimSpace(out) != ""
+	}) {
+		t.Fatal("iperf3 server for UDP not listening")
+	}
+	out, err := run(30*time.Second, "ip", "netns", "exec", b.ns,
+		"iperf3", "-c", overlayA, "-p", "5202", "-u", "-l", "1472", "-b", "20M", "-t", "2", "-J", "--connect-timeout", "3000")
+	var r struct {
+		End struct {
+			Sum struct {
+				Packets     int     `json:"packets"`
+				LostPackets int     `json:"lost_packets"`
+				LostPercent float64 `json:"lost_percent"`
+			} `json:"sum"`
+		} `json:"end"`
+	}
+	if i := strings.Index(out, "{"); i > 0 {
+		out = out[i:] // iperf3 warns that 1472 exceeds the (clamped) TCP MSS
+	}
+	if jerr := json.Unmarshal([]byte(out), &r); jerr != nil || err != nil || r.End.Sum.Packets == 0 {
+		t.Fatalf("iperf3 UDP: %v %v\n%s", err, jerr, out)
+	}
+	if r.End.Sum.LostPackets > r.End.Sum.Packets/100 {
+		t.Errorf("1472-byte UDP datagrams: %d of %d lost", r.End.Sum.LostPackets, r.End.Sum.Packets)
+	}
+	t.Logf("1472-byte UDP datagrams: %d sent, %d lost", r.End.Sum.Packets, r.End.Sum.LostPackets)
 }
