@@ -169,6 +169,8 @@ const (
 	maxBackoff = 8 * time.Second
 	// tick is the timer loop's period.
 	tick = 250 * time.Millisecond
+	// pathMTURecheck is how often the kernel's path MTU is read again.
+	pathMTURecheck = 5 * time.Second
 	// batch is how many frames or packets one read takes at most.
 	batch = 64
 )
@@ -975,7 +977,7 @@ func (c *Cable) unregister(idx uint32) {
 func (c *Cable) timerLoop(ctx context.Context) {
 	t := time.NewTicker(tick)
 	defer t.Stop()
-	lastAge := time.Now()
+	lastAge, lastMTU := time.Now(), time.Now()
 	for {
 		select {
 		case <-ctx.Done():
@@ -989,9 +991,17 @@ func (c *Cable) timerLoop(ctx context.Context) {
 		}
 		if now.Sub(lastAge) >= time.Second {
 			lastAge = now
+			// The kernel's path MTU (ICMP too-big) is read again every
+			// pathMTURecheck; a path change reads it at once.
+			recheck := now.Sub(lastMTU) >= pathMTURecheck
+			if recheck {
+				lastMTU = now
+			}
 			minWire := int64(0)
 			for _, p := range c.peerList() {
-				c.updateMTU(p)
+				if recheck {
+					c.updateMTU(p)
+				}
 				p.reasm.expire(now.UnixNano(), c, p)
 				if w := p.wireMTU.Load(); p.up.Load() && (minWire == 0 || w < minWire) {
 					minWire = w
