@@ -122,4 +122,7 @@ fi
 step "the logs: peer up"
 grep -H 'peer up' "$work/$nsA.log" "$work/$nsB.log" | sed "s|$work/||"
 
+step "the peers: cab status on site A"
+"$cab" status --name "$nsA"
+
 step "done: tearing down"
