@@ -115,6 +115,9 @@ func openTAP(spec, arg string, id crypto.PublicKey) (bridgeif.Port, error) {
 		return tap, nil
 	}
 	if err != nil {
+		if ts.OVS != "" && tap.Created() {
+			bridgeif.SetTAPPersistent(tap, false) // do not leave a TAP we made behind
+		}
 		return fail(err)
 	}
 	return &attachedTAP{TAP: tap, att: att}, nil

@@ -68,7 +68,11 @@ type linuxBridge struct{ dev, br string }
 func AttachBridge(dev, br string) (Attachment, error) {
 	brl, err := netlink.LinkByName(br)
 	if err != nil {
-		return nil, fmt.Errorf("bridge %s: no such bridge: create it with ip link add %s type bridge", br, br)
+		var nf netlink.LinkNotFoundError
+		if errors.As(err, &nf) {
+			return nil, fmt.Errorf("bridge %s: no such bridge: create it with ip link add %s type bridge", br, br)
+		}
+		return nil, fmt.Errorf("bridge %s: %w", br, err)
 	}
 	if _, ok := brl.(*netlink.Bridge); !ok {
 		return nil, fmt.Errorf("bridge %s: it is a %s device, not a bridge", br, brl.Type())
@@ -112,10 +116,14 @@ func ovsVsctl(args ...string) error {
 	cmd.Stderr = &stderr
 	if err := cmd.Run(); err != nil {
 		msg := strings.TrimSpace(stderr.String())
-		if strings.Contains(msg, "database connection failed") {
-			return fmt.Errorf("ovs-vsctl %s: %s: is ovsdb-server running?", strings.Join(args, " "), msg)
+		op := strings.Join(args, " ")
+		switch {
+		case strings.Contains(msg, "database connection failed"):
+			return fmt.Errorf("ovs-vsctl %s: %s: is ovsdb-server running? (%w)", op, msg, err)
+		case msg == "" && (ctx.Err() != nil || strings.Contains(err.Error(), "alarm")):
+			return fmt.Errorf("ovs-vsctl %s: no answer within its timeout: is ovs-vswitchd running? (%w)", op, err)
 		}
-		return fmt.Errorf("ovs-vsctl %s: %v: %s", strings.Join(args, " "), err, msg)
+		return fmt.Errorf("ovs-vsctl %s: %s: %w", op, msg, err)
 	}
 	return nil
 }
