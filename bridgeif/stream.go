@@ -75,6 +75,18 @@ func (d *Deframer) Next() ([]byte, error) {
 	}
 }
 
+// buffered reports whether Next can return a frame (or an error) without
+// reading: a whole frame, after any zero lengths, is in the buffer.
+func (d *Deframer) buffered() bool {
+	for h := d.head; d.tail-h >= 2; h += 2 {
+		l := int(binary.BigEndian.Uint16(d.buf[h:]))
+		if l != 0 {
+			return l > d.max || d.tail-h >= 2+l
+		}
+	}
+	return false
+}
+
 // AppendFrame appends frame in the stream format to dst.
 func AppendFrame(dst, frame []byte) []byte {
 	dst = binary.BigEndian.AppendUint16(dst, uint16(len(frame)))
@@ -121,7 +133,19 @@ func (s *Stream) ReadBatch(bufs [][]byte, sizes []int, offset int) (int, error) 
 			continue
 		}
 		sizes[0] = copy(bufs[0][offset:], f)
-		return 1, nil
+		n := 1
+		for n < len(bufs) && s.d.buffered() {
+			f, err := s.d.Next() // cannot block: a whole frame is buffered
+			if err != nil {
+				break
+			}
+			if len(f) < 14 || len(f) > len(bufs[n])-offset {
+				continue
+			}
+			sizes[n] = copy(bufs[n][offset:], f)
+			n++
+		}
+		return n, nil
 	}
 }
 
@@ -139,6 +163,9 @@ func (s *Stream) WriteBatch(bufs [][]byte, offset int) (int, error) {
 			continue
 		}
 		s.wbuf = AppendFrame(s.wbuf, f)
+	}
+	if len(s.wbuf) == 0 {
+		return len(bufs), nil
 	}
 	if _, err := s.w.Write(s.wbuf); err != nil {
 		if s.closed.Load() {

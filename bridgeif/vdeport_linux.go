@@ -149,8 +149,8 @@ func parseReply(b []byte) (path string, port int, err error) {
 	}
 	path = string(name)
 	base := filepath.Base(path)
-	if i := strings.IndexByte(base, '.'); i > 0 {
-		port, _ = strconv.Atoi(base[:i])
+	if i := strings.IndexByte(base, '.'); i > 0 && strings.Trim(base[:i], "0123456789") == "" {
+		port, _ = strconv.Atoi(base[:i]) // NNN.F; anything else: port unknown (0)
 	}
 	return path, port, nil
 }
@@ -311,8 +311,34 @@ func (v *VDE) ReadBatch(bufs [][]byte, sizes []int, offset int) (int, error) {
 			continue
 		}
 		sizes[0] = n
-		return 1, nil
+		return 1 + v.readQueued(p, bufs[1:], sizes[1:], offset), nil
 	}
+}
+
+// readQueued reads the frames already queued on p, without waiting.
+func (v *VDE) readQueued(p *vdePlug, bufs [][]byte, sizes []int, offset int) int {
+	rc, err := p.data.SyscallConn()
+	if err != nil {
+		return 0
+	}
+	n := 0
+	for n < len(bufs) {
+		var m int
+		var rerr error
+		buf := bufs[n][offset:]
+		if err := rc.Read(func(fd uintptr) bool {
+			m, _, rerr = unix.Recvfrom(int(fd), buf, unix.MSG_DONTWAIT|unix.MSG_TRUNC)
+			return true // never wait
+		}); err != nil || rerr != nil {
+			break
+		}
+		if m < 14 || m > len(buf) {
+			continue // a runt, or too long for the caller's buffer
+		}
+		sizes[n] = m
+		n++
+	}
+	return n
 }
 
 // WriteBatch implements Port. Frames the switch would truncate, runts, and
