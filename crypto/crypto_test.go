@@ -413,3 +413,45 @@ func TestSealTypeFragment(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestForgedResponsesDoNotSpoilTheHandshake: a response with a changed
+// index in clear, or with a low-order ephemeral key and a valid mac1
+// (anyone can compute it), must not stop the genuine response from
+// completing the handshake.
+func TestForgedResponsesDoNotSpoilTheHandshake(t *testing.T) {
+	ik, rk := key(t), key(t)
+	h, m1, err := NewInitiator(ik, rk.Public(), nil, 5, LocalCiphers(), time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := NewResponder(rk, LocalCiphers()).ReadInit(m1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m2, _, err := p.Respond(nil, 6)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mk := macKey(ik.Public())
+	remac := func(b []byte) []byte {
+		m := mac1(&mk, b[:len(b)-macLen])
+		copy(b[len(b)-macLen:], m[:])
+		return b
+	}
+	lowOrder := remac(append([]byte(nil), m2...))
+	copy(lowOrder[respFixed:respFixed+32], make([]byte, 32)) // the zero point
+	remac(lowOrder)
+	if _, err := h.Consume(lowOrder); err == nil {
+		t.Fatal("a low-order ephemeral key was accepted")
+	}
+	flipped := append([]byte(nil), m2...)
+	flipped[4] ^= 0xff // the responder's index in clear
+	remac(flipped)
+	s, err := h.Consume(flipped)
+	if err != nil {
+		t.Fatalf("a changed index in clear: %v", err)
+	}
+	if s.RemoteIndex() != 6 {
+		t.Fatalf("remote index %d, want 6 from the authenticated payload", s.RemoteIndex())
+	}
+}

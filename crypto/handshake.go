@@ -10,6 +10,7 @@ import (
 
 	"github.com/flynn/noise"
 	"golang.org/x/crypto/blake2s"
+	"golang.org/x/crypto/curve25519"
 )
 
 // Handshake messages. Little-endian indices; the Noise messages are those of
@@ -54,6 +55,10 @@ type hashT = hash.Hash
 var suite = noise.NewCipherSuite(noise.DH25519, noise.CipherChaChaPoly, noise.HashBLAKE2s)
 
 var prologue = []byte("cab v1")
+
+// lowOrderProbe is any clamped scalar: X25519 with it fails exactly for
+// the low-order points.
+var lowOrderProbe = [32]byte{0: 8, 31: 64}
 
 func noiseConfig(local PrivateKey, initiator bool) noise.Config {
 	pub := local.Public()
@@ -160,6 +165,13 @@ func (h *Initiator) Consume(msg2 []byte) (*Session, error) {
 	if !checkMAC(&h.macKey, msg2) {
 		return nil, errMAC
 	}
+	// flynn/noise does not roll its state back when a Diffie-Hellman
+	// fails, so a forged response with a low-order ephemeral key (mac1 is
+	// computable by anyone who knows our public key) would spoil the
+	// genuine one: refuse such keys before Noise sees them.
+	if _, err := curve25519.X25519(lowOrderProbe[:], msg2[respFixed:respFixed+32]); err != nil {
+		return nil, errBadHandshake
+	}
 	payload, cs1, cs2, err := h.hs.ReadMessage(nil, msg2[respFixed:len(msg2)-macLen])
 	if err != nil {
 		return nil, ErrAuth
@@ -168,10 +180,11 @@ func (h *Initiator) Consume(msg2 []byte) (*Session, error) {
 	if len(payload) != 5 || cs1 == nil {
 		return nil, errBadHandshake
 	}
+	// The responder's index is taken from the authenticated payload; the
+	// copy in clear is only a hint and is not compared: by now the Noise
+	// state is spent, and a forger who changed the copy in clear would
+	// otherwise have killed the genuine handshake.
 	remote := binary.LittleEndian.Uint32(payload[0:4])
-	if remote != binary.LittleEndian.Uint32(msg2[4:8]) {
-		return nil, errBadHandshake
-	}
 	c := Cipher(payload[4])
 	offered := false
 	for _, o := range h.ciphers {
