@@ -1,6 +1,14 @@
 // Package udp is cab's default carrier: one UDP socket, dual-stack unless
-// bound to an IPv4 address, with batched reads and writes (recvmmsg and
-// sendmmsg through golang.org/x/net) and large socket buffers.
+// bound to an address, with large socket buffers and, on Linux, batched
+// reads and writes (recvmmsg and sendmmsg through golang.org/x/net).
+//
+// Losing a packet is not an error. A packet the kernel refuses to send
+// (ENOBUFS when the send queue is full, EHOSTUNREACH, ENETUNREACH,
+// ECONNREFUSED, EPERM from a firewall, EMSGSIZE when it exceeds the path
+// MTU, or any other error that concerns that packet alone) is lost and
+// counted in SendErrors; the rest of its batch is still sent. On the read
+// side, errors that concern one packet (an ICMP error queued on the socket)
+// are skipped and the read goes on.
 package udp
 
 import (
@@ -9,143 +17,140 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"sync"
 	"sync/atomic"
 	"syscall"
-
-	"golang.org/x/net/ipv6"
-	"golang.org/x/sys/unix"
 
 	"cab/transport"
 )
 
-// Addr is a UDP address. IPv4 addresses are always unmapped, so the same
-// remote end is always the same Addr.
+// Addr is a UDP address. IPv4 addresses are always stored unmapped (never
+// ::ffff:a.b.c.d), so the same remote end is always the same Addr and Addrs
+// can be compared with == and used as map keys.
 type Addr struct{ netip.AddrPort }
 
 var _ transport.Addr = Addr{}
 
+// AddrFrom returns ap as an Addr, unmapping an IPv4-mapped IPv6 address.
+func AddrFrom(ap netip.AddrPort) Addr {
+	return Addr{netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())}
+}
+
 // socketBuffer is the send and receive buffer size asked for.
 const socketBuffer = 7 << 20
 
-// Conn is a UDP socket that implements transport.Conn.
+// The largest UDP payloads: 65535 less the IPv4 header (20) and the UDP
+// header (8), and 65535 less the UDP header alone for IPv6, whose payload
+// length does not count its fixed header.
+const (
+	maxPacket4 = 65535 - 20 - 8
+	maxPacket6 = 65535 - 8
+)
+
+// stack is the address families a socket reaches.
+type stack uint8
+
+const (
+	stack4    stack = iota // IPv4 only
+	stack6                 // IPv6 only (bound to an IPv6 address)
+	stackDual              // IPv6 socket that also carries IPv4
+)
+
+// Conn is a UDP socket that implements transport.Conn. ReadBatch may run
+// concurrently with any number of WriteBatch calls.
 type Conn struct {
 	pc    *net.UDPConn
-	bc    *ipv6.PacketConn // batch I/O; ipv6's works for both families on Linux
-	v4    bool             // bound to IPv4 only
+	stack stack
 	local netip.AddrPort
 
-	rmsgs []ipv6.Message // the single reader's
-	wpool sync.Pool      // *[]ipv6.Message for concurrent writers
-
+	closed     atomic.Bool
 	sendErrors atomic.Uint64
+
+	sys // the platform's batch I/O state
 }
 
 var _ transport.Conn = (*Conn)(nil)
 
-// Listen opens a UDP socket bound to addr ("host:port", ":port"). With an
-// empty host it listens on every address, IPv4 and IPv6.
+// Listen opens a UDP socket bound to addr ("host:port", ":port", "[::]:0",
+// "0.0.0.0:7667"). With an empty host, or "::", the socket is dual-stack (an
+// IPv6 socket with IPV6_V6ONLY off that also carries IPv4), falling back to
+// IPv4 only when the host has no IPv6. An IPv4 host gives an IPv4-only
+// socket. Listen asks for 7 MiB socket buffers, beyond the sysctl limits
+// when privileged. A port already taken gives an error that says "address
+// already in use" (errors.Is syscall.EADDRINUSE).
 func Listen(addr string) (*Conn, error) {
-	host, _, err := net.SplitHostPort(addr)
+	host, port, err := net.SplitHostPort(addr)
 	if err != nil {
 		return nil, fmt.Errorf("listen udp %s: %w", addr, err)
 	}
 	network := "udp"
-	ip, perr := netip.ParseAddr(host)
-	v4 := perr == nil && ip.Unmap().Is4()
-	if v4 {
+	if ip, err := netip.ParseAddr(host); err == nil && ip.Unmap().Is4() {
 		network = "udp4"
 	}
-	la, err := net.ResolveUDPAddr(network, addr)
-	if err != nil {
-		return nil, fmt.Errorf("listen udp %s: %w", addr, err)
+	pc, family, err := listen(network, addr)
+	if err != nil && host == "" && errors.Is(err, syscall.EAFNOSUPPORT) {
+		pc, family, err = listen("udp4", net.JoinHostPort("0.0.0.0", port))
 	}
-	pc, err := net.ListenUDP(network, la)
 	if err != nil {
 		if errors.Is(err, syscall.EADDRINUSE) {
-			return nil, fmt.Errorf("listen udp %s: address already in use", addr)
+			return nil, fmt.Errorf("listen udp %s: %w", addr, syscall.EADDRINUSE)
 		}
 		return nil, fmt.Errorf("listen udp %s: %w", addr, err)
 	}
-	setBuffers(pc)
-	setDontFragment(pc)
-	c := &Conn{pc: pc, bc: ipv6.NewPacketConn(pc), v4: v4 || pc.LocalAddr().(*net.UDPAddr).IP.To4() != nil && host != ""}
-	c.local = pc.LocalAddr().(*net.UDPAddr).AddrPort()
-	c.local = netip.AddrPortFrom(c.local.Addr().Unmap(), c.local.Port())
-	c.wpool.New = func() any { m := make([]ipv6.Message, 0, 64); return &m }
+	local := pc.LocalAddr().(*net.UDPAddr).AddrPort()
+	c := &Conn{pc: pc, local: AddrFrom(local).AddrPort}
+	switch {
+	case family == "udp4":
+		c.stack = stack4
+	case local.Addr().IsUnspecified():
+		c.stack = stackDual
+	default:
+		c.stack = stack6
+	}
+	c.init()
 	return c, nil
 }
 
-// setBuffers asks for large socket buffers, beyond the sysctl limits when
-// privileged.
-func setBuffers(pc *net.UDPConn) {
-	rc, err := pc.SyscallConn()
+// listen opens the socket and reports the family the system chose,
+// "udp4" or "udp6".
+func listen(network, addr string) (*net.UDPConn, string, error) {
+	var family string
+	lc := net.ListenConfig{Control: func(network, _ string, rc syscall.RawConn) error {
+		family = network
+		return control(rc)
+	}}
+	pc, err := lc.ListenPacket(context.Background(), network, addr)
 	if err != nil {
-		return
+		return nil, "", err
 	}
-	rc.Control(func(fd uintptr) {
-		for _, o := range [][2]int{{syscall.SO_RCVBUFFORCE, syscall.SO_RCVBUF}, {syscall.SO_SNDBUFFORCE, syscall.SO_SNDBUF}} {
-			if syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, o[0], socketBuffer) != nil {
-				syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, o[1], socketBuffer)
-			}
-		}
-	})
+	return pc.(*net.UDPConn), family, nil
 }
 
-// setDontFragment sets DF on the socket's datagrams: cab cuts what does not
-// fit the path into fragments of its own, so nothing is fragmented behind
-// its back, and the kernel learns the path MTU from ICMP too-big.
-func setDontFragment(pc *net.UDPConn) {
-	rc, err := pc.SyscallConn()
-	if err != nil {
-		return
-	}
-	rc.Control(func(fd uintptr) {
-		unix.SetsockoptInt(int(fd), unix.IPPROTO_IP, unix.IP_MTU_DISCOVER, unix.IP_PMTUDISC_DO)
-		unix.SetsockoptInt(int(fd), unix.IPPROTO_IPV6, unix.IPV6_MTU_DISCOVER, unix.IPV6_PMTUDISC_DO)
-	})
-}
-
-// PathMTU returns the largest UDP payload that reaches a without
-// fragmentation, as the kernel knows it (the route's MTU, lowered by ICMP
-// too-big messages), or 0 when it cannot tell.
-func (c *Conn) PathMTU(ta transport.Addr) int {
-	a, ok := ta.(Addr)
-	if !ok {
-		return 0
-	}
-	network, level, opt, hdr := "udp4", unix.IPPROTO_IP, unix.IP_MTU, 20+8
-	if !a.Addr().Is4() {
-		network, level, opt, hdr = "udp6", unix.IPPROTO_IPV6, unix.IPV6_MTU, 40+8
-	}
-	probe, err := net.DialUDP(network, nil, net.UDPAddrFromAddrPort(a.AddrPort))
-	if err != nil {
-		return 0
-	}
-	defer probe.Close()
-	rc, err := probe.SyscallConn()
-	if err != nil {
-		return 0
-	}
-	mtu := 0
-	rc.Control(func(fd uintptr) { mtu, _ = unix.GetsockoptInt(int(fd), level, opt) })
-	if mtu <= hdr {
-		return 0
-	}
-	return mtu - hdr
-}
-
-// LocalAddr returns the address the socket is bound to.
+// LocalAddr returns the address the socket is bound to; a dual-stack
+// socket's is [::]:port.
 func (c *Conn) LocalAddr() netip.AddrPort { return c.local }
 
 // Scheme names the transport.
 func (c *Conn) Scheme() string { return "udp" }
 
-// SendErrors counts packets the kernel refused to send (no route, buffer
-// full, a firewall): they are lost packets, not errors.
+// SendErrors counts the packets the kernel refused to send (no route, full
+// buffers, a firewall, too big for the path): lost packets, not errors.
 func (c *Conn) SendErrors() uint64 { return c.sendErrors.Load() }
 
-// Resolve resolves hostport to an Addr this conn can send to.
+// MaxPacket returns the largest UDP payload the socket can send: 65507
+// bytes over IPv4 and on a dual-stack socket, 65527 bytes on an IPv6-only
+// socket. What reaches the far end without fragmentation is less: see
+// PathMTU.
+func (c *Conn) MaxPacket() int {
+	if c.stack == stack6 {
+		return maxPacket6
+	}
+	return maxPacket4
+}
+
+// Resolve resolves hostport ("host:port": a host name, an IPv4 address, an
+// IPv6 address in brackets; the port a number or a service name) to an Addr
+// this conn can send to: an IPv4 address for an IPv4-only conn, an IPv6
+// address for an IPv6-only one, the resolver's first choice otherwise.
 func (c *Conn) Resolve(ctx context.Context, hostport string) (Addr, error) {
 	host, port, err := net.SplitHostPort(hostport)
 	if err != nil {
@@ -155,121 +160,98 @@ func (c *Conn) Resolve(ctx context.Context, hostport string) (Addr, error) {
 	if err != nil {
 		return Addr{}, fmt.Errorf("resolve %s: %w", hostport, err)
 	}
+	if pn == 0 {
+		return Addr{}, fmt.Errorf("resolve %s: port 0", hostport)
+	}
 	ips, err := net.DefaultResolver.LookupNetIP(ctx, "ip", host)
 	if err != nil {
 		return Addr{}, fmt.Errorf("resolve %s: %w", hostport, err)
 	}
 	for _, ip := range ips {
-		ip = ip.Unmap()
-		if c.v4 && !ip.Is4() {
-			continue
+		a := AddrFrom(netip.AddrPortFrom(ip, uint16(pn)))
+		if c.reaches(a) {
+			return a, nil
 		}
-		return Addr{netip.AddrPortFrom(ip, uint16(pn))}, nil
 	}
-	return Addr{}, fmt.Errorf("resolve %s: no IPv4 address for an IPv4 socket", hostport)
+	want := "IPv4"
+	if c.stack == stack6 {
+		want = "IPv6"
+	}
+	return Addr{}, fmt.Errorf("resolve %s: no %s address for an %s-only socket", hostport, want, want)
 }
 
-// MaxPacket is the largest UDP payload over IPv4.
-func (c *Conn) MaxPacket() int { return 65507 }
-
-// ReadBatch implements transport.Conn.
-func (c *Conn) ReadBatch(ps []transport.Packet) (int, error) {
-	if cap(c.rmsgs) < len(ps) {
-		c.rmsgs = make([]ipv6.Message, len(ps))
-		for i := range c.rmsgs {
-			c.rmsgs[i].Buffers = make([][]byte, 1)
-		}
+// reaches reports whether the socket's family can send to a.
+func (c *Conn) reaches(a Addr) bool {
+	switch c.stack {
+	case stack4:
+		return a.Addr().Unmap().Is4()
+	case stack6:
+		return !a.Addr().Unmap().Is4()
 	}
-	msgs := c.rmsgs[:len(ps)]
-	for i := range msgs {
-		msgs[i].Buffers[0] = ps[i].B[:cap(ps[i].B)]
-		msgs[i].N, msgs[i].Flags = 0, 0
-	}
-	for {
-		n, err := c.bc.ReadBatch(msgs, 0)
-		if err != nil {
-			if errors.Is(err, net.ErrClosed) {
-				return 0, net.ErrClosed
-			}
-			if transient(err) {
-				continue
-			}
-			return 0, fmt.Errorf("udp read: %w", err)
-		}
-		out := 0
-		for i := 0; i < n; i++ {
-			m := &msgs[i]
-			ua, ok := m.Addr.(*net.UDPAddr)
-			if !ok || m.Flags&syscall.MSG_TRUNC != 0 {
-				continue // truncated: longer than the caller's buffer
-			}
-			ap := ua.AddrPort()
-			if out != i { // close the gap left by a dropped packet
-				ps[out].B, ps[i].B = ps[i].B, ps[out].B
-			}
-			ps[out].B = ps[out].B[:m.N]
-			ps[out].Addr = Addr{netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())}
-			out++
-		}
-		if out > 0 {
-			return out, nil
-		}
-	}
+	return a.IsValid()
 }
 
-// transient reports errors that lose one packet but leave the socket fine.
+// Close closes the socket; a blocked ReadBatch returns net.ErrClosed, and so
+// do ReadBatch and WriteBatch from then on.
+func (c *Conn) Close() error {
+	c.closed.Store(true)
+	return c.pc.Close()
+}
+
+// maxReadRetries bounds the per-packet read errors skipped in a row before
+// ReadBatch reports one, so that a socket in a persistent error state
+// cannot spin forever.
+const maxReadRetries = 100
+
+// transient reports errors that concern one packet and leave the socket
+// fine: the packet is lost.
 func transient(err error) bool {
-	return errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.EHOSTUNREACH) ||
-		errors.Is(err, syscall.ENETUNREACH) || errors.Is(err, syscall.ENOBUFS) ||
-		errors.Is(err, syscall.EPERM) || errors.Is(err, syscall.EMSGSIZE) ||
-		errors.Is(err, syscall.EAGAIN) || errors.Is(err, syscall.EINTR)
+	for _, e := range []error{
+		syscall.ECONNREFUSED, syscall.ECONNRESET, syscall.EHOSTUNREACH, syscall.ENETUNREACH,
+		syscall.ENOBUFS, syscall.EPERM, syscall.EMSGSIZE, syscall.EAGAIN, syscall.EINTR,
+	} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
 }
 
-// WriteBatch implements transport.Conn.
-func (c *Conn) WriteBatch(ps []transport.Packet) error {
-	mp := c.wpool.Get().(*[]ipv6.Message)
-	defer c.wpool.Put(mp)
-	msgs := (*mp)[:0]
-	var tooBig error
-	for _, p := range ps {
-		if len(p.B) > c.MaxPacket() {
-			tooBig = &transport.TooBigError{Len: len(p.B), Max: c.MaxPacket()}
-			continue
-		}
-		a, ok := p.Addr.(Addr)
-		if !ok {
-			return fmt.Errorf("udp write: addr %v is not a udp.Addr", p.Addr)
-		}
-		ip := a.Addr()
-		if !c.v4 && ip.Is4() {
-			ip = netip.AddrFrom16(ip.As16())
-		}
-		var m ipv6.Message
-		if len(msgs) < cap(msgs) {
-			m = msgs[:len(msgs)+1][len(msgs)]
-		}
-		if m.Buffers == nil {
-			m.Buffers = make([][]byte, 1)
-		}
-		m.Buffers[0] = p.B
-		m.Addr = net.UDPAddrFromAddrPort(netip.AddrPortFrom(ip, a.Port()))
-		msgs = append(msgs, m)
+// readError turns a failed socket read into what ReadBatch returns: nil to
+// read again (a transient error, fewer than maxReadRetries in a row),
+// net.ErrClosed, or the wrapped error.
+func (c *Conn) readError(err error, retries *int) error {
+	if errors.Is(err, net.ErrClosed) || c.closed.Load() {
+		return fmt.Errorf("udp read: %w", net.ErrClosed)
 	}
-	for len(msgs) > 0 {
-		n, err := c.bc.WriteBatch(msgs, 0)
-		if err != nil {
-			if errors.Is(err, net.ErrClosed) {
-				return net.ErrClosed
-			}
-			// One packet failed: count it as lost and go on with the rest.
-			c.sendErrors.Add(1)
-			n++
-		}
-		msgs = msgs[min(n, len(msgs)):]
+	if transient(err) && *retries < maxReadRetries {
+		*retries++
+		return nil
 	}
-	*mp = (*mp)[:0]
-	return tooBig
+	return fmt.Errorf("udp read: %w", err)
 }
 
-// Close implements transport.Conn.
-func (c *Conn) Close() error { return c.pc.Close() }
+// check returns the Addr of a packet that may be sent. A packet that never
+// can (too big, a foreign Addr) is skipped and sets *err unless an earlier
+// one did; one to an address family the socket cannot carry is lost and
+// counted in SendErrors.
+func (c *Conn) check(p *transport.Packet, err *error) (Addr, bool) {
+	if len(p.B) > c.MaxPacket() {
+		if *err == nil {
+			*err = &transport.TooBigError{Len: len(p.B), Max: c.MaxPacket()}
+		}
+		return Addr{}, false
+	}
+	a, ok := p.Addr.(Addr)
+	if !ok {
+		if *err == nil {
+			*err = fmt.Errorf("udp write: addr %v (%T) is not a udp.Addr", p.Addr, p.Addr)
+		}
+		return Addr{}, false
+	}
+	if !c.reaches(a) {
+		c.sendErrors.Add(1) // an address family the socket cannot carry
+		return Addr{}, false
+	}
+	return a, true
+}

@@ -1,0 +1,108 @@
+package udp
+
+import (
+	"bytes"
+	"net"
+	"net/netip"
+	"testing"
+
+	"cab/transport"
+)
+
+// TestSendErrorsCounted: a packet the kernel refuses (to port 0) is lost
+// and counted, and the packets after it still go.
+func TestSendErrorsCounted(t *testing.T) {
+	a, b := mustListen(t, "127.0.0.1:0"), mustListen(t, "127.0.0.1:0")
+	dst := to("127.0.0.1", a)
+	refused := Addr{netip.AddrPortFrom(dst.Addr(), 0)}
+	err := b.WriteBatch([]transport.Packet{
+		{B: []byte("one"), Addr: dst},
+		{B: []byte("bcast"), Addr: refused},
+		{B: []byte("two"), Addr: dst},
+		{B: []byte("bcast"), Addr: refused},
+		{B: []byte("bcast"), Addr: refused},
+		{B: []byte("three"), Addr: dst},
+	})
+	if err != nil {
+		t.Fatalf("a refused packet is not an error: %v", err)
+	}
+	got := readN(t, a, 3, 8)
+	for i, want := range []string{"one", "two", "three"} {
+		if string(got[i].B) != want {
+			t.Fatalf("packet %d: %q, want %q", i, got[i].B, want)
+		}
+	}
+	if b.SendErrors() != 3 {
+		t.Fatalf("SendErrors = %d, want 3", b.SendErrors())
+	}
+}
+
+func TestPathMTU(t *testing.T) {
+	lo, err := net.InterfaceByName("lo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := mustListen(t, ":0")
+	// At most the loopback MTU less the headers (some kernels report the
+	// largest datagram instead).
+	if got, max := c.PathMTU(to("127.0.0.1", c)), lo.MTU-28; got < 1280 || got > max {
+		t.Errorf("PathMTU(127.0.0.1) = %d, want 1280..%d", got, max)
+	}
+	if got, max := c.PathMTU(to("::1", c)), lo.MTU-48; got < 1280 || got > max {
+		t.Errorf("PathMTU(::1) = %d, want 1280..%d", got, max)
+	}
+	if got := c.PathMTU(foreignAddr("x")); got != 0 {
+		t.Errorf("PathMTU(foreign) = %d, want 0", got)
+	}
+}
+
+// TestGSOAndGRO: with offloads on, runs of equal packets to one address go
+// out as UDP_SEGMENT sends, and a GRO reader cuts glued datagrams back into
+// the same packets, in order, into small caller batches, across calls.
+func TestGSOAndGRO(t *testing.T) {
+	for _, dst := range []string{"127.0.0.1", "::1"} {
+		a, b := mustListen(t, ":0"), mustListen(t, ":0")
+		if gso, _ := a.Offload(true, false); !gso {
+			t.Skip("SKIPPED: this kernel has no UDP GSO")
+		}
+		if _, gro := b.Offload(false, true); !gro {
+			t.Skip("SKIPPED: this kernel has no UDP GRO")
+		}
+		var ps []transport.Packet
+		to := to(dst, b)
+		sizes := []int{1400, 1400, 1400, 1400, 1400, 1400, 700, 1400, 1400, 9, 1200, 1200, 1300}
+		for i, n := range sizes {
+			p := make([]byte, n)
+			for j := range p {
+				p[j] = byte(i + j)
+			}
+			ps = append(ps, transport.Packet{B: p, Addr: to})
+		}
+		if err := a.WriteBatch(ps); err != nil {
+			t.Fatal(err)
+		}
+		got := readN(t, b, len(ps), 3)
+		for i := range ps {
+			if !bytes.Equal(got[i].B, ps[i].B) {
+				t.Fatalf("%s: packet %d: %d bytes, want %d", dst, i, len(got[i].B), len(ps[i].B))
+			}
+		}
+		segs, glued := a.OffloadStats()
+		_, bglued := b.OffloadStats()
+		t.Logf("%s: %d packets sent in GSO runs; %d glued datagrams received", dst, segs, bglued)
+		if segs < 8 || glued != 0 || bglued == 0 {
+			t.Errorf("%s: %d packets went in GSO runs (want ≥ 8), %d glued datagrams read (want some), %d by the sender (want none)", dst, segs, bglued, glued)
+		}
+		// Off again: nothing more goes in runs.
+		if gso, _ := a.Offload(false, false); gso {
+			t.Fatal("GSO still on")
+		}
+		if err := a.WriteBatch(ps[:4]); err != nil {
+			t.Fatal(err)
+		}
+		readN(t, b, 4, 8)
+		if s, _ := a.OffloadStats(); s != segs {
+			t.Errorf("GSO off, yet %d more packets went in runs", s-segs)
+		}
+	}
+}
