@@ -38,7 +38,7 @@ func TestParseTAPSpecForms(t *testing.T) {
 		}
 	}
 	// Every error names what is accepted.
-	const opts = "bridge=BR, ovs=BR or mtu=N"
+	const opts = "bridge=BR, ovs=BR, mtu=N or offload=off"
 	for in, want := range map[string][]string{
 		"":                    {"tap:NAME"},
 		",bridge=br0":         {"tap:NAME"},
@@ -73,14 +73,14 @@ func TestParseTAPSpecForms(t *testing.T) {
 // what to write instead.
 func FuzzParseTAPSpecRoundTrip(f *testing.F) {
 	for _, s := range []string{"cab0", "cab0,bridge=br0,mtu=9000", "x,ovs=y", "x,mtu=1500,mtu=9000",
-		"x,bridge=a,ovs=b", "x,mtu=0x10", "x,=", ",", "x,ovs=a=b", "x,bridge=br0,,"} {
+		"x,bridge=a,ovs=b", "x,mtu=0x10", "x,=", ",", "x,ovs=a=b", "x,bridge=br0,,", "x,offload=off", "x,offload=no"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
 		ts, err := ParseTAPSpec(s)
 		if err != nil {
 			msg := err.Error()
-			if !strings.Contains(msg, "tap:NAME") && !strings.Contains(msg, "bridge=BR, ovs=BR or mtu=N") &&
+			if !strings.Contains(msg, "tap:NAME") && !strings.Contains(msg, "bridge=BR, ovs=BR, mtu=N or offload=off") && !strings.Contains(msg, "offload=on or offload=off") &&
 				!strings.Contains(msg, "68 to 65535") && !strings.Contains(msg, "one bridge") {
 				t.Fatalf("%q: error %q names no accepted form", s, msg)
 			}
@@ -98,6 +98,9 @@ func FuzzParseTAPSpecRoundTrip(f *testing.F) {
 		}
 		if ts.MTU != 0 {
 			canon += ",mtu=" + strconv.Itoa(ts.MTU)
+		}
+		if ts.NoOffload {
+			canon += ",offload=off"
 		}
 		again, err := ParseTAPSpec(canon)
 		if err != nil || again != ts {

@@ -21,9 +21,12 @@ type TAPSpec struct {
 	Bridge string // a Linux bridge to join
 	OVS    string // an Open vSwitch bridge to join
 	MTU    int    // 0: leave the MTU alone
+	// NoOffload opens the TAP without segmentation and checksum offloads
+	// (offload=off), one frame per system call.
+	NoOffload bool
 }
 
-// ParseTAPSpec parses NAME[,bridge=BR|,ovs=BR][,mtu=N].
+// ParseTAPSpec parses NAME[,bridge=BR|,ovs=BR][,mtu=N][,offload=on|off].
 func ParseTAPSpec(s string) (TAPSpec, error) {
 	parts := strings.Split(s, ",")
 	ts := TAPSpec{Name: parts[0]}
@@ -33,7 +36,7 @@ func ParseTAPSpec(s string) (TAPSpec, error) {
 	for _, p := range parts[1:] {
 		k, v, ok := strings.Cut(p, "=")
 		if !ok || v == "" {
-			return ts, fmt.Errorf("option %q: use bridge=BR, ovs=BR or mtu=N", p)
+			return ts, fmt.Errorf("option %q: use bridge=BR, ovs=BR, mtu=N or offload=off", p)
 		}
 		switch k {
 		case "bridge":
@@ -46,8 +49,13 @@ func ParseTAPSpec(s string) (TAPSpec, error) {
 				return ts, fmt.Errorf("mtu=%s: use a number from 68 to 65535", v)
 			}
 			ts.MTU = n
+		case "offload":
+			if v != "on" && v != "off" {
+				return ts, fmt.Errorf("offload=%s: use offload=on or offload=off", v)
+			}
+			ts.NoOffload = v == "off"
 		default:
-			return ts, fmt.Errorf("unknown option %q: use bridge=BR, ovs=BR or mtu=N", k)
+			return ts, fmt.Errorf("unknown option %q: use bridge=BR, ovs=BR, mtu=N or offload=off", k)
 		}
 	}
 	if ts.Bridge != "" && ts.OVS != "" {

@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -252,9 +253,14 @@ func (sw *vdeTestSwitch) start(t *testing.T) {
 }
 
 // vdeListening reports whether a unix stream socket listens at path,
-// from /proc/net/unix (flags __SO_ACCEPTCON).
+// from the calling thread's view of /proc/net/unix (flags __SO_ACCEPTCON).
+// /proc/net is the thread group leader's view, and the TAP tests may leave
+// that thread in another network namespace (a goroutine that exits locked
+// to its thread wedges the main thread there).
 func vdeListening(path string) bool {
-	b, err := os.ReadFile("/proc/net/unix")
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	b, err := os.ReadFile("/proc/thread-self/net/unix")
 	if err != nil {
 		return false
 	}
