@@ -21,7 +21,7 @@ import (
 
 // OpenPort opens the local L2 attachment named by spec:
 //
-//	tap:NAME[,bridge=BR|,ovs=BR][,mtu=N]  a TAP device, created when it does
+//	tap:NAME[,bridge=BR|,ovs=BR][,mtu=N][,offload=off]  a TAP device, created when it does
 //	                                      not exist, optionally attached to a
 //	                                      Linux bridge or an Open vSwitch bridge
 //	vde:DIR[N]                            a port (number N) of the vde_switch at DIR
@@ -84,7 +84,7 @@ func openTAP(spec, arg string, id crypto.PublicKey) (bridgeif.Port, error) {
 	if err != nil {
 		return nil, fmt.Errorf("port %q: %w", spec, err)
 	}
-	tap, err := bridgeif.OpenTAP(ts.Name)
+	tap, err := bridgeif.OpenTAPWith(ts.Name, bridgeif.TAPOptions{Offload: !ts.NoOffload})
 	if err != nil {
 		return nil, err
 	}

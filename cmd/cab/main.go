@@ -150,6 +150,8 @@ type options struct {
 	mssClamp  string
 	vdeShared bool
 	mtu       string
+	udpGSO    string
+	udpGRO    string
 }
 
 func parseFlags(args []string, server bool, stderr io.Writer) (*options, []string, error) {
@@ -160,7 +162,7 @@ func parseFlags(args []string, server bool, stderr io.Writer) (*options, []strin
 	fs := flag.NewFlagSet("cab "+name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	o := &options{}
-	fs.StringVar(&o.spec, "s", "tap:cab0", "local port: tap:NAME[,bridge=BR|,ovs=BR][,mtu=N], vde:DIR[N] or stdio")
+	fs.StringVar(&o.spec, "s", "tap:cab0", "local port: tap:NAME[,bridge=BR|,ovs=BR][,mtu=N][,offload=off], vde:DIR[N] or stdio")
 	fs.StringVar(&o.pskFile, "psk", "", "pre-shared key `file` (from cab genkey); alone it is enough for a two-site link")
 	fs.StringVar(&o.keyFile, "key", "", "private key `file` (default: STATE_DIR/"+name+".key, created on first run)")
 	fs.StringVar(&o.stateDir, "state-dir", "", "state `directory` (default /var/lib/cab as root, else $XDG_STATE_HOME/cab)")
@@ -170,6 +172,8 @@ func parseFlags(args []string, server bool, stderr io.Writer) (*options, []strin
 	fs.StringVar(&o.bpdu, "bpdu", "pass", "spanning-tree BPDUs: pass or drop")
 	fs.StringVar(&o.mtu, "mtu", "", "MTU of a TAP that is in no bridge: auto (follow the largest that crosses without fragments) or a number; default: leave it (1500)")
 	fs.StringVar(&o.mssClamp, "mss-clamp", "auto", "TCP MSS clamping of frames entering the cable: auto, off, or the IPv4 MSS")
+	fs.StringVar(&o.udpGSO, "udp-gso", "on", "UDP segmentation offload (one send for a run of packets), where the kernel has it: on or off")
+	fs.StringVar(&o.udpGRO, "udp-gro", "on", "UDP receive offload (the kernel glues datagrams), where the kernel has it: on or off")
 	if server {
 		fs.IntVar(&o.port, "p", cab.DefaultPort, "UDP `port` to listen on")
 		fs.StringVar(&o.listen, "l", "", "`address` to listen on (default: all, IPv4 and IPv6)")
@@ -297,6 +301,11 @@ func runCable(args []string, server bool, stdout, stderr io.Writer) error {
 		return fmt.Errorf("client: give the server's address, e.g. cab client 192.0.2.1:%d (got %d arguments)", cab.DefaultPort, len(pos))
 	}
 
+	for _, f := range []struct{ name, v string }{{"udp-gso", o.udpGSO}, {"udp-gro", o.udpGRO}} {
+		if f.v != "on" && f.v != "off" {
+			return fmt.Errorf("--%s=%s: use on or off", f.name, f.v)
+		}
+	}
 	if o.bpdu != "pass" && o.bpdu != "drop" {
 		return fmt.Errorf("--bpdu=%s: use pass or drop", o.bpdu)
 	}
@@ -360,6 +369,7 @@ func runCable(args []string, server bool, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	gso, gro := conn.Offload(o.udpGSO == "on", o.udpGRO == "on")
 	closeConn := true
 	defer func() {
 		if closeConn {
@@ -462,7 +472,8 @@ func runCable(args []string, server bool, stdout, stderr io.Writer) error {
 		fmt.Fprintf(w, "cab: %s\n", n)
 	}
 	w.Flush()
-	log.Info("cable up", "role", role, "port", o.spec, "listen", conn.LocalAddr().String(), "key", pub.Short())
+	log.Info("cable up", "role", role, "port", o.spec, "listen", conn.LocalAddr().String(), "key", pub.Short(),
+		"udp_gso", gso, "udp_gro", gro, "tap_offload", tapOffloads(port))
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
@@ -699,4 +710,16 @@ func setMTU(ctx context.Context, spec string, port bridgeif.Port, c *cab.Cable, 
 		}
 	}()
 	return nil
+}
+
+// tapOffloads names the offloads of a TAP port, for the log: "off" for a
+// TAP without them, "" for other ports.
+func tapOffloads(port any) string {
+	if t, ok := port.(interface{ Offloads() string }); ok {
+		if s := t.Offloads(); s != "" {
+			return s
+		}
+		return "off"
+	}
+	return ""
 }
