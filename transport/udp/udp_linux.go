@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -31,9 +32,10 @@ var _ batchConn = (*ipv4.PacketConn)(nil)
 type sys struct {
 	bc batchConn
 
-	// The single reader's: its messages, and the Addr of the last packet
-	// read, so that a run of packets from one sender costs no allocation.
-	rmsgs    []ipv6.Message
+	// The single reader's: its recvmmsg state, and the Addr of the last
+	// packet read, so that a run of packets from one sender costs no
+	// allocation.
+	rd       reader
 	lastAP   netip.AddrPort
 	lastAddr transport.Addr
 
@@ -44,9 +46,7 @@ type sys struct {
 
 	// GRO reads land in the reader's own 64 KiB buffers, and are cut into
 	// the caller's packets from there, across calls when need be.
-	gmsgs  []ipv6.Message
 	gbufs  [][]byte
-	goob   [][]byte
 	gn, gi int // messages read, and the next one to cut
 	gpos   int // offset of the next packet in message gi
 	gsize  int // its segment size
@@ -174,24 +174,15 @@ func (c *Conn) ReadBatch(ps []transport.Packet) (int, error) {
 	if c.gro.Load() || c.gi < c.gn {
 		return c.readGRO(ps)
 	}
-	if len(c.rmsgs) < len(ps) {
-		c.rmsgs = make([]ipv6.Message, len(ps))
-		for i := range c.rmsgs {
-			c.rmsgs[i].Buffers = make([][]byte, 1)
-		}
+	r := &c.rd
+	r.setup(len(ps), 0)
+	for i := range ps {
+		r.setBuf(i, ps[i].B[:cap(ps[i].B)])
 	}
-	msgs := c.rmsgs[:len(ps)]
-	for i := range msgs {
-		msgs[i].Buffers[0] = ps[i].B[:cap(ps[i].B)]
-	}
-	defer func() {
-		for i := range msgs {
-			msgs[i].Buffers[0], msgs[i].Addr = nil, nil
-		}
-	}()
+	defer r.clearBufs(len(ps))
 	retries := 0
 	for {
-		n, err := c.bc.ReadBatch(msgs, 0)
+		n, err := c.recv(len(ps))
 		if err != nil {
 			if err := c.readError(err, &retries); err != nil {
 				return 0, err
@@ -200,16 +191,16 @@ func (c *Conn) ReadBatch(ps []transport.Packet) (int, error) {
 		}
 		out := 0
 		for i := range n {
-			m := &msgs[i]
-			ua, ok := m.Addr.(*net.UDPAddr)
-			if !ok || m.Flags&unix.MSG_TRUNC != 0 {
+			h := &r.hdrs[i]
+			ap, ok := r.from(i)
+			if !ok || h.Hdr.Flags&unix.MSG_TRUNC != 0 {
 				continue // longer than the caller's buffer, or no sender
 			}
 			if out != i { // close the gap left by a dropped packet
 				ps[out].B, ps[i].B = ps[i].B, ps[out].B
 			}
-			ps[out].B = ps[out].B[:m.N]
-			ps[out].Addr = c.addrOf(ua)
+			ps[out].B = ps[out].B[:h.Len]
+			ps[out].Addr = c.addrOf(ap)
 			out++
 		}
 		if out > 0 {
@@ -218,10 +209,9 @@ func (c *Conn) ReadBatch(ps []transport.Packet) (int, error) {
 	}
 }
 
-// addrOf returns ua as a transport.Addr, reusing the last one when the
+// addrOf returns ap as a transport.Addr, reusing the last one when the
 // sender is the same.
-func (c *Conn) addrOf(ua *net.UDPAddr) transport.Addr {
-	ap := AddrFrom(ua.AddrPort()).AddrPort
+func (c *Conn) addrOf(ap netip.AddrPort) transport.Addr {
 	if c.lastAddr == nil || ap != c.lastAP {
 		c.lastAP, c.lastAddr = ap, Addr{ap}
 	}
@@ -354,11 +344,11 @@ const groMessages = 16
 // glued by the kernel, land in the reader's own buffers and are cut into
 // the caller's packets, across calls when they do not all fit.
 func (c *Conn) readGRO(ps []transport.Packet) (int, error) {
-	if c.gmsgs == nil {
-		c.gmsgs = make([]ipv6.Message, groMessages)
-		for i := range c.gmsgs {
-			c.gmsgs[i].Buffers = [][]byte{make([]byte, 1<<16)}
-			c.gmsgs[i].OOB = make([]byte, unix.CmsgSpace(4)*2)
+	r := &c.rd
+	if c.gbufs == nil {
+		c.gbufs = make([][]byte, groMessages)
+		for i := range c.gbufs {
+			c.gbufs[i] = make([]byte, 1<<16)
 		}
 	}
 	retries := 0
@@ -366,10 +356,11 @@ func (c *Conn) readGRO(ps []transport.Packet) (int, error) {
 		if out := c.cutGRO(ps); out > 0 {
 			return out, nil
 		}
-		for i := range c.gmsgs {
-			c.gmsgs[i].Addr = nil
+		r.setup(groMessages, unix.CmsgSpace(4)*2)
+		for i, b := range c.gbufs {
+			r.setBuf(i, b)
 		}
-		n, err := c.bc.ReadBatch(c.gmsgs, 0)
+		n, err := c.recv(groMessages)
 		if err != nil {
 			if err := c.readError(err, &retries); err != nil {
 				return 0, err
@@ -382,33 +373,149 @@ func (c *Conn) readGRO(ps []transport.Packet) (int, error) {
 
 // cutGRO moves packets from the datagrams read into ps.
 func (c *Conn) cutGRO(ps []transport.Packet) int {
+	r := &c.rd
 	out := 0
 	for out < len(ps) && c.gi < c.gn {
-		m := &c.gmsgs[c.gi]
-		ua, ok := m.Addr.(*net.UDPAddr)
-		if !ok || m.Flags&unix.MSG_TRUNC != 0 || c.gpos >= m.N {
+		h := &r.hdrs[c.gi]
+		size := int(h.Len)
+		ap, ok := r.from(c.gi)
+		if !ok || h.Hdr.Flags&unix.MSG_TRUNC != 0 || c.gpos >= size {
 			c.gi, c.gpos, c.gsize = c.gi+1, 0, 0
 			continue
 		}
 		if c.gsize == 0 {
-			c.gsize = groSize(m.OOB[:m.NN])
-			if c.gsize <= 0 || c.gsize > m.N {
-				c.gsize = m.N
-			} else if c.gsize < m.N {
+			c.gsize = groSize(r.oob(c.gi))
+			if c.gsize <= 0 || c.gsize > size {
+				c.gsize = size
+			} else if c.gsize < size {
 				c.glued.Add(1)
 			}
 		}
-		n := min(c.gsize, m.N-c.gpos)
-		b := m.Buffers[0][c.gpos : c.gpos+n]
+		n := min(c.gsize, size-c.gpos)
+		b := c.gbufs[c.gi][c.gpos : c.gpos+n]
 		c.gpos += n
 		if n > cap(ps[out].B) {
 			continue // longer than the caller's buffer
 		}
 		ps[out].B = append(ps[out].B[:0], b...)
-		ps[out].Addr = c.addrOf(ua)
+		ps[out].Addr = c.addrOf(ap)
 		out++
 	}
 	return out
+}
+
+// reader is the state of recvmmsg: headers, buffers, sender addresses and
+// control messages, made once and reused, so a read allocates nothing.
+type reader struct {
+	hdrs  []unix.Mmsghdr
+	iovs  []unix.Iovec
+	names []unix.RawSockaddrInet6
+	oobs  []byte
+	oobN  int // control space per message
+	rc    syscall.RawConn
+	want  int
+	n     int
+	errno unix.Errno
+	fn    func(fd uintptr) bool
+}
+
+// setup readies n messages with oobN bytes of control space each.
+func (r *reader) setup(n, oobN int) {
+	if len(r.hdrs) < n || r.oobN != oobN {
+		r.hdrs = make([]unix.Mmsghdr, max(n, len(r.hdrs)))
+		r.iovs = make([]unix.Iovec, len(r.hdrs))
+		r.names = make([]unix.RawSockaddrInet6, len(r.hdrs))
+		r.oobN = oobN
+		r.oobs = make([]byte, oobN*len(r.hdrs))
+	}
+	for i := range n {
+		h := &r.hdrs[i].Hdr
+		h.Name = (*byte)(unsafe.Pointer(&r.names[i]))
+		h.Namelen = unix.SizeofSockaddrInet6
+		h.Iov = &r.iovs[i]
+		h.Iovlen = 1
+		h.Flags = 0
+		if oobN > 0 {
+			h.Control = &r.oobs[i*oobN]
+			h.SetControllen(oobN)
+		} else {
+			h.Control = nil
+			h.SetControllen(0)
+		}
+	}
+}
+
+func (r *reader) setBuf(i int, b []byte) {
+	r.iovs[i] = unix.Iovec{}
+	if len(b) > 0 {
+		r.iovs[i].Base = &b[0]
+		r.iovs[i].SetLen(len(b))
+	}
+}
+
+// clearBufs drops the references to the caller's buffers.
+func (r *reader) clearBufs(n int) {
+	for i := range n {
+		r.iovs[i] = unix.Iovec{}
+	}
+}
+
+// from returns the sender of message i, IPv4 unmapped.
+func (r *reader) from(i int) (netip.AddrPort, bool) {
+	sa := &r.names[i]
+	switch sa.Family {
+	case unix.AF_INET6:
+		port := (*[2]byte)(unsafe.Pointer(&sa.Port))
+		return netip.AddrPortFrom(netip.AddrFrom16(sa.Addr).Unmap(), uint16(port[0])<<8|uint16(port[1])), true
+	case unix.AF_INET:
+		sa4 := (*unix.RawSockaddrInet4)(unsafe.Pointer(sa))
+		port := (*[2]byte)(unsafe.Pointer(&sa4.Port))
+		return netip.AddrPortFrom(netip.AddrFrom4(sa4.Addr), uint16(port[0])<<8|uint16(port[1])), true
+	}
+	return netip.AddrPort{}, false
+}
+
+// oob returns the control messages received with message i.
+func (r *reader) oob(i int) []byte {
+	h := &r.hdrs[i].Hdr
+	return r.oobs[i*r.oobN : i*r.oobN+int(h.Controllen)]
+}
+
+// recvmmsg is the raw system call on fd; it returns false, so that the
+// poller waits, when nothing is queued.
+func (r *reader) recvmmsg(fd uintptr) bool {
+	for {
+		n, _, e := unix.Syscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&r.hdrs[0])), uintptr(r.want), 0, 0, 0)
+		if e == unix.EINTR {
+			continue
+		}
+		if e == unix.EAGAIN {
+			return false
+		}
+		r.n, r.errno = int(n), e
+		return true
+	}
+}
+
+// recv reads up to n messages, waiting for the first.
+func (c *Conn) recv(n int) (int, error) {
+	r := &c.rd
+	if r.fn == nil {
+		r.fn = r.recvmmsg
+		rc, err := c.pc.SyscallConn()
+		if err != nil {
+			return 0, err
+		}
+		r.rc = rc
+	}
+	r.want = n
+	if err := r.rc.Read(r.fn); err != nil {
+		return 0, err
+	}
+	if r.errno != 0 {
+		return 0, os.NewSyscallError("recvmmsg", r.errno)
+	}
+	return r.n, nil
 }
 
 // setUDPAddr writes a into ua without allocating: IPv4 as 4 bytes (sent as
