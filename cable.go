@@ -70,7 +70,9 @@ type path struct {
 type peer struct {
 	name    string
 	key     crypto.PublicKey
-	dial    *Dialer
+	dial    *Dialer   // the preferred way to reach the peer; nil on the responder side
+	dialers []*Dialer // dial, then the fallbacks
+	active  atomic.Int32
 	dynamic bool // created for an initiator that was not configured
 
 	path atomic.Pointer[path]
@@ -85,6 +87,7 @@ type peer struct {
 	attempts    int
 	lastInitTS  uint64
 	dialing     bool
+	lastPrefer  time.Time // the last handshake tried over dial while on a fallback
 	probe       probeState
 
 	up      atomic.Bool
@@ -165,6 +168,12 @@ const (
 	// staleAfter is how long sent packets may go unanswered before the
 	// dialing side considers the session dead and handshakes again.
 	staleAfter = crypto.RekeyTimeout
+	// fallbackAfter is how many handshake attempts over one transport
+	// go unanswered before the next transport is tried (about 3 s with
+	// the backoff), and preferRecheck how often a cable on a fallback
+	// tries the preferred transport again.
+	fallbackAfter = 2
+	preferRecheck = 10 * time.Second
 	// maxBackoff caps the interval between handshake attempts.
 	maxBackoff = 8 * time.Second
 	// tick is the timer loop's period.
@@ -203,6 +212,9 @@ func New(cfg Config, port bridgeif.Port, conns []transport.Conn) (*Cable, error)
 	list := []*peer{}
 	for _, pc := range cfg.Peers {
 		p := c.newPeer(pc.Name, pc.PublicKey, pc.Dial)
+		if pc.Dial != nil {
+			p.dialers = append([]*Dialer{pc.Dial}, pc.Fallback...)
+		}
 		if p.name == "" {
 			p.name = pc.PublicKey.Short()
 		}
@@ -651,6 +663,7 @@ func (c *Cable) authenticated(p *peer, s *session, conn transport.Conn, addr tra
 	p.unanswered.Store(0)
 	if pt := p.path.Load(); pt == nil || pt.conn != conn || pt.addr != addr {
 		p.path.Store(&path{conn: conn, addr: addr})
+		c.noteTransport(p, conn)
 		c.updateMTU(p)
 		if pt != nil {
 			c.log.Info("path changed", "peer", p.name, "addr", addr.String())
@@ -887,12 +900,26 @@ func (c *Cable) handleResponse(conn transport.Conn, addr transport.Addr, msg []b
 	p.lastRecv.Store(now)
 	p.unanswered.Store(0)
 	p.path.Store(&path{conn: conn, addr: addr})
+	c.noteTransport(p, conn)
 	c.updateMTU(p)
 	p.handshakes.Add(1)
 	p.lastHandshake.Store(now)
 	c.log.Info("handshake complete", "peer", p.name, "cipher", cs.Cipher().String(), "addr", addr.String())
 	c.setUp(p, true, "")
 	c.sendKeepalive(p, now) // confirms the session to the responder
+}
+
+// noteTransport makes the dialer over conn p's active one, when p has
+// dialers: the transport the peer answers over is the one in use.
+func (c *Cable) noteTransport(p *peer, conn transport.Conn) {
+	for i, d := range p.dialers {
+		if d.Conn == conn {
+			if old := int(p.active.Swap(int32(i))); old != i {
+				c.log.Info("transport changed", "peer", p.name, "from", transportName(p.dialers[old].Conn), "to", transportName(conn))
+			}
+			return
+		}
+	}
 }
 
 // sendKeepalive sends an empty data packet to p.
@@ -910,15 +937,16 @@ func (c *Cable) sendKeepalive(p *peer, now int64) {
 	pt.conn.WriteBatch([]transport.Packet{{B: pkt, Addr: pt.addr}})
 }
 
-// initiate sends a handshake initiation to p. It runs on its own goroutine
-// because resolving the peer's address may block.
-func (c *Cable) initiate(p *peer) {
+// initiate sends a handshake initiation to p over its dialer via. It runs
+// on its own goroutine because resolving the peer's address may block.
+func (c *Cable) initiate(p *peer, via int) {
 	defer func() {
 		p.mu.Lock()
 		p.dialing = false
 		p.mu.Unlock()
 	}()
-	addr, err := p.dial.Resolve()
+	d := p.dialers[via]
+	addr, err := d.Resolve()
 	if err != nil {
 		c.log.Warn("handshake: cannot resolve peer", "peer", p.name, "err", err)
 		return
@@ -941,8 +969,8 @@ func (c *Cable) initiate(p *peer) {
 	c.pending[idx] = p
 	c.imu.Unlock()
 	p.mu.Unlock()
-	c.log.Debug("handshake initiation sent", "peer", p.name, "addr", addr.String())
-	p.dial.Conn.WriteBatch([]transport.Packet{{B: msg1, Addr: addr}})
+	c.log.Debug("handshake initiation sent", "peer", p.name, "addr", addr.String(), "transport", transportName(d.Conn))
+	d.Conn.WriteBatch([]transport.Packet{{B: msg1, Addr: addr}})
 }
 
 // newIndex returns a random receiver index not in use.
@@ -1036,14 +1064,28 @@ func (c *Cable) peerTimers(ctx context.Context, p *peer, now time.Time) {
 			cur.Sent() >= crypto.RekeyAfterMessages
 		p.mu.Lock()
 		start := need && !p.dialing && !now.Before(p.nextAttempt) && ctx.Err() == nil
+		via := int(p.active.Load())
 		if start {
+			if p.attempts >= fallbackAfter && len(p.dialers) > 1 {
+				// Handshakes over this transport do not complete: try the next.
+				via = (via + 1) % len(p.dialers)
+				p.active.Store(int32(via))
+				p.attempts = 0
+				c.log.Warn("no handshake completes, trying the next transport", "peer", p.name,
+					"transport", transportName(p.dialers[via].Conn))
+			}
 			p.dialing = true
 			p.nextAttempt = now.Add(backoff(p.attempts))
 			p.attempts++
+		} else if via > 0 && valid && !stale && !p.dialing && now.Sub(p.lastPrefer) >= preferRecheck && ctx.Err() == nil {
+			// On a fallback: see whether the preferred transport works again.
+			start, via = true, 0
+			p.dialing = true
+			p.lastPrefer = now
 		}
 		p.mu.Unlock()
 		if start {
-			go c.initiate(p)
+			go c.initiate(p, via)
 		}
 		if valid && !stale && nowNs-p.lastSent.Load() >= int64(c.cfg.keepalive()) {
 			c.sendKeepalive(p, nowNs)

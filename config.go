@@ -97,6 +97,12 @@ type PeerConfig struct {
 	PublicKey crypto.PublicKey
 	// Dial, when set, makes this cable initiate handshakes to the peer.
 	Dial *Dialer
+	// Fallback lists more ways to reach the peer, tried in order after
+	// Dial when handshakes over the current one do not complete (UDP
+	// blocked: TCP, then SSH). While the cable runs on a fallback, a
+	// handshake over Dial is tried every preferRecheck, and the cable
+	// returns to Dial once one completes.
+	Fallback []*Dialer
 }
 
 // A Dialer says where a peer is reached: over which conn, at which addr.

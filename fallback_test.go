@@ -1,0 +1,100 @@
+package cab
+
+import (
+	"context"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"cab/bridgeif/bridgeiftest"
+	"cab/transport"
+	"cab/transport/transporttest"
+)
+
+// TestCableFallback: a client with a preferred transport and a fallback
+// moves to the fallback when the preferred one stops carrying packets,
+// keeps its place (one peer, its MACs) on the server, and returns to the
+// preferred transport when it works again.
+func TestCableFallback(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		fast := transporttest.NewNetwork(transporttest.Options{})
+		slow := transporttest.NewNetwork(transporttest.Options{})
+		skey, ckey := mustKey(t), mustKey(t)
+		sfast, sslow := fast.Conn("server-fast"), slow.Conn("server-slow")
+		cfast, cslow := fast.Conn("client-fast"), slow.Conn("client-slow")
+		run := func(cfg Config, conns ...transport.Conn) *site {
+			cfg.Logger = quiet
+			port := bridgeiftest.NewPort(4096)
+			c, err := New(cfg, port, conns)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			s := &site{cable: c, port: port, stop: cancel, done: make(chan error, 1)}
+			go func() { s.done <- c.Run(ctx) }()
+			return s
+		}
+		at := func(name string) func() (transport.Addr, error) {
+			return func() (transport.Addr, error) { return transporttest.Addr(name), nil }
+		}
+		server := run(Config{PrivateKey: skey, PSK: psk(7), Responder: true, AllowAny: true}, sfast, sslow)
+		client := run(Config{PrivateKey: ckey, PSK: psk(7), Peers: []PeerConfig{{
+			Name: "server", PublicKey: skey.Public(),
+			Dial:     &Dialer{Conn: cfast, Resolve: at("server-fast")},
+			Fallback: []*Dialer{{Conn: cslow, Resolve: at("server-slow")}},
+		}}}, cfast, cslow)
+		defer client.close(t)
+		defer server.close(t)
+		waitUp(t, client, 1)
+		exchange(t, server, client, 5)
+		if a := client.cable.Status().Peers[0].Addr; a != "server-fast" {
+			t.Fatalf("first path %q, want server-fast", a)
+		}
+
+		// flowsVia sends frames until one arrives with the client's path on
+		// addr, for at most limit; it returns how long that took.
+		seq := uint32(100)
+		flowsVia := func(addr string, limit time.Duration) time.Duration {
+			start := time.Now()
+			for time.Since(start) < limit {
+				seq++
+				client.port.Inject(testFrame(0xaa, 0xbb, seq, 100))
+				select {
+				case <-server.port.Frames():
+					if client.cable.Status().Peers[0].Addr == addr {
+						return time.Since(start)
+					}
+				case <-time.After(500 * time.Millisecond):
+				}
+				time.Sleep(100 * time.Millisecond) // lets the bubble's clock run
+			}
+			t.Fatalf("frames did not flow via %s within %v: %+v", addr, limit, client.cable.Status().Peers[0])
+			return 0
+		}
+
+		cfast.SetDown(true)
+		sfast.SetDown(true)
+		d := flowsVia("server-slow", 60*time.Second)
+		t.Logf("fell back in %v", d)
+		if d > 20*time.Second {
+			t.Errorf("fallback took %v, want under 20 s", d)
+		}
+		st := server.cable.Status()
+		if len(st.Peers) != 1 || st.Peers[0].MACs == 0 || st.Peers[0].Addr != "client-slow" {
+			t.Fatalf("server after the fallback: %+v", st.Peers)
+		}
+		exchange(t, server, client, 5)
+
+		cfast.SetDown(false)
+		sfast.SetDown(false)
+		d = flowsVia("server-fast", 60*time.Second)
+		t.Logf("returned in %v", d)
+		if d > preferRecheck+10*time.Second {
+			t.Errorf("return took %v, want under %v", d, preferRecheck+10*time.Second)
+		}
+		exchange(t, server, client, 5)
+		if st := server.cable.Status(); len(st.Peers) != 1 || st.Peers[0].Addr != "client-fast" {
+			t.Fatalf("server after the return: %+v", st.Peers)
+		}
+	})
+}
