@@ -477,7 +477,7 @@ func (c *Cable) seal(p *peer, buf []byte, size int, out *outBatch, sc *scratch, 
 		p.noteSent(now)
 		return
 	}
-	pkt, err := s.Seal(buf, size)
+	pkt, err := s.SealFlags(crypto.TypeData, p.flags(now), buf, size)
 	if err != nil {
 		c.drop(p, dropNoSession)
 		c.kickTimers()
@@ -487,6 +487,15 @@ func (c *Cable) seal(p *peer, buf []byte, size int, out *outBatch, sc *scratch, 
 	p.txBytes.Add(uint64(size))
 	p.noteSent(now)
 	out.add(pt, pkt)
+}
+
+// flags returns the header flags of a packet to p sent at now: FlagHeard
+// when p was heard from within staleAfter.
+func (p *peer) flags(now int64) byte {
+	if now-p.lastRecv.Load() < int64(staleAfter) {
+		return crypto.FlagHeard
+	}
+	return 0
 }
 
 func (p *peer) noteSent(now int64) {
@@ -573,7 +582,7 @@ func (c *Cable) receive(conn transport.Conn, pk *transport.Packet, out *outBatch
 		}
 		return nil
 	}
-	c.authenticated(p, s, conn, pk.Addr, now)
+	c.authenticated(p, s, conn, pk.Addr, now, crypto.Flags(pk.B))
 	if typ == crypto.TypeProbe {
 		c.handleProbe(p, s, conn, pk.Addr, frame)
 		return nil
@@ -658,10 +667,19 @@ func (c *Cable) receive(conn transport.Conn, pk *transport.Packet, out *outBatch
 // authenticated records that a packet from p opened with s on (conn, addr):
 // it confirms a responder's new session, moves the path, and marks the peer
 // up.
-func (c *Cable) authenticated(p *peer, s *session, conn transport.Conn, addr transport.Addr, now int64) {
+func (c *Cable) authenticated(p *peer, s *session, conn transport.Conn, addr transport.Addr, now int64, flags byte) {
 	p.lastRecv.Store(now)
-	p.unanswered.Store(0)
-	if pt := p.path.Load(); pt == nil || pt.conn != conn || pt.addr != addr {
+	if flags&crypto.FlagHeard != 0 {
+		// Only a peer that hears us answers our questions: traffic that
+		// flows one way only (UDP blocked towards the peer) leaves ours
+		// unanswered, and the path goes stale.
+		p.unanswered.Store(0)
+	}
+	if pt := p.path.Load(); pt != nil && pt.conn != conn && len(p.dialers) > 1 {
+		// A client with fallbacks moves between transports by handshakes
+		// alone: a packet that still comes over the old transport says
+		// nothing of whether ours get through there.
+	} else if pt == nil || pt.conn != conn || pt.addr != addr {
 		p.path.Store(&path{conn: conn, addr: addr})
 		c.noteTransport(p, conn)
 		c.updateMTU(p)
@@ -929,7 +947,7 @@ func (c *Cable) sendKeepalive(p *peer, now int64) {
 		return
 	}
 	var buf [crypto.Overhead]byte
-	pkt, err := s.Seal(buf[:], 0)
+	pkt, err := s.SealFlags(crypto.TypeData, p.flags(now), buf[:], 0)
 	if err != nil {
 		return
 	}

@@ -59,6 +59,7 @@ func (c *Cable) fragment(p *peer, s *session, pt *path, buf []byte, size, wire i
 		return false
 	}
 	id := p.fragID.Add(1)
+	flags := p.flags(time.Now().UnixNano())
 	frame := buf[crypto.HeaderLen : crypto.HeaderLen+size]
 	for i := 0; i < count; i++ {
 		part := frame[i*chunk : min((i+1)*chunk, size)]
@@ -68,7 +69,7 @@ func (c *Cable) fragment(p *peer, s *session, pt *path, buf []byte, size, wire i
 		h[4], h[5] = byte(i), byte(count)
 		binary.BigEndian.PutUint16(h[6:8], uint16(i*chunk))
 		copy(h[fragHeaderLen:], part)
-		pkt, err := s.SealType(crypto.TypeFragment, b, fragHeaderLen+len(part))
+		pkt, err := s.SealFlags(crypto.TypeFragment, flags, b, fragHeaderLen+len(part))
 		if err != nil {
 			return false
 		}

@@ -138,6 +138,20 @@ func (s *Session) Seal(buf []byte, n int) ([]byte, error) {
 // SealType is Seal for a packet of type typ: TypeData, TypeFragment or
 // TypeProbe.
 func (s *Session) SealType(typ byte, buf []byte, n int) ([]byte, error) {
+	return s.SealFlags(typ, 0, buf, n)
+}
+
+// FlagHeard, in the flags byte of a data packet's header, says that its
+// sender has heard from the receiver in the last few seconds: the
+// receiver's packets get through. The header is authenticated, so the flag
+// cannot be forged on the path.
+const FlagHeard = 0x01
+
+// Flags returns the flags byte of a packet that Open has authenticated.
+func Flags(pkt []byte) byte { return pkt[1] }
+
+// SealFlags is SealType with flags in the header's first reserved byte.
+func (s *Session) SealFlags(typ, flags byte, buf []byte, n int) ([]byte, error) {
 	if n < 0 || len(buf) < HeaderLen+n+TagLen {
 		return nil, ErrShort
 	}
@@ -147,7 +161,7 @@ func (s *Session) SealType(typ byte, buf []byte, n int) ([]byte, error) {
 		return nil, ErrExhausted
 	}
 	hdr := buf[:HeaderLen]
-	hdr[0], hdr[1], hdr[2], hdr[3] = typ, 0, 0, 0
+	hdr[0], hdr[1], hdr[2], hdr[3] = typ, flags, 0, 0
 	putLE32(hdr[4:8], s.remote)
 	binary.LittleEndian.PutUint64(hdr[8:16], ctr)
 	nc := getNonce(ctr)
