@@ -8,7 +8,7 @@
 GO      ?= go
 VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X main.version=$(VERSION)
-DEBS    := iproute2 iputils-ping tcpdump iperf3 procps util-linux vde2 openvswitch-switch nftables conntrack
+DEBS    := iproute2 iputils-ping tcpdump iperf3 procps util-linux vde2 openvswitch-switch nftables conntrack openssh-server openssh-client
 
 .PHONY: all build demo test deps unit integration fuzz vet clean
 

@@ -30,7 +30,6 @@ import (
 	"cab"
 	"cab/bridgeif"
 	"cab/crypto"
-	"cab/transport"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -44,6 +43,7 @@ Usage:
   cab status [--json|--fdb]       show the peers of a running cab
   cab plug SPEC                   join stdin/stdout (vde_plug's stream format) to a port,
                                   e.g. cab plug vde:/tmp/sw, a vde_plug drop-in for dpipe
+  cab pipe [--name N]             join stdin/stdout to the running server (the far end of ssh://)
   cab genkey                      print a new private key (base64)
   cab pubkey                      read a private key on stdin, print its public key
   cab --version                   print the version
@@ -71,6 +71,8 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		err = status(args[1:], stdout, stderr)
 	case "plug":
 		err = plug(args[1:], stderr)
+	case "pipe":
+		err = pipe(args[1:], stdin, stdout, stderr)
 	case "genkey":
 		err = genkey(stdout)
 	case "pubkey":
@@ -130,28 +132,31 @@ func pubkey(stdin io.Reader, stdout io.Writer) error {
 
 // options are the flags of server and client.
 type options struct {
-	port      int
-	listen    string
-	spec      string
-	pskFile   string
-	keyFile   string
-	allowFile string
-	serverKey string
-	stateDir  string
-	keepalive time.Duration
-	isolate   bool
-	verbose   bool
-	logFormat string
-	name      string
-	fdbAge    time.Duration
-	maxMACs   int
-	floodRate int
-	bpdu      string
-	mssClamp  string
-	vdeShared bool
-	mtu       string
-	udpGSO    string
-	udpGRO    string
+	port       int
+	listen     string
+	spec       string
+	pskFile    string
+	keyFile    string
+	allowFile  string
+	serverKey  string
+	stateDir   string
+	keepalive  time.Duration
+	isolate    bool
+	verbose    bool
+	logFormat  string
+	name       string
+	fdbAge     time.Duration
+	maxMACs    int
+	floodRate  int
+	bpdu       string
+	mssClamp   string
+	vdeShared  bool
+	mtu        string
+	udpGSO     string
+	udpGRO     string
+	transports string
+	sshCommand string
+	sshRemote  string
 }
 
 func parseFlags(args []string, server bool, stderr io.Writer) (*options, []string, error) {
@@ -175,7 +180,8 @@ func parseFlags(args []string, server bool, stderr io.Writer) (*options, []strin
 	fs.StringVar(&o.udpGSO, "udp-gso", "on", "UDP segmentation offload (one send for a run of packets), where the kernel has it: on or off")
 	fs.StringVar(&o.udpGRO, "udp-gro", "on", "UDP receive offload (the kernel glues datagrams), where the kernel has it: on or off")
 	if server {
-		fs.IntVar(&o.port, "p", cab.DefaultPort, "UDP `port` to listen on")
+		fs.StringVar(&o.transports, "transport", "udp", "`list` of transports to listen on, comma-separated: udp, tcp (on the -p port), unix:///PATH; SSH clients always reach the server through "+controlDir+"/NAME.pipe")
+		fs.IntVar(&o.port, "p", cab.DefaultPort, "UDP and TCP `port` to listen on")
 		fs.StringVar(&o.listen, "l", "", "`address` to listen on (default: all, IPv4 and IPv6)")
 		fs.StringVar(&o.allowFile, "allow", "", "`file` of allowed client public keys, one per line with an optional name (default without --psk: STATE_DIR/clients.txt)")
 		fs.DurationVar(&o.keepalive, "keepalive", cab.DefaultKeepalive, "clients' keepalive interval; a client silent for 3 intervals + 5s is down")
@@ -187,6 +193,9 @@ func parseFlags(args []string, server bool, stderr io.Writer) (*options, []strin
 	} else {
 		fs.StringVar(&o.serverKey, "server-key", "", "the server's public `key` (printed by the server at start; not needed with --psk alone)")
 		fs.DurationVar(&o.keepalive, "keepalive", cab.DefaultKeepalive, "keepalive interval (keeps NAT mappings open)")
+		fs.StringVar(&o.transports, "transport", "udp", "`list` of transports, tried in order when handshakes over one do not complete: udp, tcp, ssh://[USER@]HOST[:PORT], unix:///PATH")
+		fs.StringVar(&o.sshCommand, "ssh-command", "ssh -T -o BatchMode=yes -o ServerAliveInterval=10 -o ServerAliveCountMax=3", "the ssh `command` and its options, for ssh:// transports")
+		fs.StringVar(&o.sshRemote, "ssh-remote", "cab pipe", "the `command` ssh runs on the server's host (a forced-command key ignores it)")
 	}
 	fs.Usage = func() {
 		if server {
@@ -297,7 +306,7 @@ func runCable(args []string, server bool, stdout, stderr io.Writer) error {
 		if o.port < 0 || o.port > 65535 {
 			return fmt.Errorf("server: -p %d: not a port number (0-65535)", o.port)
 		}
-	} else if len(pos) != 1 {
+	} else if len(pos) > 1 || len(pos) == 0 && !strings.Contains(o.transports, "://") {
 		return fmt.Errorf("client: give the server's address, e.g. cab client 192.0.2.1:%d (got %d arguments)", cab.DefaultPort, len(pos))
 	}
 
@@ -365,15 +374,22 @@ func runCable(args []string, server bool, stdout, stderr io.Writer) error {
 	}
 	pub := cfg.PrivateKey.Public()
 
-	conn, err := cab.ListenUDP(o.listen, o.port)
+	addr := ""
+	if !server && len(pos) == 1 {
+		addr = pos[0]
+	}
+	tr, err := openTransports(o, server, addr, log)
 	if err != nil {
 		return err
 	}
-	gso, gro := conn.Offload(o.udpGSO == "on", o.udpGRO == "on")
+	gso, gro := false, false
+	if tr.udp != nil {
+		gso, gro = tr.udp.Offload(o.udpGSO == "on", o.udpGRO == "on")
+	}
 	closeConn := true
 	defer func() {
 		if closeConn {
-			conn.Close()
+			tr.close()
 		}
 	}()
 
@@ -429,11 +445,7 @@ func runCable(args []string, server bool, stdout, stderr io.Writer) error {
 		default:
 			return errors.New("client: give the server's public key (--server-key, printed by the server at start) or a pre-shared key (--psk)")
 		}
-		d, err := cab.UDPDialer(conn, pos[0])
-		if err != nil {
-			return err
-		}
-		cfg.Peers = []cab.PeerConfig{{Name: "server", PublicKey: serverKey, Dial: d}}
+		cfg.Peers = []cab.PeerConfig{{Name: "server", PublicKey: serverKey, Dial: tr.dialers[0], Fallback: tr.dialers[1:]}}
 		if o.serverKey != "" {
 			notes = append(notes, fmt.Sprintf("client public key: %s (the server must list it in its allow file)", pub))
 		}
@@ -459,7 +471,7 @@ func runCable(args []string, server bool, stdout, stderr io.Writer) error {
 			return err
 		}
 	}
-	c, err := cab.New(cfg, port, []transport.Conn{conn})
+	c, err := cab.New(cfg, port, tr.conns)
 	if err != nil {
 		if port != nil {
 			port.Close()
@@ -472,7 +484,7 @@ func runCable(args []string, server bool, stdout, stderr io.Writer) error {
 		fmt.Fprintf(w, "cab: %s\n", n)
 	}
 	w.Flush()
-	log.Info("cable up", "role", role, "port", o.spec, "listen", conn.LocalAddr().String(), "key", pub.Short(),
+	log.Info("cable up", "role", role, "port", o.spec, "transports", strings.Join(tr.names, ", "), "key", pub.Short(),
 		"udp_gso", gso, "udp_gro", gro, "tap_offload", tapOffloads(port))
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)

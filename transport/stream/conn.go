@@ -148,6 +148,10 @@ func (b *base) Scheme() string { return b.scheme }
 // MaxPacket implements transport.Conn.
 func (b *base) MaxPacket() int { return MaxPacket }
 
+// PathMTU returns MaxPacket: a stream has no path MTU, so frames never need
+// cab's fragments on it.
+func (b *base) PathMTU(transport.Addr) int { return MaxPacket }
+
 // Drops counts packets lost on the way out: a full or stale queue, or no
 // stream to send them on.
 func (b *base) Drops() uint64 { return b.drops.Load() }

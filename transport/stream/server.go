@@ -51,7 +51,13 @@ func ListenTCP(addr string) (*Server, error) {
 // ListenUnix listens on a unix stream socket at path, mode 0600. A socket
 // file left by a process that is gone is replaced; one that answers is
 // not.
-func ListenUnix(path string) (*Server, error) {
+func ListenUnix(path string) (*Server, error) { return listenUnix(path, "unix") }
+
+// ListenPipe is ListenUnix for the far end of the SSH transport: `cab pipe`
+// joins the stdio of an SSH session to it, and its streams say "ssh".
+func ListenPipe(path string) (*Server, error) { return listenUnix(path, "ssh") }
+
+func listenUnix(path, scheme string) (*Server, error) {
 	if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
 		c.Close()
 		return nil, fmt.Errorf("listen unix %s: %w: another process listens there", path, syscall.EADDRINUSE)
@@ -61,13 +67,13 @@ func ListenUnix(path string) (*Server, error) {
 	}
 	l, err := net.Listen("unix", path)
 	if err != nil {
-		return nil, fmt.Errorf("listen unix %s: %w", path, err)
+		return nil, err // names the operation and the path
 	}
 	if err := os.Chmod(path, 0o600); err != nil {
 		l.Close()
 		return nil, fmt.Errorf("listen unix %s: %w", path, err)
 	}
-	return Serve(l, "unix"), nil
+	return Serve(l, scheme), nil
 }
 
 // Serve makes a Server of l; scheme names it ("tcp", "unix").

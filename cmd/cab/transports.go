@@ -1,0 +1,170 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+
+	"cab"
+	"cab/transport"
+	"cab/transport/stream"
+	"cab/transport/udp"
+)
+
+// transports is what openTransports opened: the conns the cable reads, the
+// UDP one among them (for its offloads), and for a client the ways to reach
+// the server, preferred first.
+type transports struct {
+	conns   []transport.Conn
+	udp     *udp.Conn
+	dialers []*cab.Dialer
+	names   []string
+}
+
+func (t *transports) close() {
+	for _, c := range t.conns {
+		c.Close()
+	}
+}
+
+// openTransports opens the --transport list: listeners for a server (and
+// always the pipe socket that `cab pipe` reaches over SSH), dialers for a
+// client, which dials addr (HOST[:PORT]) over udp and tcp.
+func openTransports(o *options, server bool, addr string, log *slog.Logger) (*transports, error) {
+	t := &transports{}
+	fail := func(err error) (*transports, error) {
+		t.close()
+		return nil, err
+	}
+	seen := map[string]bool{}
+	for _, item := range strings.Split(o.transports, ",") {
+		item = strings.TrimSpace(item)
+		scheme, rest, hasRest := strings.Cut(item, "://")
+		if !hasRest {
+			scheme = item
+		}
+		if seen[item] {
+			return fail(fmt.Errorf("--transport: %q twice", item))
+		}
+		seen[item] = true
+		switch {
+		case scheme == "udp" && !hasRest:
+			c, err := cab.ListenUDP(o.listen, o.port)
+			if err != nil {
+				return fail(err)
+			}
+			t.udp = c
+			t.add(c, "udp "+c.LocalAddr().String())
+			if !server {
+				if addr == "" {
+					return fail(fmt.Errorf("client: udp needs the server's address, e.g. cab client 192.0.2.1:%d", cab.DefaultPort))
+				}
+				d, err := cab.UDPDialer(c, addr)
+				if err != nil {
+					return fail(err)
+				}
+				t.dialers = append(t.dialers, d)
+			}
+		case scheme == "tcp" && !hasRest:
+			if server {
+				s, err := stream.ListenTCP(net.JoinHostPort(o.listen, strconv.Itoa(o.port)))
+				if err != nil {
+					return fail(fmt.Errorf("%w (is another cab running? pick another port with -p)", err))
+				}
+				t.add(s, "tcp "+s.Addr().String())
+				continue
+			}
+			if addr == "" {
+				return fail(fmt.Errorf("client: tcp needs the server's address, e.g. cab client --transport tcp 192.0.2.1:%d", cab.DefaultPort))
+			}
+			hp := cab.WithDefaultPort(addr)
+			if _, _, err := net.SplitHostPort(hp); err != nil {
+				return fail(fmt.Errorf("server address %q: %w", addr, err))
+			}
+			t.addClient(stream.DialTCP(hp))
+		case scheme == "unix" && hasRest:
+			path := rest
+			if !strings.HasPrefix(path, "/") {
+				return fail(fmt.Errorf("--transport %s: use unix:///ABSOLUTE/PATH", item))
+			}
+			if server {
+				s, err := stream.ListenUnix(path)
+				if err != nil {
+					return fail(err)
+				}
+				t.add(s, "unix "+path)
+			} else {
+				t.addClient(stream.DialUnix(path))
+			}
+		case scheme == "ssh" && hasRest && !server:
+			argv, err := sshArgv(o, item)
+			if err != nil {
+				return fail(err)
+			}
+			t.addClient(stream.DialCommand("ssh", rest, argv[0], argv[1:]...))
+		default:
+			if server {
+				return fail(fmt.Errorf("--transport %q: a server listens on udp, tcp and unix:///PATH (SSH clients come through the pipe socket)", item))
+			}
+			return fail(fmt.Errorf("--transport %q: use udp, tcp, ssh://[USER@]HOST[:PORT] or unix:///PATH", item))
+		}
+	}
+	if server {
+		// The far end of ssh:// transports: `cab pipe` joins an SSH
+		// session's stdio to this socket.
+		os.MkdirAll(controlDir, 0o755)
+		if s, err := stream.ListenPipe(pipeSocket(o.name)); err != nil {
+			lvl := slog.LevelWarn
+			if errors.Is(err, os.ErrPermission) {
+				lvl = slog.LevelDebug // not root: no SSH clients, as expected
+			}
+			log.Log(context.Background(), lvl, "no pipe socket: clients cannot come in over ssh", "err", err)
+		} else {
+			t.add(s, "ssh "+pipeSocket(o.name))
+		}
+	}
+	if len(t.conns) == 0 {
+		return fail(fmt.Errorf("--transport %q: nothing to listen on", o.transports))
+	}
+	return t, nil
+}
+
+func (t *transports) add(c transport.Conn, name string) {
+	t.conns = append(t.conns, c)
+	t.names = append(t.names, name)
+}
+
+func (t *transports) addClient(c *stream.Client) {
+	t.add(c, c.Remote().String())
+	remote := c.Remote()
+	t.dialers = append(t.dialers, &cab.Dialer{Conn: c, Resolve: func() (transport.Addr, error) { return remote, nil }})
+}
+
+// sshArgv is the command line that reaches the server for an
+// ssh://[USER@]HOST[:PORT] transport: --ssh-command, the port, the
+// destination, and --ssh-remote.
+func sshArgv(o *options, item string) ([]string, error) {
+	u, err := url.Parse(item)
+	if err != nil || u.Host == "" || (u.Path != "" && u.Path != "/") {
+		return nil, fmt.Errorf("--transport %q: use ssh://[USER@]HOST[:PORT]", item)
+	}
+	argv := strings.Fields(o.sshCommand)
+	if len(argv) == 0 {
+		return nil, fmt.Errorf("--ssh-command is empty")
+	}
+	if p := u.Port(); p != "" {
+		argv = append(argv, "-p", p)
+	}
+	dest := u.Hostname()
+	if u.User != nil {
+		dest = u.User.Username() + "@" + dest
+	}
+	argv = append(argv, "--", dest)
+	return append(argv, strings.Fields(o.sshRemote)...), nil
+}

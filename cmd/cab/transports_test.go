@@ -1,0 +1,88 @@
+package main
+
+import (
+	"bytes"
+	"io"
+	"net"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestSSHArgv(t *testing.T) {
+	o := &options{sshCommand: "ssh -T -o BatchMode=yes", sshRemote: "cab pipe --name site"}
+	for in, want := range map[string]string{
+		"ssh://gw.example.net":           "ssh -T -o BatchMode=yes -- gw.example.net cab pipe --name site",
+		"ssh://ops@gw.example.net:2222":  "ssh -T -o BatchMode=yes -p 2222 -- ops@gw.example.net cab pipe --name site",
+		"ssh://[2001:db8::1]:22":         "ssh -T -o BatchMode=yes -p 22 -- 2001:db8::1 cab pipe --name site",
+		"ssh://ops@198.51.100.1/":        "ssh -T -o BatchMode=yes -- ops@198.51.100.1 cab pipe --name site",
+		"ssh://-oProxyCommand=evil@host": "ssh -T -o BatchMode=yes -- -oProxyCommand=evil@host cab pipe --name site",
+	} {
+		got, err := sshArgv(o, in)
+		if err != nil || strings.Join(got, " ") != want {
+			t.Errorf("%s: %q, %v; want %q", in, got, err, want)
+		}
+	}
+	for _, bad := range []string{"ssh://", "ssh://host/path", "ssh://%zz"} {
+		if _, err := sshArgv(o, bad); err == nil || !strings.Contains(err.Error(), "ssh://[USER@]HOST[:PORT]") {
+			t.Errorf("%s: %v, want an error naming the form", bad, err)
+		}
+	}
+}
+
+func TestTransportListErrors(t *testing.T) {
+	for _, c := range []struct {
+		server bool
+		list   string
+		want   string
+	}{
+		{false, "udp,quic", "use udp, tcp, ssh://"},
+		{false, "tcp,tcp", "twice"},
+		{false, "unix://relative", "unix:///ABSOLUTE/PATH"},
+		{true, "ssh://host", "a server listens on udp, tcp and unix:///PATH"},
+	} {
+		o := &options{transports: c.list, name: "cabtest-x", listen: "127.0.0.1"}
+		_, err := openTransports(o, c.server, "127.0.0.1:1", nil)
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("server=%v %q: %v, want %q", c.server, c.list, err, c.want)
+		}
+	}
+}
+
+// TestPipe: cab pipe joins stdin and stdout to a unix socket, both ways,
+// and ends when the socket's side ends.
+func TestPipe(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "p.sock")
+	l, err := net.Listen("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	got := make(chan []byte, 1)
+	go func() {
+		c, err := l.Accept()
+		if err != nil {
+			return
+		}
+		c.Write([]byte("from server"))
+		b := make([]byte, 64)
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		n, _ := io.ReadAtLeast(c, b, len("from client"))
+		got <- b[:n]
+		c.Close()
+	}()
+	var stdout, stderr bytes.Buffer
+	code := run([]string{"pipe", "--socket", path}, strings.NewReader("from client"), &stdout, &stderr)
+	if code != 0 || stdout.String() != "from server" {
+		t.Fatalf("exit %d, stdout %q, stderr %q", code, stdout.String(), stderr.String())
+	}
+	if b := <-got; string(b) != "from client" {
+		t.Fatalf("server got %q", b)
+	}
+	// No server: a clear error.
+	stderr.Reset()
+	if code := run([]string{"pipe", "--socket", path + ".none"}, strings.NewReader(""), &stdout, &stderr); code != 1 || !strings.Contains(stderr.String(), "is cab server --name") {
+		t.Errorf("no server: exit %d, %q", code, stderr.String())
+	}
+}
