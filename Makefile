@@ -4,13 +4,18 @@
 #   make demo     two sites in network namespaces, ping across the cable (root)
 #   make test     install test dependencies, then vet, unit, fuzz seeds and
 #                 integration tests (root; installs Debian packages)
+#   make bench    cab side by side with kernel VXLAN, fastd and OpenVPN (root;
+#                 installs them); prints a Markdown table
+#   make gobench  the Go benchmarks (seal/open, fdb, clamp, the whole cable)
 
 GO      ?= go
 VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X main.version=$(VERSION)
 DEBS    := iproute2 iputils-ping tcpdump iperf3 procps util-linux vde2 openvswitch-switch nftables conntrack openssh-server openssh-client
 
-.PHONY: all build demo test deps unit integration fuzz vet clean
+BENCH_DEBS := iperf3 iputils-ping iproute2 fastd openvpn openssl python3
+
+.PHONY: all build demo test deps unit integration fuzz vet bench gobench clean
 
 all: build
 
@@ -41,6 +46,18 @@ integration: build
 	$(GO) test -count=1 -v -timeout 15m ./test/
 
 test: deps vet unit integration
+
+bench: build
+	@if [ "$$(id -u)" != 0 ]; then echo "make bench needs root (network namespaces): run sudo make bench"; exit 1; fi
+	@missing=""; for p in $(BENCH_DEBS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing:$$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
+	bash bench/bench.sh ./cab
+
+gobench:
+	$(GO) test -run '^$$' -bench . -benchmem $$($(GO) list ./... | grep -v /test$$)
 
 clean:
 	rm -f cab
