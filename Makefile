@@ -7,15 +7,19 @@
 #   make bench    cab side by side with kernel VXLAN, fastd and OpenVPN (root;
 #                 installs them); prints a Markdown table
 #   make gobench  the Go benchmarks (seal/open, fdb, clamp, the whole cable)
+#   make install  cab into $(PREFIX)/bin, the systemd unit cab@.service and
+#                 an example /etc/cab/example.env (DESTDIR honoured)
 
 GO      ?= go
 VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X main.version=$(VERSION)
-DEBS    := iproute2 iputils-ping tcpdump iperf3 procps util-linux vde2 openvswitch-switch nftables conntrack openssh-server openssh-client
+DEBS    := iproute2 iputils-ping tcpdump iperf3 procps util-linux vde2 openvswitch-switch nftables conntrack openssh-server openssh-client systemd
 
 BENCH_DEBS := iperf3 iputils-ping iproute2 fastd openvpn openssl python3
 
-.PHONY: all build demo test deps unit integration fuzz vet bench gobench clean
+PREFIX  ?= /usr/local
+
+.PHONY: all build demo test deps unit integration fuzz vet bench gobench install clean
 
 all: build
 
@@ -58,6 +62,15 @@ bench: build
 
 gobench:
 	$(GO) test -run '^$$' -bench . -benchmem $$($(GO) list ./... | grep -v /test$$)
+
+install:
+	@test -x cab || $(MAKE) build
+	install -D -m 0755 cab $(DESTDIR)$(PREFIX)/bin/cab
+	sed 's|/usr/local/bin/cab|$(PREFIX)/bin/cab|' systemd/cab@.service > cab@.service.tmp
+	install -D -m 0644 cab@.service.tmp $(DESTDIR)/etc/systemd/system/cab@.service
+	rm -f cab@.service.tmp
+	install -d -m 0700 $(DESTDIR)/etc/cab
+	test -e $(DESTDIR)/etc/cab/example.env || install -m 0600 systemd/example.env $(DESTDIR)/etc/cab/example.env
 
 clean:
 	rm -f cab

@@ -52,6 +52,14 @@ type Cable struct {
 	minWire atomic.Int64                  // smallest wire MTU of the peers, for the clamp
 
 	debugGate atomic.Int64 // rate limit of per-packet debug logs
+	lastTick  atomic.Int64 // when the timer loop last ran, unix nanoseconds
+}
+
+// Healthy reports whether the cable's loops are running: Run has not
+// returned and the timer loop ran within the last 5 seconds. A watchdog
+// pets only a healthy cable.
+func (c *Cable) Healthy() bool {
+	return !c.closing.Load() && time.Now().UnixNano()-c.lastTick.Load() < int64(5*time.Second)
 }
 
 // session binds a crypto session to the peer it is with.
@@ -1032,6 +1040,7 @@ func (c *Cable) timerLoop(ctx context.Context) {
 		case <-c.kick:
 		}
 		now := time.Now()
+		c.lastTick.Store(now.UnixNano())
 		for _, p := range c.peerList() {
 			c.peerTimers(ctx, p, now)
 		}

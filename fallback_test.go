@@ -98,3 +98,20 @@ func TestCableFallback(t *testing.T) {
 		}
 	})
 }
+
+// TestCableHealthy: a running cable is healthy; one whose Run has ended is
+// not, so a watchdog stops being petted.
+func TestCableHealthy(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		n := transporttest.NewNetwork(transporttest.Options{})
+		s := startSite(t, Config{PrivateKey: mustKey(t), PSK: psk(9), Responder: true, AllowAny: true}, n.Conn("server"))
+		time.Sleep(time.Second)
+		if !s.cable.Healthy() {
+			t.Fatal("a running cable is not healthy")
+		}
+		s.close(t)
+		if s.cable.Healthy() {
+			t.Fatal("a stopped cable is healthy")
+		}
+	})
+}

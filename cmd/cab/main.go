@@ -157,6 +157,7 @@ type options struct {
 	transports string
 	sshCommand string
 	sshRemote  string
+	metrics    string
 }
 
 func parseFlags(args []string, server bool, stderr io.Writer) (*options, []string, error) {
@@ -177,6 +178,7 @@ func parseFlags(args []string, server bool, stderr io.Writer) (*options, []strin
 	fs.StringVar(&o.bpdu, "bpdu", "pass", "spanning-tree BPDUs: pass or drop")
 	fs.StringVar(&o.mtu, "mtu", "", "MTU of a TAP that is in no bridge: auto (follow the largest that crosses without fragments) or a number; default: leave it (1500)")
 	fs.StringVar(&o.mssClamp, "mss-clamp", "auto", "TCP MSS clamping of frames entering the cable: auto, off, or the IPv4 MSS")
+	fs.StringVar(&o.metrics, "metrics", "", "serve Prometheus metrics at http://`ADDR`/metrics (e.g. 127.0.0.1:9667)")
 	fs.StringVar(&o.udpGSO, "udp-gso", "on", "UDP segmentation offload (one send for a run of packets), where the kernel has it: on or off")
 	fs.StringVar(&o.udpGRO, "udp-gro", "on", "UDP receive offload (the kernel glues datagrams), where the kernel has it: on or off")
 	if server {
@@ -493,6 +495,12 @@ func runCable(args []string, server bool, stdout, stderr io.Writer) error {
 		c.Run(canceled())
 		return err
 	}
+	if o.metrics != "" {
+		if err := serveMetrics(ctx, o.metrics, c, log); err != nil {
+			c.Run(canceled())
+			return err
+		}
+	}
 	sock := filepath.Join(controlDir, o.name+".sock")
 	if ln, err := cab.ListenControl(sock); err != nil {
 		log.Warn("no control socket: cab status will not see this cable", "err", err)
@@ -500,7 +508,20 @@ func runCable(args []string, server bool, stdout, stderr io.Writer) error {
 		go c.ServeControl(ctx, ln)
 		defer os.Remove(sock)
 	}
-	if err := c.Run(ctx); err != nil {
+	notify, err := newNotifier()
+	if err != nil {
+		log.Warn("no systemd notifications", "err", err)
+	}
+	nctx, nstop := context.WithCancel(ctx)
+	notified := make(chan struct{})
+	go func() {
+		notify.run(nctx, c)
+		close(notified)
+	}()
+	err = c.Run(ctx)
+	nstop()
+	<-notified // STOPPING=1 is out
+	if err != nil {
 		return err
 	}
 	log.Info("cable down")

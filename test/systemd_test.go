@@ -1,0 +1,132 @@
+package cabtest
+
+import (
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// TestNotify: started with $NOTIFY_SOCKET and $WATCHDOG_USEC, as systemd's
+// Type=notify with WatchdogSec does, cab says READY=1 with a STATUS once its
+// port and listeners are up, pets the watchdog while it runs, updates
+// STATUS when a peer comes up, and says STOPPING=1 on SIGTERM.
+func TestNotify(t *testing.T) {
+	a, b := newPair(t)
+	sockPath := filepath.Join(t.TempDir(), "notify.sock")
+	ln, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: sockPath, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	msgs := make(chan string, 100)
+	go func() {
+		buf := make([]byte, 4096)
+		for {
+			n, _, err := ln.ReadFromUnix(buf)
+			if err != nil {
+				close(msgs)
+				return
+			}
+			msgs <- string(buf[:n])
+		}
+	}()
+	psk := genkey(t, a.path("site.psk"))
+	args := []string{"NOTIFY_SOCKET=" + sockPath, "WATCHDOG_USEC=400000", cabBin,
+		"server", "-p", port, "-s", "tap:" + tapDev, "--psk", psk, "--name", a.ns, "--state-dir", a.path("state")}
+	srv := start(t, a.ns, "env", args...)
+	var got []string
+	want := func(prefix string, d time.Duration) string {
+		t.Helper()
+		deadline := time.After(d)
+		for {
+			select {
+			case m, ok := <-msgs:
+				if !ok {
+					t.Fatalf("notify socket closed; got %q", got)
+				}
+				got = append(got, m)
+				if strings.HasPrefix(m, prefix) || strings.Contains(m, "\n"+prefix) {
+					return m
+				}
+			case <-deadline:
+				t.Fatalf("no %q within %v; got %q (%s)", prefix, d, got, srv.output())
+				return ""
+			}
+		}
+	}
+	ready := want("READY=1", 10*time.Second)
+	if !strings.Contains(ready, "STATUS=0 of 0 peers up") {
+		t.Errorf("READY without a STATUS: %q", ready)
+	}
+	if !tapExists(a) {
+		t.Error("READY=1 before the TAP exists")
+	}
+	want("WATCHDOG=1", 2*time.Second)
+	want("WATCHDOG=1", 2*time.Second)
+	cli := b.cab(t, "client", "-s", "tap:"+tapDev, "--psk", psk, a.v4+":"+port)
+	waitPeerUp(t, upTimeout, cli)
+	want("STATUS=1 of 1 peers up", 10*time.Second)
+	srv.signal(syscall.SIGTERM)
+	want("STOPPING=1", 5*time.Second)
+	if !srv.wait(5*time.Second) || srv.exitCode() != 0 {
+		t.Errorf("cab after SIGTERM: %s", srv.state())
+	}
+}
+
+// TestSystemdUnit: systemd-analyze verify accepts the unit file.
+func TestSystemdUnit(t *testing.T) {
+	sa, err := exec.LookPath("systemd-analyze")
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("systemd-analyze not installed (apt-get install systemd)")
+		}
+		t.Skip("SKIPPED: systemd-analyze not installed (apt-get install systemd)")
+	}
+	dir := t.TempDir()
+	unit, err := os.ReadFile("../systemd/cab@.service")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The unit runs /usr/local/bin/cab; verify checks that it exists.
+	text := strings.ReplaceAll(string(unit), "/usr/local/bin/cab", cabBin)
+	if err := os.WriteFile(filepath.Join(dir, "cab@.service"), []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command(sa, "verify", filepath.Join(dir, "cab@.service")).CombinedOutput()
+	if err != nil || len(strings.TrimSpace(string(out))) > 0 {
+		t.Fatalf("systemd-analyze verify: %v\n%s", err, out)
+	}
+}
+
+// TestMakeInstall: make install puts the binary, the unit and an example
+// into DESTDIR, with private modes for /etc/cab.
+func TestMakeInstall(t *testing.T) {
+	dest := t.TempDir()
+	if out, err := exec.Command("make", "-C", "..", "install", "DESTDIR="+dest).CombinedOutput(); err != nil {
+		t.Fatalf("make install: %v\n%s", err, out)
+	}
+	for path, mode := range map[string]os.FileMode{
+		"usr/local/bin/cab":               0o755,
+		"etc/systemd/system/cab@.service": 0o644,
+		"etc/cab":                         0o700 | os.ModeDir,
+		"etc/cab/example.env":             0o600,
+	} {
+		st, err := os.Stat(filepath.Join(dest, path))
+		if err != nil {
+			t.Errorf("%s: %v", path, err)
+			continue
+		}
+		if st.Mode()&(os.ModePerm|os.ModeDir) != mode {
+			t.Errorf("%s: mode %v, want %v", path, st.Mode(), mode)
+		}
+	}
+	out, err := exec.Command(filepath.Join(dest, "usr/local/bin/cab"), "--version").Output()
+	if err != nil || !strings.HasPrefix(string(out), "cab ") {
+		t.Errorf("installed cab --version: %q %v", out, err)
+	}
+}
