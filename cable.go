@@ -81,7 +81,8 @@ type peer struct {
 	dial    *Dialer   // the preferred way to reach the peer; nil on the responder side
 	dialers []*Dialer // dial, then the fallbacks
 	active  atomic.Int32
-	dynamic bool // created for an initiator that was not configured
+	dynamic bool        // created for an initiator that was not configured
+	removed atomic.Bool // taken out of the configuration by SetPeers
 
 	path atomic.Pointer[path]
 	cur  atomic.Pointer[session] // the session frames are sealed with
@@ -231,6 +232,99 @@ func New(cfg Config, port bridgeif.Port, conns []transport.Conn) (*Cable, error)
 	}
 	c.peers.Store(&list)
 	return c, nil
+}
+
+// SetPeers replaces the configured peers, for a live reload. A peer whose
+// key, name and dialer are unchanged keeps its sessions and loses no frame;
+// one that is gone, or changed, goes down (its sessions and MACs are
+// forgotten); a new one is added, and a client starts its handshake at
+// once. Peers that came in through Allow or AllowAny are left alone unless
+// the new configuration names them.
+func (c *Cable) SetPeers(peers []PeerConfig) (added, removed int, err error) {
+	want := make(map[crypto.PublicKey]PeerConfig, len(peers))
+	for _, pc := range peers {
+		if pc.PublicKey == (crypto.PublicKey{}) {
+			return 0, 0, errors.New("cable: a peer without a public key")
+		}
+		if _, dup := want[pc.PublicKey]; dup {
+			return 0, 0, fmt.Errorf("cable: peer %s listed twice", pc.PublicKey.Short())
+		}
+		if pc.Name == "" {
+			pc.Name = pc.PublicKey.Short()
+		}
+		want[pc.PublicKey] = pc
+	}
+	c.pmu.Lock()
+	var keep, drop []*peer
+	for _, p := range c.peerList() {
+		pc, listed := want[p.key]
+		switch {
+		case p.dynamic && !listed:
+			keep = append(keep, p)
+		case listed && !p.dynamic && pc.Name == p.name && sameDialers(pc, p):
+			keep = append(keep, p)
+			delete(want, p.key)
+		default:
+			drop = append(drop, p)
+			delete(c.byKey, p.key)
+		}
+	}
+	for _, pc := range peers {
+		if _, ok := want[pc.PublicKey]; !ok {
+			continue // kept
+		}
+		pc = want[pc.PublicKey]
+		p := c.newPeer(pc.Name, pc.PublicKey, pc.Dial)
+		if pc.Dial != nil {
+			p.dialers = append([]*Dialer{pc.Dial}, pc.Fallback...)
+		}
+		c.byKey[p.key] = p
+		keep = append(keep, p)
+		added++
+	}
+	c.peers.Store(&keep)
+	c.pmu.Unlock()
+	for _, p := range drop {
+		c.retire(p)
+	}
+	c.kickTimers()
+	return added, len(drop), nil
+}
+
+// sameDialers reports whether pc reaches its peer as p does.
+func sameDialers(pc PeerConfig, p *peer) bool {
+	if pc.Dial != p.dial || len(pc.Fallback)+1 != len(p.dialers) && pc.Dial != nil {
+		return false
+	}
+	for i, d := range pc.Fallback {
+		if p.dialers[i+1] != d {
+			return false
+		}
+	}
+	return true
+}
+
+// retire takes a peer that SetPeers removed down for good.
+func (c *Cable) retire(p *peer) {
+	p.removed.Store(true)
+	c.setUp(p, false, "removed from the configuration")
+	p.mu.Lock()
+	c.imu.Lock()
+	for _, in := range []*crypto.Initiator{p.initiator, p.prevInit} {
+		if in != nil {
+			delete(c.pending, in.LocalIndex())
+		}
+	}
+	c.imu.Unlock()
+	for _, s := range []*session{p.prev, p.next, p.nextOld, p.cur.Swap(nil)} {
+		if s != nil {
+			c.unregister(s.LocalIndex())
+		}
+	}
+	p.prev, p.next, p.nextOld, p.initiator, p.prevInit = nil, nil, nil, nil, nil
+	p.mu.Unlock()
+	c.fdb.forget(p)
+	c.closeOwnPort(p)
 }
 
 // Run moves frames until ctx is done or the port fails, then closes the
@@ -985,6 +1079,10 @@ func (c *Cable) initiate(p *peer, via int) {
 		return
 	}
 	p.mu.Lock()
+	if p.removed.Load() {
+		p.mu.Unlock()
+		return
+	}
 	if p.prevInit != nil {
 		c.imu.Lock()
 		delete(c.pending, p.prevInit.LocalIndex())
@@ -1074,6 +1172,9 @@ func (c *Cable) timerLoop(ctx context.Context) {
 
 // peerTimers does what is due for p at now.
 func (c *Cable) peerTimers(ctx context.Context, p *peer, now time.Time) {
+	if p.removed.Load() {
+		return
+	}
 	nowNs := now.UnixNano()
 	cur := p.cur.Load()
 	valid := cur != nil && now.Sub(cur.Created()) < crypto.RejectAfterTime
