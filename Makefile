@@ -8,7 +8,7 @@
 #                 installs them); prints a Markdown table
 #   make gobench  the Go benchmarks (seal/open, fdb, clamp, the whole cable)
 #   make install  cab into $(PREFIX)/bin, the systemd unit cab@.service and
-#                 an example /etc/cab/example.env (DESTDIR honoured)
+#                 an example /etc/cab/example.toml (DESTDIR honoured)
 
 GO      ?= go
 VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
@@ -70,7 +70,7 @@ install:
 	install -D -m 0644 cab@.service.tmp $(DESTDIR)/etc/systemd/system/cab@.service
 	rm -f cab@.service.tmp
 	install -d -m 0700 $(DESTDIR)/etc/cab
-	test -e $(DESTDIR)/etc/cab/example.env || install -m 0600 systemd/example.env $(DESTDIR)/etc/cab/example.env
+	test -e $(DESTDIR)/etc/cab/example.toml || install -m 0600 configs/two-site-server.toml $(DESTDIR)/etc/cab/example.toml
 
 clean:
 	rm -f cab

@@ -1,6 +1,7 @@
 package cabtest
 
 import (
+	"fmt"
 	"net"
 	"os"
 	"os/exec"
@@ -71,6 +72,11 @@ func TestNotify(t *testing.T) {
 	cli := b.cab(t, "client", "-s", "tap:"+tapDev, "--psk", psk, a.v4+":"+port)
 	waitPeerUp(t, upTimeout, cli)
 	want("STATUS=1 of 1 peers up", 10*time.Second)
+	srv.signal(syscall.SIGHUP) // systemctl reload
+	if m := want("RELOADING=1", 5*time.Second); !strings.Contains(m, "MONOTONIC_USEC=") {
+		t.Errorf("RELOADING=1 without MONOTONIC_USEC: %q", m)
+	}
+	want("READY=1", 5*time.Second)
 	srv.signal(syscall.SIGTERM)
 	want("STOPPING=1", 5*time.Second)
 	if !srv.wait(5*time.Second) || srv.exitCode() != 0 {
@@ -114,7 +120,7 @@ func TestMakeInstall(t *testing.T) {
 		"usr/local/bin/cab":               0o755,
 		"etc/systemd/system/cab@.service": 0o644,
 		"etc/cab":                         0o700 | os.ModeDir,
-		"etc/cab/example.env":             0o600,
+		"etc/cab/example.toml":            0o600,
 	} {
 		st, err := os.Stat(filepath.Join(dest, path))
 		if err != nil {
@@ -128,5 +134,26 @@ func TestMakeInstall(t *testing.T) {
 	out, err := exec.Command(filepath.Join(dest, "usr/local/bin/cab"), "--version").Output()
 	if err != nil || !strings.HasPrefix(string(out), "cab ") {
 		t.Errorf("installed cab --version: %q %v", out, err)
+	}
+}
+
+// TestConfigFiles: a server and a client configured by files alone (-f;
+// the server through cab run, as cab@.service runs it); ping crosses, and the client names its
+// server as the file says.
+func TestConfigFiles(t *testing.T) {
+	a, b := newPair(t)
+	psk := genkey(t, a.path("site.psk"))
+	srvFile, cliFile := a.path("server.toml"), b.path("client.toml")
+	writeFile(t, srvFile, fmt.Sprintf("role = \"server\"\nlocal = %q\nlisten_port = %s\npsk = %q\ntransport = [\"udp\", \"tcp\"]\n", "tap:"+tapDev, port, psk))
+	writeFile(t, cliFile, fmt.Sprintf("local = %q\npsk = %q\nkeepalive = \"10s\"\n\n[[peer]]\nname = \"hq\"\nendpoint = %q\n",
+		"tap:"+tapDev, psk, a.v4+":"+port))
+	srv := a.cab(t, "run", "-f", srvFile) // as cab@.service runs it
+	cli := b.cab(t, "client", "-f", cliFile)
+	setupTap(t, a, srv, overlayA)
+	setupTap(t, b, cli, overlayB)
+	waitPeerUp(t, upTimeout, srv, cli)
+	checkPing(t, a, b)
+	if ps := statusOf(t, b); len(ps) != 1 || ps[0].Name != "hq" || !ps[0].Up {
+		t.Errorf("client status %+v, want its server named hq, up", ps)
 	}
 }

@@ -40,6 +40,7 @@ const usage = `cab is a secure cross-site Ethernet cable.
 Usage:
   cab server [flags]              accept clients and join them to the local port
   cab client [flags] HOST[:PORT]  join the local port to a server
+  cab run -f FILE [flags]         a server or client as the file's role says (cab@.service)
   cab status [--json|--fdb]       show the peers of a running cab
   cab plug SPEC                   join stdin/stdout (vde_plug's stream format) to a port,
                                   e.g. cab plug vde:/tmp/sw, a vde_plug drop-in for dpipe
@@ -67,6 +68,8 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		err = runCable(args[1:], true, stdout, stderr)
 	case "client":
 		err = runCable(args[1:], false, stdout, stderr)
+	case "run":
+		err = runFile(args[1:], stdout, stderr)
 	case "status":
 		err = status(args[1:], stdout, stderr)
 	case "plug":
@@ -158,6 +161,9 @@ type options struct {
 	sshCommand string
 	sshRemote  string
 	metrics    string
+	configFile string
+	peers      []cab.PeerConfig // from the configuration file
+	serverName string           // a client's name for its server
 }
 
 func parseFlags(args []string, server bool, stderr io.Writer) (*options, []string, error) {
@@ -178,6 +184,7 @@ func parseFlags(args []string, server bool, stderr io.Writer) (*options, []strin
 	fs.StringVar(&o.bpdu, "bpdu", "pass", "spanning-tree BPDUs: pass or drop")
 	fs.StringVar(&o.mtu, "mtu", "", "MTU of a TAP that is in no bridge: auto (follow the largest that crosses without fragments) or a number; default: leave it (1500)")
 	fs.StringVar(&o.mssClamp, "mss-clamp", "auto", "TCP MSS clamping of frames entering the cable: auto, off, or the IPv4 MSS")
+	fs.StringVar(&o.configFile, "f", "", "configuration `file` (TOML; flags given here win over it)")
 	fs.StringVar(&o.metrics, "metrics", "", "serve Prometheus metrics at http://`ADDR`/metrics (e.g. 127.0.0.1:9667)")
 	fs.StringVar(&o.udpGSO, "udp-gso", "on", "UDP segmentation offload (one send for a run of packets), where the kernel has it: on or off")
 	fs.StringVar(&o.udpGRO, "udp-gro", "on", "UDP receive offload (the kernel glues datagrams), where the kernel has it: on or off")
@@ -223,7 +230,65 @@ func parseFlags(args []string, server bool, stderr io.Writer) (*options, []strin
 		pos = append(pos, args[0])
 		args = args[1:]
 	}
+	if o.configFile != "" {
+		var err error
+		if pos, err = o.applyFile(fs, server, pos); err != nil {
+			return nil, nil, err
+		}
+	}
 	return o, pos, nil
+}
+
+// applyFile reads the configuration file into o (where the command line
+// said nothing) and checks its peers: a server's are the clients it
+// accepts, a client's one is its server.
+func (o *options) applyFile(fs *flag.FlagSet, server bool, pos []string) ([]string, error) {
+	path := o.configFile
+	role, line, err := fileRole(path)
+	if err != nil {
+		return nil, err
+	}
+	if role != "" && (role == "server") != server {
+		return nil, configError(path, line, "role = %q, but this is cab %s: run cab %s -f %s, or cab run -f %s", role, map[bool]string{true: "server", false: "client"}[server], role, path, path)
+	}
+	peers, lines, err := applyConfigFile(fs, path)
+	if err != nil {
+		return nil, err
+	}
+	text, _ := os.ReadFile(path)
+	all := strings.Split(string(text), "\n")
+	for i, p := range peers {
+		if p.PublicKey == "" && (server || o.pskFile == "") {
+			return nil, configError(path, lines[i], "[[peer]] %q has no public_key: add public_key = \"…\" (cab pubkey < its.key prints it)", p.Name)
+		}
+		b, err := crypto.ParseKey(p.PublicKey)
+		if p.PublicKey == "" {
+			err = nil // a client with a PSK alone derives the server's key from it
+		}
+		if err != nil {
+			return nil, configError(path, keyLine(all, "peer", i, "public_key"), "public_key: %v (cab pubkey < its.key prints one)", err)
+		}
+		switch {
+		case server && p.Endpoint != "":
+			return nil, configError(path, keyLine(all, "peer", i, "endpoint"), "endpoint is for a client's [[peer]], its server: a server learns where its clients are")
+		case !server && i > 0:
+			return nil, configError(path, lines[i], "a client has one [[peer]], its server; run one cab client per server")
+		case !server:
+			if o.serverKey == "" {
+				o.serverKey = p.PublicKey
+			}
+			if len(pos) == 0 && p.Endpoint != "" {
+				pos = append(pos, p.Endpoint)
+			}
+			if len(pos) == 0 && !strings.Contains(o.transports, "://") {
+				return nil, configError(path, lines[i], "the server's [[peer]] has no endpoint: add endpoint = \"HOST:PORT\"")
+			}
+			o.serverName = p.Name
+		default:
+			o.peers = append(o.peers, cab.PeerConfig{Name: p.Name, PublicKey: crypto.PublicKey(b)})
+		}
+	}
+	return pos, nil
 }
 
 // stateDir returns the directory for generated keys.
@@ -396,6 +461,7 @@ func runCable(args []string, server bool, stdout, stderr io.Writer) error {
 	}()
 
 	if server {
+		cfg.Peers = o.peers
 		switch {
 		case o.allowFile != "":
 			af, err := cab.LoadAllowFile(o.allowFile, func(err error) { log.Warn("allow file not reloaded", "err", err) })
@@ -404,6 +470,8 @@ func runCable(args []string, server bool, stdout, stderr io.Writer) error {
 			}
 			cfg.Allow = af.Lookup
 			notes = append(notes, fmt.Sprintf("%d client keys allowed by %s (edits take effect at once)", af.Len(), o.allowFile))
+		case cfg.PSK == nil && len(o.peers) > 0:
+			notes = append(notes, fmt.Sprintf("%d clients accepted, from the [[peer]] tables of %s", len(o.peers), o.configFile))
 		case cfg.PSK != nil:
 			cfg.AllowAny = true
 			notes = append(notes, "any client holding the pre-shared key is accepted",
@@ -447,7 +515,11 @@ func runCable(args []string, server bool, stdout, stderr io.Writer) error {
 		default:
 			return errors.New("client: give the server's public key (--server-key, printed by the server at start) or a pre-shared key (--psk)")
 		}
-		cfg.Peers = []cab.PeerConfig{{Name: "server", PublicKey: serverKey, Dial: tr.dialers[0], Fallback: tr.dialers[1:]}}
+		name := "server"
+		if o.serverName != "" {
+			name = o.serverName
+		}
+		cfg.Peers = []cab.PeerConfig{{Name: name, PublicKey: serverKey, Dial: tr.dialers[0], Fallback: tr.dialers[1:]}}
 		if o.serverKey != "" {
 			notes = append(notes, fmt.Sprintf("client public key: %s (the server must list it in its allow file)", pub))
 		}
@@ -512,6 +584,11 @@ func runCable(args []string, server bool, stdout, stderr io.Writer) error {
 	if err != nil {
 		log.Warn("no systemd notifications", "err", err)
 	}
+	rl := &reloader{args: args, server: server, cur: o, pos: pos, cable: c, psk: cfg.PSK, log: log, notify: notify}
+	if !server {
+		rl.client = cfg.Peers[0]
+	}
+	go rl.run(ctx)
 	nctx, nstop := context.WithCancel(ctx)
 	notified := make(chan struct{})
 	go func() {
@@ -526,6 +603,34 @@ func runCable(args []string, server bool, stdout, stderr io.Writer) error {
 	}
 	log.Info("cable down")
 	return nil
+}
+
+// runFile runs the cable a configuration file describes: a server or a
+// client as its role key says.
+func runFile(args []string, stdout, stderr io.Writer) error {
+	path := ""
+	for i, a := range args {
+		switch {
+		case a == "-f" || a == "--f":
+			if i+1 < len(args) {
+				path = args[i+1]
+			}
+		case strings.HasPrefix(a, "-f="), strings.HasPrefix(a, "--f="):
+			path = a[strings.Index(a, "=")+1:]
+		}
+	}
+	if path == "" {
+		fmt.Fprintln(stderr, "Usage: cab run -f FILE [flags]\n\nRun the server or client that FILE describes (its role key); flags win over the file.")
+		return errUsage
+	}
+	role, _, err := fileRole(path)
+	if err != nil {
+		return err
+	}
+	if role == "" {
+		return configError(path, 1, `no role: add role = "server" or role = "client"`)
+	}
+	return runCable(args, role == "server", stdout, stderr)
 }
 
 // controlDir holds the control sockets.
