@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	mrand "math/rand/v2"
 	"net"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -83,6 +84,11 @@ type peer struct {
 	active  atomic.Int32
 	dynamic bool        // created for an initiator that was not configured
 	removed atomic.Bool // taken out of the configuration by SetPeers
+	conf    PeerConfig  // as configured (zero for a dynamic peer)
+	psk     *crypto.Secret
+	allow   map[macKey]bool // source MAC and VLAN pairs allowed; nil: any
+	macsOK  map[[6]byte]bool
+	vlansOK map[uint16]bool
 
 	path atomic.Pointer[path]
 	cur  atomic.Pointer[session] // the session frames are sealed with
@@ -220,13 +226,7 @@ func New(cfg Config, port bridgeif.Port, conns []transport.Conn) (*Cable, error)
 	}
 	list := []*peer{}
 	for _, pc := range cfg.Peers {
-		p := c.newPeer(pc.Name, pc.PublicKey, pc.Dial)
-		if pc.Dial != nil {
-			p.dialers = append([]*Dialer{pc.Dial}, pc.Fallback...)
-		}
-		if p.name == "" {
-			p.name = pc.PublicKey.Short()
-		}
+		p := c.configuredPeer(pc)
 		c.byKey[p.key] = p
 		list = append(list, p)
 	}
@@ -261,7 +261,7 @@ func (c *Cable) SetPeers(peers []PeerConfig) (added, removed int, err error) {
 		switch {
 		case p.dynamic && !listed:
 			keep = append(keep, p)
-		case listed && !p.dynamic && pc.Name == p.name && sameDialers(pc, p):
+		case listed && !p.dynamic && samePeer(pc, p.conf):
 			keep = append(keep, p)
 			delete(want, p.key)
 		default:
@@ -273,11 +273,7 @@ func (c *Cable) SetPeers(peers []PeerConfig) (added, removed int, err error) {
 		if _, ok := want[pc.PublicKey]; !ok {
 			continue // kept
 		}
-		pc = want[pc.PublicKey]
-		p := c.newPeer(pc.Name, pc.PublicKey, pc.Dial)
-		if pc.Dial != nil {
-			p.dialers = append([]*Dialer{pc.Dial}, pc.Fallback...)
-		}
+		p := c.configuredPeer(want[pc.PublicKey])
 		c.byKey[p.key] = p
 		keep = append(keep, p)
 		added++
@@ -291,17 +287,63 @@ func (c *Cable) SetPeers(peers []PeerConfig) (added, removed int, err error) {
 	return added, len(drop), nil
 }
 
-// sameDialers reports whether pc reaches its peer as p does.
-func sameDialers(pc PeerConfig, p *peer) bool {
-	if pc.Dial != p.dial || len(pc.Fallback)+1 != len(p.dialers) && pc.Dial != nil {
+// samePeer reports whether two configurations of a peer are the same.
+func samePeer(a, b PeerConfig) bool {
+	if a.Name != b.Name || a.PublicKey != b.PublicKey || a.Dial != b.Dial || a.Keepalive != b.Keepalive ||
+		!slices.Equal(a.Fallback, b.Fallback) || !slices.Equal(a.AllowedVLANs, b.AllowedVLANs) ||
+		(a.PSK == nil) != (b.PSK == nil) || a.PSK != nil && *a.PSK != *b.PSK ||
+		len(a.AllowedMACs) != len(b.AllowedMACs) {
 		return false
 	}
-	for i, d := range pc.Fallback {
-		if p.dialers[i+1] != d {
+	for i := range a.AllowedMACs {
+		if a.AllowedMACs[i].String() != b.AllowedMACs[i].String() {
 			return false
 		}
 	}
 	return true
+}
+
+// configuredPeer makes the peer that pc describes.
+func (c *Cable) configuredPeer(pc PeerConfig) *peer {
+	if pc.Name == "" {
+		pc.Name = pc.PublicKey.Short()
+	}
+	p := c.newPeer(pc.Name, pc.PublicKey, pc.Dial)
+	p.conf = pc
+	if pc.Dial != nil {
+		p.dialers = append([]*Dialer{pc.Dial}, pc.Fallback...)
+	}
+	if pc.PSK != nil {
+		p.psk = pc.PSK
+	}
+	if len(pc.AllowedMACs) > 0 {
+		p.macsOK = map[[6]byte]bool{}
+		for _, m := range pc.AllowedMACs {
+			var k [6]byte
+			copy(k[:], m)
+			p.macsOK[k] = true
+		}
+	}
+	if len(pc.AllowedVLANs) > 0 {
+		p.vlansOK = map[uint16]bool{}
+		for _, v := range pc.AllowedVLANs {
+			p.vlansOK[v] = true
+		}
+	}
+	return p
+}
+
+// allows reports whether a frame from p with source src may enter.
+func (p *peer) allows(src macKey) bool {
+	return (p.macsOK == nil || p.macsOK[src.mac]) && (p.vlansOK == nil || p.vlansOK[src.vlan])
+}
+
+// keepalive is p's keepalive interval.
+func (c *Cable) keepaliveOf(p *peer) time.Duration {
+	if p.conf.Keepalive > 0 {
+		return p.conf.Keepalive
+	}
+	return c.cfg.keepalive()
 }
 
 // retire takes a peer that SetPeers removed down for good.
@@ -388,7 +430,7 @@ func (c *Cable) Run(ctx context.Context) error {
 func (c *Cable) peerList() []*peer { return *c.peers.Load() }
 
 func (c *Cable) newPeer(name string, key crypto.PublicKey, dial *Dialer) *peer {
-	p := &peer{name: name, key: key, dial: dial}
+	p := &peer{name: name, key: key, dial: dial, psk: c.cfg.PSK}
 	p.wireMTU.Store(defaultWireMTU)
 	p.reasm.total = &c.inReasm
 	return p
@@ -711,6 +753,11 @@ func (c *Cable) receive(conn transport.Conn, pk *transport.Packet, out *outBatch
 	}
 	p.rxFrames.Add(1)
 	p.rxBytes.Add(uint64(len(frame)))
+	dst, src := frameKeys(frame)
+	if !p.allows(src) {
+		c.drop(p, dropNotAllowed)
+		return nil
+	}
 	if op := p.own.Load(); op != nil { // the peer has a port of its own
 		op.port.WriteBatch([][]byte{buf[:crypto.HeaderLen+len(frame)]}, crypto.HeaderLen)
 		return nil
@@ -719,7 +766,6 @@ func (c *Cable) receive(conn transport.Conn, pk *transport.Packet, out *outBatch
 		c.drop(p, dropNoSession)
 		return nil
 	}
-	dst, src := frameKeys(frame)
 	if c.cfg.DropBPDU && dst.isBPDU() {
 		c.drop(p, dropBPDU)
 		return nil
@@ -924,7 +970,7 @@ func (c *Cable) handleInit(conn transport.Conn, addr transport.Addr, msg []byte,
 		return
 	}
 	idx := c.newIndex()
-	msg2, cs, err := pi.Respond(c.cfg.PSK, idx)
+	msg2, cs, err := pi.Respond(p.psk, idx)
 	if err != nil {
 		p.mu.Unlock()
 		c.drop(p, dropAuth)
@@ -1073,7 +1119,7 @@ func (c *Cable) initiate(p *peer, via int) {
 	}
 	idx := c.newIndex()
 	now := time.Now()
-	h, msg1, err := crypto.NewInitiator(c.cfg.PrivateKey, p.key, c.cfg.PSK, idx, c.ciphers, now)
+	h, msg1, err := crypto.NewInitiator(c.cfg.PrivateKey, p.key, p.psk, idx, c.ciphers, now)
 	if err != nil {
 		c.log.Warn("handshake: cannot initiate", "peer", p.name, "err", err)
 		return
@@ -1215,10 +1261,10 @@ func (c *Cable) peerTimers(ctx context.Context, p *peer, now time.Time) {
 		if start {
 			go c.initiate(p, via)
 		}
-		if valid && !stale && nowNs-p.lastSent.Load() >= int64(c.cfg.keepalive()) {
+		if valid && !stale && nowNs-p.lastSent.Load() >= int64(c.keepaliveOf(p)) {
 			c.sendKeepalive(p, nowNs)
 		}
-	} else if p.up.Load() && nowNs-p.lastRecv.Load() > int64(3*c.cfg.keepalive()+crypto.RekeyTimeout) {
+	} else if p.up.Load() && nowNs-p.lastRecv.Load() > int64(3*c.keepaliveOf(p)+crypto.RekeyTimeout) {
 		c.setUp(p, false, "silent")
 	}
 

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"time"
 
 	"cab/bridgeif"
@@ -103,6 +104,16 @@ type PeerConfig struct {
 	// handshake over Dial is tried every preferRecheck, and the cable
 	// returns to Dial once one completes.
 	Fallback []*Dialer
+	// PSK, when set, is this peer's pre-shared key instead of Config.PSK.
+	PSK *crypto.Secret
+	// Keepalive, when set, is this peer's keepalive interval instead of
+	// Config.Keepalive.
+	Keepalive time.Duration
+	// AllowedMACs and AllowedVLANs, when set, are the only source MACs
+	// and VLANs (0: untagged) that frames from this peer may carry; other
+	// frames are dropped and counted ("not allowed").
+	AllowedMACs  []net.HardwareAddr
+	AllowedVLANs []uint16
 }
 
 // A Dialer says where a peer is reached: over which conn, at which addr.

@@ -1,6 +1,7 @@
 package cab
 
 import (
+	"net"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -75,4 +76,51 @@ func peerStatus(s *site, name string) PeerStatus {
 		}
 	}
 	return PeerStatus{}
+}
+
+// TestPeerSettings: a peer's own PSK (a client with another PSK never
+// comes up), its allowed source MACs (other frames are dropped and counted
+// as not allowed), and its own keepalive.
+func TestPeerSettings(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		n := transporttest.NewNetwork(transporttest.Options{})
+		skey := mustKey(t)
+		k0, k1 := mustKey(t), mustKey(t)
+		allowed := net.HardwareAddr{2, 0, 0, 0, 0, 0xbb}
+		server := startSite(t, Config{PrivateKey: skey, Responder: true, Peers: []PeerConfig{
+			{Name: "c0", PublicKey: k0.Public(), PSK: psk(1), AllowedMACs: []net.HardwareAddr{allowed}, Keepalive: time.Second},
+			{Name: "c1", PublicKey: k1.Public(), PSK: psk(1)},
+		}}, n.Conn("server"))
+		client := func(name string, k crypto.PrivateKey, secret *crypto.Secret) *site {
+			conn := n.Conn(name)
+			return startSite(t, Config{PrivateKey: k, PSK: secret, Peers: []PeerConfig{{
+				Name: "server", PublicKey: skey.Public(),
+				Dial: &Dialer{Conn: conn, Resolve: func() (transport.Addr, error) { return transporttest.Addr("server"), nil }},
+			}}}, conn)
+		}
+		c0 := client("c0", k0, psk(1))
+		c1 := client("c1", k1, psk(2)) // the wrong PSK
+		waitUp(t, c0, 1)
+		exchange(t, server, c0, 3) // frames from 02:..:bb
+		c0.port.Inject(testFrame(0xaa, 0xcc, 99, 100))
+		time.Sleep(time.Second)
+		for len(server.port.Frames()) > 0 {
+			if f := <-server.port.Frames(); f[11] == 0xcc {
+				t.Fatal("a frame from a MAC the peer may not use arrived")
+			}
+		}
+		if d := peerStatus(server, "c0").Drops["not allowed"]; d != 1 {
+			t.Errorf("not allowed drops = %d, want 1", d)
+		}
+		// c0's own keepalive on the server is 1 s: silent for 3 of them
+		// and 5 s more, it is down, long before the cable-wide 25 s would say.
+		time.Sleep(10 * time.Second)
+		if peerStatus(server, "c0").Up {
+			t.Error("c0 is still up after 10 s of silence with a 1 s keepalive")
+		}
+		time.Sleep(20 * time.Second)
+		if c1.cable.Status().Peers[0].Up || peerStatus(server, "c1").Up {
+			t.Error("a client with the wrong PSK came up")
+		}
+	})
 }
