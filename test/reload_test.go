@@ -101,3 +101,31 @@ func TestReload(t *testing.T) {
 		t.Errorf("c1 lost %d of %d pings across the reloads", sent-got, sent)
 	}
 }
+
+// TestAllowedMACs: a server's [[peer]] with allowed_macs takes frames from
+// that client's TAP MAC only; once the client's TAP changes its MAC, its
+// frames are dropped and counted as not allowed.
+func TestAllowedMACs(t *testing.T) {
+	a, b := newPair(t)
+	skey := genkey(t, a.path("server.key"))
+	ckey := genkey(t, b.path("client.key"))
+	cli := b.cab(t, "client", "-s", "tap:"+tapDev, "--key", ckey, "--server-key", pubkey(t, skey), a.v4+":"+port)
+	setupTap(t, b, cli, overlayB)
+	out := mustRun(t, "ip", "-n", b.ns, "-br", "link", "show", "dev", tapDev)
+	mac := strings.Fields(out)[2]
+	file := a.path("server.toml")
+	writeFile(t, file, fmt.Sprintf("local = %q\nlisten_port = %s\nkey = %q\n\n[[peer]]\nname = \"c1\"\npublic_key = %q\nallowed_macs = [%q]\n",
+		"tap:"+tapDev, port, skey, pubkey(t, ckey), mac))
+	srv := a.cab(t, "server", "-f", file)
+	setupTap(t, a, srv, overlayA)
+	waitPeerUp(t, upTimeout, srv, cli)
+	checkPing(t, a, b)
+
+	mustRun(t, "ip", "-n", b.ns, "link", "set", "dev", tapDev, "address", "02:00:5e:99:99:99")
+	if n := ping(t, b.ns, overlayA, 3); n != 0 {
+		t.Errorf("%d of 3 pings from a MAC not allowed got through", n)
+	}
+	if ps := statusOf(t, a); len(ps) != 1 || ps[0].Drops["not allowed"] == 0 {
+		t.Errorf("server status %+v, want drops counted as not allowed", ps)
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"net"
 	"os"
 	"regexp"
 	"sort"
@@ -37,12 +38,14 @@ var fileKeys = map[string]string{"local": "s", "listen_port": "p", "listen": "l"
 
 // filePeer is one [[peer]] table.
 type filePeer struct {
-	Name      string `toml:"name"`
-	PublicKey string `toml:"public_key"`
-	Endpoint  string `toml:"endpoint"`
+	Name, PublicKey, Endpoint, PSK, Keepalive string
+	Transport                                 string
+	AllowedMACs                               []net.HardwareAddr
+	AllowedVLANs                              []uint16
+	line                                      map[string]int // where each key is
 }
 
-var peerKeys = []string{"name", "public_key", "endpoint"}
+var peerKeys = []string{"name", "public_key", "endpoint", "psk", "keepalive", "transport", "allowed_macs", "allowed_vlans"}
 
 // fileRole reads the role key of a configuration file: "server", "client",
 // or "" when it has none.
@@ -214,25 +217,25 @@ func applyConfigFile(fs *flag.FlagSet, path string) ([]filePeer, []int, error) {
 			return nil, nil, configError(path, keyLine(lines, "", 0, "peer"), "peer must be [[peer]] tables")
 		}
 		for i, tbl := range tables {
-			var p filePeer
-			for k, v := range tbl {
+			p := filePeer{line: map[string]int{}}
+			tkeys := make([]string, 0, len(tbl))
+			for k := range tbl {
+				tkeys = append(tkeys, k)
+			}
+			sort.Strings(tkeys)
+			for _, k := range tkeys {
+				v := tbl[k]
 				line := keyLine(lines, "peer", i, k)
-				s, isString := v.(string)
-				switch {
-				case !contains(peerKeys, k):
+				p.line[k] = line
+				if !contains(peerKeys, k) {
 					hint := ""
 					if c := closest(k, peerKeys); c != "" {
 						hint = fmt.Sprintf(" (did you mean %s?)", c)
 					}
 					return nil, nil, configError(path, line, "unknown key %q in [[peer]]%s; the keys are %s", k, hint, strings.Join(peerKeys, ", "))
-				case !isString:
-					return nil, nil, configError(path, line, "%s must be a string in quotes", k)
-				case k == "name":
-					p.Name = s
-				case k == "public_key":
-					p.PublicKey = s
-				case k == "endpoint":
-					p.Endpoint = s
+				}
+				if err := p.set(k, v); err != nil {
+					return nil, nil, configError(path, line, "%s: %v", k, err)
 				}
 			}
 			peers = append(peers, p)
@@ -240,6 +243,80 @@ func applyConfigFile(fs *flag.FlagSet, path string) ([]filePeer, []int, error) {
 		}
 	}
 	return peers, peerLines, nil
+}
+
+// set sets key k of a [[peer]] table, checking the value's type.
+func (p *filePeer) set(k string, v any) error {
+	strs := func() ([]string, error) {
+		switch x := v.(type) {
+		case string:
+			return []string{x}, nil
+		case []any:
+			var out []string
+			for _, e := range x {
+				s, ok := e.(string)
+				if !ok {
+					return nil, fmt.Errorf("want a list of strings in quotes")
+				}
+				out = append(out, s)
+			}
+			return out, nil
+		}
+		return nil, fmt.Errorf("want a string in quotes, or a list of them")
+	}
+	switch k {
+	case "allowed_macs":
+		list, err := strs()
+		if err != nil {
+			return err
+		}
+		for _, s := range list {
+			m, err := net.ParseMAC(s)
+			if err != nil || len(m) != 6 {
+				return fmt.Errorf("%q is not a MAC address: write it like \"02:00:5e:10:00:01\"", s)
+			}
+			p.AllowedMACs = append(p.AllowedMACs, m)
+		}
+	case "allowed_vlans":
+		list, ok := v.([]any)
+		if !ok {
+			list = []any{v}
+		}
+		for _, e := range list {
+			n, ok := e.(int64)
+			if !ok || n < 0 || n > 4094 {
+				return fmt.Errorf("want VLAN numbers from 0 (untagged) to 4094, like [0, 10, 20]")
+			}
+			p.AllowedVLANs = append(p.AllowedVLANs, uint16(n))
+		}
+	case "transport":
+		list, err := strs()
+		if err != nil {
+			return err
+		}
+		p.Transport = strings.Join(list, ",")
+	default:
+		s, ok := v.(string)
+		if !ok {
+			return fmt.Errorf("want a string in quotes")
+		}
+		switch k {
+		case "name":
+			p.Name = s
+		case "public_key":
+			p.PublicKey = s
+		case "endpoint":
+			p.Endpoint = s
+		case "psk":
+			p.PSK = s
+		case "keepalive":
+			if _, err := time.ParseDuration(s); err != nil {
+				return fmt.Errorf(`%q is not a duration: write it like "25s", "2m" or "1h30m"`, s)
+			}
+			p.Keepalive = s
+		}
+	}
+	return nil
 }
 
 // peerLine is the line of the n-th [[peer]] header.

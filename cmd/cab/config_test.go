@@ -66,6 +66,27 @@ endpoint = "192.0.2.1:6666"
 		t.Errorf("options %+v, pos %q", o, pos)
 	}
 
+	// A server's peer with its own settings.
+	hub := write("hub.toml", `[[peer]]
+name = "branch"
+public_key = "`+key+`"
+psk = "/nonexistent/branch.psk"
+keepalive = "5s"
+allowed_macs = ["02:00:5e:10:00:01", "02:00:5e:10:00:02"]
+allowed_vlans = [0, 10]
+`)
+	o, _, err = parseFlags([]string{"-f", hub}, true, &bytes.Buffer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(o.peers) != 1 || o.peers[0].Keepalive.String() != "5s" || len(o.peers[0].AllowedMACs) != 2 ||
+		len(o.peers[0].AllowedVLANs) != 2 || o.peers[0].AllowedVLANs[1] != 10 {
+		t.Errorf("peers %+v", o.peers)
+	}
+	if err := o.loadPeerPSKs(); err == nil || !strings.Contains(err.Error(), "hub.toml:4: psk:") {
+		t.Errorf("a missing peer PSK file: %v, want hub.toml:4", err)
+	}
+
 	for _, c := range []struct {
 		server bool
 		text   string
@@ -85,6 +106,10 @@ endpoint = "192.0.2.1:6666"
 		{true, "[[peer]]\npublic_key = \"" + key + "\"\nallowed = 1\n", "bad.toml:3: unknown key \"allowed\" in [[peer]]"},
 		{false, "[[peer]]\npublic_key = \"" + key + "\"\nendpoint = \"a:1\"\n[[peer]]\npublic_key = \"" + key + "\"\n", "bad.toml:4: a client has one [[peer]]"},
 		{false, "[[peer]]\npublic_key = \"" + key + "\"\n", "bad.toml:1: the server's [[peer]] has no endpoint"},
+		{true, "[[peer]]\npublic_key = \"" + key + "\"\nallowed_macs = [\"02:00:00:00:00:01\", \"nope\"]\n", `bad.toml:3: allowed_macs: "nope" is not a MAC address`},
+		{true, "[[peer]]\npublic_key = \"" + key + "\"\nallowed_vlans = [1, 5000]\n", "bad.toml:3: allowed_vlans: want VLAN numbers from 0 (untagged) to 4094"},
+		{true, "[[peer]]\npublic_key = \"" + key + "\"\ntransport = \"tcp\"\n", "bad.toml:3: transport in a server's [[peer]]"},
+		{true, "[[peer]]\npublic_key = \"" + key + "\"\nkeepalive = 5\n", "bad.toml:3: keepalive: want a string in quotes"},
 	} {
 		p := write("bad.toml", c.text)
 		_, _, err := parseFlags([]string{"-f", p}, c.server, &bytes.Buffer{})
@@ -127,7 +152,7 @@ func TestSettingNames(t *testing.T) {
 	for i := range v.NumField() {
 		name := v.Field(i).Name
 		switch name {
-		case "peers", "serverKey", "serverName", "configFile":
+		case "peers", "serverKey", "serverName", "serverPeer", "setByFlag", "configFile", "peerPSKs":
 			continue
 		}
 		if _, ok := settingNames[name]; !ok {

@@ -164,6 +164,28 @@ type options struct {
 	configFile string
 	peers      []cab.PeerConfig // from the configuration file
 	serverName string           // a client's name for its server
+	serverPeer cab.PeerConfig   // a client's server as its [[peer]] says (keepalive, allowed MACs)
+	setByFlag  map[string]bool  // flags given on the command line
+	peerPSKs   []peerPSK        // the PSK files of a server's peers, by index
+}
+
+// peerPSK is where a server's [[peer]] keeps its own PSK ("" for none).
+type peerPSK struct{ path, where string }
+
+// loadPeerPSKs reads the PSK files of the server's peers into o.peers.
+func (o *options) loadPeerPSKs() error {
+	for i, pp := range o.peerPSKs {
+		if pp.path == "" {
+			continue
+		}
+		b, err := crypto.LoadKeyFile(pp.path)
+		if err != nil {
+			return fmt.Errorf("%s: psk: %w", pp.where, err)
+		}
+		secret := crypto.Secret(b)
+		o.peers[i].PSK = &secret
+	}
+	return nil
 }
 
 func parseFlags(args []string, server bool, stderr io.Writer) (*options, []string, error) {
@@ -231,6 +253,8 @@ func parseFlags(args []string, server bool, stderr io.Writer) (*options, []strin
 		args = args[1:]
 	}
 	if o.configFile != "" {
+		o.setByFlag = map[string]bool{}
+		fs.Visit(func(f *flag.Flag) { o.setByFlag[f.Name] = true })
 		var err error
 		if pos, err = o.applyFile(fs, server, pos); err != nil {
 			return nil, nil, err
@@ -255,27 +279,45 @@ func (o *options) applyFile(fs *flag.FlagSet, server bool, pos []string) ([]stri
 	if err != nil {
 		return nil, err
 	}
-	text, _ := os.ReadFile(path)
-	all := strings.Split(string(text), "\n")
 	for i, p := range peers {
-		if p.PublicKey == "" && (server || o.pskFile == "") {
+		at := func(k string) int {
+			if l := p.line[k]; l > 0 {
+				return l
+			}
+			return lines[i]
+		}
+		if p.PublicKey == "" && (server || o.pskFile == "" && p.PSK == "") {
 			return nil, configError(path, lines[i], "[[peer]] %q has no public_key: add public_key = \"…\" (cab pubkey < its.key prints it)", p.Name)
 		}
-		b, err := crypto.ParseKey(p.PublicKey)
-		if p.PublicKey == "" {
-			err = nil // a client with a PSK alone derives the server's key from it
+		var key crypto.PublicKey
+		if p.PublicKey != "" { // a client with a PSK alone derives the server's key from it
+			b, err := crypto.ParseKey(p.PublicKey)
+			if err != nil {
+				return nil, configError(path, at("public_key"), "public_key: %v (cab pubkey < its.key prints one)", err)
+			}
+			key = crypto.PublicKey(b)
 		}
-		if err != nil {
-			return nil, configError(path, keyLine(all, "peer", i, "public_key"), "public_key: %v (cab pubkey < its.key prints one)", err)
+		pc := cab.PeerConfig{Name: p.Name, PublicKey: key, AllowedMACs: p.AllowedMACs, AllowedVLANs: p.AllowedVLANs}
+		if p.Keepalive != "" {
+			pc.Keepalive, _ = time.ParseDuration(p.Keepalive)
 		}
+
 		switch {
 		case server && p.Endpoint != "":
-			return nil, configError(path, keyLine(all, "peer", i, "endpoint"), "endpoint is for a client's [[peer]], its server: a server learns where its clients are")
+			return nil, configError(path, at("endpoint"), "endpoint is for a client's [[peer]], its server: a server learns where its clients are")
+		case server && p.Transport != "":
+			return nil, configError(path, at("transport"), "transport in a server's [[peer]]: a server takes a client over any transport it listens on (set transport at the top)")
 		case !server && i > 0:
 			return nil, configError(path, lines[i], "a client has one [[peer]], its server; run one cab client per server")
 		case !server:
 			if o.serverKey == "" {
 				o.serverKey = p.PublicKey
+			}
+			if o.pskFile == "" && p.PSK != "" {
+				o.pskFile = p.PSK
+			}
+			if p.Transport != "" && !o.setByFlag["transport"] {
+				o.transports = p.Transport
 			}
 			if len(pos) == 0 && p.Endpoint != "" {
 				pos = append(pos, p.Endpoint)
@@ -284,8 +326,10 @@ func (o *options) applyFile(fs *flag.FlagSet, server bool, pos []string) ([]stri
 				return nil, configError(path, lines[i], "the server's [[peer]] has no endpoint: add endpoint = \"HOST:PORT\"")
 			}
 			o.serverName = p.Name
+			o.serverPeer = pc
 		default:
-			o.peers = append(o.peers, cab.PeerConfig{Name: p.Name, PublicKey: crypto.PublicKey(b)})
+			o.peers = append(o.peers, pc)
+			o.peerPSKs = append(o.peerPSKs, peerPSK{path: p.PSK, where: fmt.Sprintf("%s:%d", path, at("psk"))})
 		}
 	}
 	return pos, nil
@@ -461,6 +505,9 @@ func runCable(args []string, server bool, stdout, stderr io.Writer) error {
 	}()
 
 	if server {
+		if err := o.loadPeerPSKs(); err != nil {
+			return err
+		}
 		cfg.Peers = o.peers
 		switch {
 		case o.allowFile != "":
@@ -519,7 +566,9 @@ func runCable(args []string, server bool, stdout, stderr io.Writer) error {
 		if o.serverName != "" {
 			name = o.serverName
 		}
-		cfg.Peers = []cab.PeerConfig{{Name: name, PublicKey: serverKey, Dial: tr.dialers[0], Fallback: tr.dialers[1:]}}
+		sp := o.serverPeer
+		sp.Name, sp.PublicKey, sp.Dial, sp.Fallback = name, serverKey, tr.dialers[0], tr.dialers[1:]
+		cfg.Peers = []cab.PeerConfig{sp}
 		if o.serverKey != "" {
 			notes = append(notes, fmt.Sprintf("client public key: %s (the server must list it in its allow file)", pub))
 		}

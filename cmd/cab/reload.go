@@ -67,9 +67,16 @@ func (r *reloader) reload() error {
 	}
 	var peers []cab.PeerConfig
 	if r.server {
+		if err := o.loadPeerPSKs(); err != nil {
+			return err
+		}
 		peers = o.peers
 	} else {
-		pc := r.client
+		pc := o.serverPeer // its keepalive, PSK, allowed MACs and VLANs as the file says now
+		pc.Name, pc.Dial, pc.Fallback = r.client.Name, r.client.Dial, r.client.Fallback
+		if pc.PSK == nil {
+			pc.PSK = r.client.PSK
+		}
 		switch {
 		case o.serverKey != "":
 			b, err := crypto.ParseKey(o.serverKey)
@@ -104,7 +111,7 @@ func changedField(a, b *options) string {
 	for i := range va.NumField() {
 		name := va.Type().Field(i).Name
 		switch name {
-		case "peers", "serverKey", "serverName":
+		case "peers", "serverKey", "serverName", "serverPeer", "setByFlag":
 			continue // what a reload changes
 		}
 		// fmt reads unexported fields, which reflect's Interface may not.
