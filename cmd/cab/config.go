@@ -38,14 +38,15 @@ var fileKeys = map[string]string{"local": "s", "listen_port": "p", "listen": "l"
 
 // filePeer is one [[peer]] table.
 type filePeer struct {
-	Name, PublicKey, Endpoint, PSK, Keepalive string
-	Transport                                 string
-	AllowedMACs                               []net.HardwareAddr
-	AllowedVLANs                              []uint16
-	line                                      map[string]int // where each key is
+	Name, PublicKey, PSK, Keepalive string
+	Endpoints                       []string
+	Transport                       string
+	AllowedMACs                     []net.HardwareAddr
+	AllowedVLANs                    []uint16
+	line                            map[string]int // where each key is
 }
 
-var peerKeys = []string{"name", "public_key", "endpoint", "psk", "keepalive", "transport", "allowed_macs", "allowed_vlans"}
+var peerKeys = []string{"name", "public_key", "endpoint", "endpoints", "psk", "keepalive", "transport", "allowed_macs", "allowed_vlans"}
 
 // fileRole reads the role key of a configuration file: "server", "client",
 // or "" when it has none.
@@ -289,6 +290,12 @@ func (p *filePeer) set(k string, v any) error {
 			}
 			p.AllowedVLANs = append(p.AllowedVLANs, uint16(n))
 		}
+	case "endpoint", "endpoints":
+		list, err := strs()
+		if err != nil {
+			return err
+		}
+		p.Endpoints = append(p.Endpoints, list...)
 	case "transport":
 		list, err := strs()
 		if err != nil {
@@ -305,8 +312,6 @@ func (p *filePeer) set(k string, v any) error {
 			p.Name = s
 		case "public_key":
 			p.PublicKey = s
-		case "endpoint":
-			p.Endpoint = s
 		case "psk":
 			p.PSK = s
 		case "keepalive":

@@ -66,6 +66,12 @@ endpoint = "192.0.2.1:6666"
 		t.Errorf("options %+v, pos %q", o, pos)
 	}
 
+	// A client with two endpoints: tried in order.
+	two := write("two.toml", "local = \"tap:x\"\npsk = \"/k\"\n[[peer]]\nendpoints = [\"192.0.2.1:6666\", \"198.51.100.1:6666\"]\n")
+	if _, pos, err := parseFlags([]string{"-f", two}, false, &bytes.Buffer{}); err != nil || len(pos) != 2 || pos[1] != "198.51.100.1:6666" {
+		t.Errorf("two endpoints: %q %v", pos, err)
+	}
+
 	// A server's peer with its own settings.
 	hub := write("hub.toml", `[[peer]]
 name = "branch"

@@ -303,8 +303,8 @@ func (o *options) applyFile(fs *flag.FlagSet, server bool, pos []string) ([]stri
 		}
 
 		switch {
-		case server && p.Endpoint != "":
-			return nil, configError(path, at("endpoint"), "endpoint is for a client's [[peer]], its server: a server learns where its clients are")
+		case server && len(p.Endpoints) > 0:
+			return nil, configError(path, max(at("endpoint"), at("endpoints")), "endpoint is for a client's [[peer]], its server: a server learns where its clients are")
 		case server && p.Transport != "":
 			return nil, configError(path, at("transport"), "transport in a server's [[peer]]: a server takes a client over any transport it listens on (set transport at the top)")
 		case !server && i > 0:
@@ -319,8 +319,8 @@ func (o *options) applyFile(fs *flag.FlagSet, server bool, pos []string) ([]stri
 			if p.Transport != "" && !o.setByFlag["transport"] {
 				o.transports = p.Transport
 			}
-			if len(pos) == 0 && p.Endpoint != "" {
-				pos = append(pos, p.Endpoint)
+			if len(pos) == 0 {
+				pos = append(pos, p.Endpoints...)
 			}
 			if len(pos) == 0 && !strings.Contains(o.transports, "://") {
 				return nil, configError(path, lines[i], "the server's [[peer]] has no endpoint: add endpoint = \"HOST:PORT\"")
@@ -417,8 +417,8 @@ func runCable(args []string, server bool, stdout, stderr io.Writer) error {
 		if o.port < 0 || o.port > 65535 {
 			return fmt.Errorf("server: -p %d: not a port number (0-65535)", o.port)
 		}
-	} else if len(pos) > 1 || len(pos) == 0 && !strings.Contains(o.transports, "://") {
-		return fmt.Errorf("client: give the server's address, e.g. cab client 192.0.2.1:%d (got %d arguments)", cab.DefaultPort, len(pos))
+	} else if len(pos) == 0 && !strings.Contains(o.transports, "://") {
+		return fmt.Errorf("client: give the server's address, e.g. cab client 192.0.2.1:%d (more than one: tried in order)", cab.DefaultPort)
 	}
 
 	for _, f := range []struct{ name, v string }{{"udp-gso", o.udpGSO}, {"udp-gro", o.udpGRO}} {
@@ -485,11 +485,11 @@ func runCable(args []string, server bool, stdout, stderr io.Writer) error {
 	}
 	pub := cfg.PrivateKey.Public()
 
-	addr := ""
-	if !server && len(pos) == 1 {
-		addr = pos[0]
+	var addrs []string
+	if !server {
+		addrs = pos
 	}
-	tr, err := openTransports(o, server, addr, log)
+	tr, err := openTransports(o, server, addrs, log)
 	if err != nil {
 		return err
 	}

@@ -35,8 +35,9 @@ func (t *transports) close() {
 
 // openTransports opens the --transport list: listeners for a server (and
 // always the pipe socket that `cab pipe` reaches over SSH), dialers for a
-// client, which dials addr (HOST[:PORT]) over udp and tcp.
-func openTransports(o *options, server bool, addr string, log *slog.Logger) (*transports, error) {
+// client, which dials each of addrs (HOST[:PORT]) over udp, then each over
+// tcp, and so on down the list.
+func openTransports(o *options, server bool, addrs []string, log *slog.Logger) (*transports, error) {
 	t := &transports{}
 	fail := func(err error) (*transports, error) {
 		t.close()
@@ -62,14 +63,16 @@ func openTransports(o *options, server bool, addr string, log *slog.Logger) (*tr
 			t.udp = c
 			t.add(c, "udp "+c.LocalAddr().String())
 			if !server {
-				if addr == "" {
+				if len(addrs) == 0 {
 					return fail(fmt.Errorf("client: udp needs the server's address, e.g. cab client 192.0.2.1:%d", cab.DefaultPort))
 				}
-				d, err := cab.UDPDialer(c, addr)
-				if err != nil {
-					return fail(err)
+				for _, addr := range addrs {
+					d, err := cab.UDPDialer(c, addr)
+					if err != nil {
+						return fail(err)
+					}
+					t.dialers = append(t.dialers, d)
 				}
-				t.dialers = append(t.dialers, d)
 			}
 		case scheme == "tcp" && !hasRest:
 			if server {
@@ -80,14 +83,16 @@ func openTransports(o *options, server bool, addr string, log *slog.Logger) (*tr
 				t.add(s, "tcp "+s.Addr().String())
 				continue
 			}
-			if addr == "" {
+			if len(addrs) == 0 {
 				return fail(fmt.Errorf("client: tcp needs the server's address, e.g. cab client --transport tcp 192.0.2.1:%d", cab.DefaultPort))
 			}
-			hp := cab.WithDefaultPort(addr)
-			if _, _, err := net.SplitHostPort(hp); err != nil {
-				return fail(fmt.Errorf("server address %q: %w", addr, err))
+			for _, addr := range addrs {
+				hp := cab.WithDefaultPort(addr)
+				if _, _, err := net.SplitHostPort(hp); err != nil {
+					return fail(fmt.Errorf("server address %q: %w", addr, err))
+				}
+				t.addClient(stream.DialTCP(hp))
 			}
-			t.addClient(stream.DialTCP(hp))
 		case scheme == "unix" && hasRest:
 			path := rest
 			if !strings.HasPrefix(path, "/") {

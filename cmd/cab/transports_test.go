@@ -43,7 +43,7 @@ func TestTransportListErrors(t *testing.T) {
 		{true, "ssh://host", "a server listens on udp, tcp and unix:///PATH"},
 	} {
 		o := &options{transports: c.list, name: "cabtest-x", listen: "127.0.0.1"}
-		_, err := openTransports(o, c.server, "127.0.0.1:1", nil)
+		_, err := openTransports(o, c.server, []string{"127.0.0.1:1"}, nil)
 		if err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("server=%v %q: %v, want %q", c.server, c.list, err, c.want)
 		}
@@ -85,4 +85,34 @@ func TestPipe(t *testing.T) {
 	if code := run([]string{"pipe", "--socket", path + ".none"}, strings.NewReader(""), &stdout, &stderr); code != 1 || !strings.Contains(stderr.String(), "is cab server --name") {
 		t.Errorf("no server: exit %d, %q", code, stderr.String())
 	}
+}
+
+// TestTransportOrder: a client with two server addresses and udp,tcp tries
+// UDP to each, then TCP to each.
+func TestTransportOrder(t *testing.T) {
+	o := &options{transports: "udp,tcp", listen: "127.0.0.1", name: "cabtest-order"}
+	tr, err := openTransports(o, false, []string{"127.0.0.1:1001", "127.0.0.1:1002"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tr.close()
+	var got []string
+	for _, d := range tr.dialers {
+		a, err := d.Resolve()
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, transportScheme(d.Conn)+" "+a.String())
+	}
+	want := []string{"udp 127.0.0.1:1001", "udp 127.0.0.1:1002", "tcp tcp://127.0.0.1:1001", "tcp tcp://127.0.0.1:1002"}
+	if strings.Join(got, ", ") != strings.Join(want, ", ") {
+		t.Errorf("dialers %q, want %q", got, want)
+	}
+}
+
+func transportScheme(c any) string {
+	if s, ok := c.(interface{ Scheme() string }); ok {
+		return s.Scheme()
+	}
+	return "?"
 }
