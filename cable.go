@@ -1103,9 +1103,10 @@ func (c *Cable) sendKeepalive(p *peer, now int64) {
 	pt.conn.WriteBatch([]transport.Packet{{B: pkt, Addr: pt.addr}})
 }
 
-// initiate sends a handshake initiation to p over its dialer via. It runs
-// on its own goroutine because resolving the peer's address may block.
-func (c *Cable) initiate(p *peer, via int) {
+// initiate sends a handshake initiation to p over its dialer via, as the
+// timers decided when p's current session was seen. It runs on its own
+// goroutine because resolving the peer's address may block.
+func (c *Cable) initiate(p *peer, via int, seen *session) {
 	defer func() {
 		p.mu.Lock()
 		p.dialing = false
@@ -1126,6 +1127,13 @@ func (c *Cable) initiate(p *peer, via int) {
 	}
 	p.mu.Lock()
 	if p.removed.Load() {
+		p.mu.Unlock()
+		return
+	}
+	if p.cur.Load() != seen {
+		// A handshake completed (the answer to an earlier initiation) since
+		// the timers decided on this one: a new initiation now would make
+		// the responder drop the session just confirmed.
 		p.mu.Unlock()
 		return
 	}
@@ -1259,7 +1267,7 @@ func (c *Cable) peerTimers(ctx context.Context, p *peer, now time.Time) {
 		}
 		p.mu.Unlock()
 		if start {
-			go c.initiate(p, via)
+			go c.initiate(p, via, cur)
 		}
 		if valid && !stale && nowNs-p.lastSent.Load() >= int64(c.keepaliveOf(p)) {
 			c.sendKeepalive(p, nowNs)
