@@ -69,12 +69,17 @@ var _ bridgeif.Port = (*genPort)(nil)
 // allocs/op shows that the steady state allocates nothing per frame.
 func BenchmarkCable(b *testing.B) {
 	for _, real := range []bool{false, true} {
-		for _, size := range []int{64, 1400} {
+		for _, v := range []struct{ size, workers int }{{64, 0}, {1400, 0}, {1400, 1}} {
+			size := v.size
 			name := "fakes/"
 			if real {
 				name = "udp/"
 			}
-			b.Run(name+itoa(size), func(b *testing.B) {
+			name += itoa(size)
+			if v.workers > 0 {
+				name += "/workers=" + itoa(v.workers)
+			}
+			b.Run(name, func(b *testing.B) {
 				sconn, cconn, saddr := pairConns(b, real)
 				skey, ckey := mustKey(b), mustKey(b)
 				src := newGenPort(testFrame(0xaa, 0xbb, 1, size))
@@ -85,6 +90,7 @@ func BenchmarkCable(b *testing.B) {
 				sink.once.Store(&hello)
 				run := func(cfg Config, port bridgeif.Port, conn transport.Conn) (*Cable, func()) {
 					cfg.Logger = quiet
+					cfg.CryptoWorkers = v.workers
 					c, err := New(cfg, port, []transport.Conn{conn})
 					if err != nil {
 						b.Fatal(err)

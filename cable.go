@@ -52,6 +52,8 @@ type Cable struct {
 	inReasm atomic.Int64                  // frames in reassembly, all peers
 	minWire atomic.Int64                  // smallest wire MTU of the peers, for the clamp
 
+	pool *cryptoPool // crypto workers, while Run runs
+
 	debugGate atomic.Int64 // rate limit of per-packet debug logs
 	lastTick  atomic.Int64 // when the timer loop last ran, unix nanoseconds
 }
@@ -373,6 +375,8 @@ func (c *Cable) retire(p *peer) {
 // port and conns, waits for every loop to end and returns. It returns nil
 // after a cancelled ctx.
 func (c *Cable) Run(ctx context.Context) error {
+	c.pool = newCryptoPool(c.cfg.cryptoWorkers())
+	defer c.pool.stop()
 	var wg sync.WaitGroup
 	errc := make(chan error, 1+len(c.conns))
 	if c.port != nil {
@@ -462,12 +466,18 @@ func (c *Cable) drop(p *peer, r dropReason) {
 	}
 }
 
-// outBatch collects sealed packets per conn so each conn gets one
-// WriteBatch per loop iteration.
+// outBatch collects the packets a loop sends, per conn, so each conn gets
+// one WriteBatch per loop iteration. Their seals are deferred to flush,
+// which may spread them over the cable's crypto workers; the packets still
+// go out in the order they were queued.
 type outBatch struct {
 	conns []transport.Conn
 	ps    [][]transport.Packet
+	cb    cryptoBatch
 }
+
+// seal queues j's frame, to be sealed and sent at flush.
+func (o *outBatch) seal(j sealJob) { o.cb.seals = append(o.cb.seals, j) }
 
 func (o *outBatch) add(pt *path, b []byte) {
 	for i, conn := range o.conns {
@@ -481,6 +491,20 @@ func (o *outBatch) add(pt *path, b []byte) {
 }
 
 func (o *outBatch) flush(c *Cable) {
+	if len(o.cb.seals) > 0 {
+		o.cb.run(c.pool)
+		for i := range o.cb.seals {
+			j := &o.cb.seals[i]
+			if j.err != nil { // the session is used up: a new one is due
+				c.drop(j.p, dropNoSession)
+				c.kickTimers()
+				continue
+			}
+			o.add(j.pt, j.pkt)
+		}
+		clear(o.cb.seals)
+		o.cb.seals = o.cb.seals[:0]
+	}
 	for i, conn := range o.conns {
 		if len(o.ps[i]) == 0 {
 			continue
@@ -621,16 +645,10 @@ func (c *Cable) seal(p *peer, buf []byte, size int, out *outBatch, sc *scratch, 
 		p.noteSent(now)
 		return
 	}
-	pkt, err := s.SealFlags(crypto.TypeData, p.flags(now), buf, size)
-	if err != nil {
-		c.drop(p, dropNoSession)
-		c.kickTimers()
-		return
-	}
+	out.seal(sealJob{p: p, s: s, pt: pt, typ: crypto.TypeData, flags: p.flags(now), buf: buf, size: size})
 	p.txFrames.Add(1)
 	p.txBytes.Add(uint64(size))
 	p.noteSent(now)
-	out.add(pt, pkt)
 }
 
 // flags returns the header flags of a packet to p sent at now: FlagHeard
@@ -656,6 +674,7 @@ func (c *Cable) connLoop(conn transport.Conn) error {
 	var portBufs [][]byte
 	var out outBatch
 	var sc scratch
+	var ob cryptoBatch // the batch's opens
 	for {
 		for i := range ps {
 			ps[i].B = ps[i].B[:cap(ps[i].B)]
@@ -673,10 +692,20 @@ func (c *Cable) connLoop(conn transport.Conn) error {
 		sc.used = 0
 		portBufs = portBufs[:0]
 		for i := 0; i < n; i++ {
-			if b := c.receive(conn, &ps[i], &out, &sc, now); b != nil {
-				portBufs = append(portBufs, b)
+			pk := &ps[i]
+			typ, idx, ok := crypto.ParseHeader(pk.B)
+			if ok && sealedType(typ) {
+				if s := c.sessionOf(idx, now); s != nil {
+					ob.opens = append(ob.opens, openJob{i: i, s: s, pkt: pk.B})
+				}
+				continue
 			}
+			// A handshake message changes sessions: the packets before it
+			// are done first, as they came.
+			portBufs = c.finishOpens(conn, ps, &ob, portBufs, &out, &sc, now)
+			c.handshake(conn, pk, typ, idx, ok, now)
 		}
+		portBufs = c.finishOpens(conn, ps, &ob, portBufs, &out, &sc, now)
 		if len(portBufs) > 0 {
 			if _, err := c.port.WriteBatch(portBufs, crypto.HeaderLen); err != nil && errors.Is(err, net.ErrClosed) {
 				return nil
@@ -686,38 +715,83 @@ func (c *Cable) connLoop(conn transport.Conn) error {
 	}
 }
 
+// finishOpens opens the packets queued in ob (spread over the crypto
+// workers) and handles them in the order they came, appending what goes to
+// the port to portBufs.
+func (c *Cable) finishOpens(conn transport.Conn, ps []transport.Packet, ob *cryptoBatch, portBufs [][]byte, out *outBatch, sc *scratch, now int64) [][]byte {
+	if len(ob.opens) == 0 {
+		return portBufs
+	}
+	ob.run(c.pool)
+	for k := range ob.opens {
+		j := &ob.opens[k]
+		if b := c.opened(conn, &ps[j.i], j.s, j.frame, j.err, out, sc, now); b != nil {
+			portBufs = append(portBufs, b)
+		}
+	}
+	clear(ob.opens)
+	ob.opens = ob.opens[:0]
+	return portBufs
+}
+
 // receive handles one packet. It returns the buffer to deliver to the port
 // (the frame at offset HeaderLen), or nil.
 func (c *Cable) receive(conn transport.Conn, pk *transport.Packet, out *outBatch, sc *scratch, now int64) []byte {
 	typ, idx, ok := crypto.ParseHeader(pk.B)
-	if !ok {
-		c.drop(nil, dropRunt)
+	if !ok || !sealedType(typ) {
+		c.handshake(conn, pk, typ, idx, ok, now)
 		return nil
 	}
-	switch typ {
-	case crypto.TypeInit:
+	s := c.sessionOf(idx, now)
+	if s == nil {
+		return nil
+	}
+	frame, err := s.Open(pk.B)
+	return c.opened(conn, pk, s, frame, err, out, sc, now)
+}
+
+// sealedType reports whether packets of type typ are sealed with a
+// session's keys (data, fragments, probes).
+func sealedType(typ byte) bool {
+	return typ == crypto.TypeData || typ == crypto.TypeFragment || typ == crypto.TypeProbe
+}
+
+// handshake handles a packet that is not sealedType: a handshake message,
+// or something to drop.
+func (c *Cable) handshake(conn transport.Conn, pk *transport.Packet, typ byte, idx uint32, ok bool, now int64) {
+	switch {
+	case !ok:
+		c.drop(nil, dropRunt)
+	case typ == crypto.TypeInit:
 		c.handleInit(conn, pk.Addr, pk.B, now)
-		return nil
-	case crypto.TypeResponse:
+	case typ == crypto.TypeResponse:
 		c.handleResponse(conn, pk.Addr, pk.B, idx, now)
-		return nil
-	case crypto.TypeData, crypto.TypeFragment, crypto.TypeProbe:
 	default:
 		c.drop(nil, dropRunt)
-		return nil
 	}
+}
+
+// sessionOf returns the usable session with local index idx, or nil (and
+// counts the drop).
+func (c *Cable) sessionOf(idx uint32, now int64) *session {
 	v, _ := c.index.Load(idx)
 	s, _ := v.(*session)
 	if s == nil {
 		c.drop(nil, dropNoSession)
 		return nil
 	}
-	p := s.peer
 	if now-s.Created().UnixNano() >= int64(crypto.RejectAfterTime) {
-		c.drop(p, dropNoSession)
+		c.drop(s.peer, dropNoSession)
 		return nil
 	}
-	frame, err := s.Open(pk.B)
+	return s
+}
+
+// opened handles packet pk after s.Open(pk.B) returned frame and err: it
+// returns the buffer to deliver to the port (the frame at offset
+// HeaderLen), or nil.
+func (c *Cable) opened(conn transport.Conn, pk *transport.Packet, s *session, frame []byte, err error, out *outBatch, sc *scratch, now int64) []byte {
+	p := s.peer
 	if err != nil {
 		if errors.Is(err, crypto.ErrReplay) {
 			c.drop(p, dropReplay)
@@ -726,6 +800,7 @@ func (c *Cable) receive(conn transport.Conn, pk *transport.Packet, out *outBatch
 		}
 		return nil
 	}
+	typ := pk.B[0]
 	c.authenticated(p, s, conn, pk.Addr, now, crypto.Flags(pk.B))
 	if typ == crypto.TypeProbe {
 		c.handleProbe(p, s, conn, pk.Addr, frame)

@@ -174,6 +174,7 @@ type pairOpts struct {
 	clientPSK   *crypto.Secret
 	allowClient bool // public-key mode: the server lists the client
 	clientKey   crypto.PrivateKey
+	workers     int // Config.CryptoWorkers of both sides
 }
 
 // startPair starts a server and a client cable joined by conns.
@@ -185,13 +186,13 @@ func startPair(t testing.TB, o pairOpts) (server, client *site) {
 	if ckey == (crypto.PrivateKey{}) {
 		ckey = mustKey(t)
 	}
-	scfg := Config{PrivateKey: skey, PSK: o.serverPSK, Responder: true}
+	scfg := Config{PrivateKey: skey, PSK: o.serverPSK, Responder: true, CryptoWorkers: o.workers}
 	if o.allowClient {
 		scfg.Peers = []PeerConfig{{Name: "client", PublicKey: ckey.Public()}}
 	} else if o.serverPSK != nil {
 		scfg.AllowAny = true
 	}
-	ccfg := Config{PrivateKey: ckey, PSK: o.clientPSK, Peers: []PeerConfig{{
+	ccfg := Config{PrivateKey: ckey, PSK: o.clientPSK, CryptoWorkers: o.workers, Peers: []PeerConfig{{
 		Name: "server", PublicKey: skey.Public(),
 		Dial: &Dialer{Conn: cconn, Resolve: func() (transport.Addr, error) { return saddr, nil }},
 	}}}

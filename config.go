@@ -85,8 +85,24 @@ type Config struct {
 	// for initiators it did not know. Default 1024.
 	MaxPeers int
 
+	// CryptoWorkers is how many goroutines help the cable's loops seal and
+	// open large batches, in addition to the loops themselves (frames keep
+	// their order). Default: one fewer than GOMAXPROCS on four or more
+	// cores, none below; negative: none.
+	CryptoWorkers int
+
 	// Logger receives the cable's logs. Default slog.Default().
 	Logger *slog.Logger
+}
+
+func (c *Config) cryptoWorkers() int {
+	switch {
+	case c.CryptoWorkers < 0:
+		return 0
+	case c.CryptoWorkers == 0:
+		return defaultCryptoWorkers()
+	}
+	return c.CryptoWorkers
 }
 
 // PeerConfig names one remote cab.

@@ -69,11 +69,7 @@ func (c *Cable) fragment(p *peer, s *session, pt *path, buf []byte, size, wire i
 		h[4], h[5] = byte(i), byte(count)
 		binary.BigEndian.PutUint16(h[6:8], uint16(i*chunk))
 		copy(h[fragHeaderLen:], part)
-		pkt, err := s.SealFlags(crypto.TypeFragment, flags, b, fragHeaderLen+len(part))
-		if err != nil {
-			return false
-		}
-		out.add(pt, pkt)
+		out.seal(sealJob{p: p, s: s, pt: pt, typ: crypto.TypeFragment, flags: flags, buf: b, size: fragHeaderLen + len(part)})
 	}
 	p.fragmented.Add(1)
 	return true

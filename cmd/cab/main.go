@@ -157,6 +157,7 @@ type options struct {
 	mtu        string
 	udpGSO     string
 	udpGRO     string
+	workers    string
 	transports string
 	sshCommand string
 	sshRemote  string
@@ -210,6 +211,7 @@ func parseFlags(args []string, server bool, stderr io.Writer) (*options, []strin
 	fs.StringVar(&o.metrics, "metrics", "", "serve Prometheus metrics at http://`ADDR`/metrics (e.g. 127.0.0.1:9667)")
 	fs.StringVar(&o.udpGSO, "udp-gso", "on", "UDP segmentation offload (one send for a run of packets), where the kernel has it: on or off")
 	fs.StringVar(&o.udpGRO, "udp-gro", "on", "UDP receive offload (the kernel glues datagrams), where the kernel has it: on or off")
+	fs.StringVar(&o.workers, "crypto-workers", "auto", "goroutines that help seal and open large batches, frames kept in order: auto (one fewer than the cores from 4 cores up, none below) or a number (0: none)")
 	if server {
 		fs.StringVar(&o.transports, "transport", "udp", "`list` of transports to listen on, comma-separated: udp, tcp (on the -p port), unix:///PATH; SSH clients always reach the server through "+controlDir+"/NAME.pipe")
 		fs.IntVar(&o.port, "p", cab.DefaultPort, "UDP and TCP `port` to listen on")
@@ -436,6 +438,17 @@ func runCable(args []string, server bool, stdout, stderr io.Writer) error {
 		FDBMaxAge: o.fdbAge, MaxMACs: o.maxMACs, FloodRate: o.floodRate, DropBPDU: o.bpdu == "drop"}
 	if o.floodRate == 0 {
 		cfg.FloodRate = -1
+	}
+	switch o.workers {
+	case "auto":
+	case "0":
+		cfg.CryptoWorkers = -1
+	default:
+		n, err := strconv.Atoi(o.workers)
+		if err != nil || n < 0 || n > 256 {
+			return fmt.Errorf("--crypto-workers=%s: use auto or a number from 0 to 256", o.workers)
+		}
+		cfg.CryptoWorkers = n
 	}
 	switch o.mssClamp {
 	case "auto":
