@@ -11,7 +11,7 @@
 # Environment:
 #   DURATION=8          seconds per iperf3 run
 #   BENCH_ONLY="..."    a subset of rows: veth vxlan cab-udp cab-workers
-#                       cab-nooffload cab-tcp fastd openvpn
+#                       cab-nooffload cab-tcp cab-ssh fastd openvpn
 #   CAB_FLAGS="..."     extra flags for both cab sides
 set -euo pipefail
 
@@ -25,7 +25,7 @@ for tool in iperf3 ping python3 ip; do
 done
 
 DURATION=${DURATION:-8}
-ONLY=${BENCH_ONLY:-veth vxlan cab-udp cab-workers cab-nooffload cab-tcp fastd openvpn}
+ONLY=${BENCH_ONLY:-veth vxlan cab-udp cab-workers cab-nooffload cab-tcp cab-ssh fastd openvpn}
 CAB_FLAGS=${CAB_FLAGS:-}
 tag=cb$$
 nsA=$tag-a nsB=$tag-b
@@ -90,13 +90,25 @@ bg() {
 	pids+=($!)
 }
 
-# cpu PID...: CPU seconds (user+system) of the processes so far.
+# tree PID...: the PIDs and all their descendants (ssh under cab, sshd's
+# session processes).
+tree() {
+	local pid
+	for pid in "$@"; do
+		echo "$pid"
+		# shellcheck disable=SC2046
+		[[ -n $(pgrep -P "$pid") ]] && tree $(pgrep -P "$pid")
+	done
+}
+
+# cpu PID...: CPU seconds (user+system) so far of the processes and their
+# descendants.
 cpu() {
 	local tck total=0 pid
 	tck=$(getconf CLK_TCK)
-	for pid in "$@"; do
+	for pid in $(tree "$@"); do
 		[[ -r /proc/$pid/stat ]] || continue
-		total=$((total + $(awk '{print $14 + $15}' "/proc/$pid/stat")))
+		total=$((total + $(awk '{print $14 + $15}' "/proc/$pid/stat" 2>/dev/null || echo 0)))
 	done
 	python3 -c "print($total / $tck)"
 }
@@ -176,6 +188,33 @@ setup_cab-workers() { cab_pair "--crypto-workers 1" "--crypto-workers 1"; }
 setup_cab-nooffload() { cab_pair "--udp-gso off --udp-gro off" "--udp-gso off --udp-gro off"; }
 setup_cab-tcp() { cab_pair "--transport udp,tcp" "--transport tcp"; }
 
+# cab over the SSH transport: sshd in A (a fresh host key, a key forced to
+# `cab pipe`), the client's ssh in B.
+setup_cab-ssh() {
+	command -v sshd >/dev/null || [[ -x /usr/sbin/sshd ]] || return 1
+	local d=$work/ssh
+	mkdir -p "$d" /run/sshd && chmod 700 "$d"
+	ssh-keygen -q -t ed25519 -N "" -f "$d/host"
+	ssh-keygen -q -t ed25519 -N "" -f "$d/user"
+	echo "restrict,command=\"$cab pipe --name $nsA\" $(cat "$d/user.pub")" >"$d/authorized_keys"
+	echo "[198.51.100.1]:2222 $(cat "$d/host.pub")" >"$d/known_hosts"
+	printf '%s\n' "Port 2222" "ListenAddress 198.51.100.1" "HostKey $d/host" "AuthorizedKeysFile $d/authorized_keys" \
+		"PidFile $d/sshd.pid" "PermitRootLogin prohibit-password" "PasswordAuthentication no" \
+		"KbdInteractiveAuthentication no" "UsePAM no" "StrictModes no" >"$d/sshd_config"
+	bg "$nsA" "$(command -v sshd || echo /usr/sbin/sshd)" -D -e -f "$d/sshd_config"
+	"$cab" genkey >"$work/psk"
+	# shellcheck disable=SC2086
+	bg "$nsA" "$cab" server -p 6666 -s tap:cab0 --psk "$work/psk" --name "$nsA" --state-dir "$work/a" $CAB_FLAGS
+	# shellcheck disable=SC2086
+	bg "$nsB" "$cab" client -s tap:cab0 --psk "$work/psk" --name "$nsB" --state-dir "$work/b" $CAB_FLAGS \
+		--transport ssh://root@198.51.100.1:2222 --ssh-remote "$cab pipe --name $nsA" \
+		--ssh-command "ssh -T -o BatchMode=yes -i $d/user -o UserKnownHostsFile=$d/known_hosts -o StrictHostKeyChecking=yes -o IdentitiesOnly=yes"
+	wait_dev "$nsA" cab0 && wait_dev "$nsB" cab0 || return 1
+	overlay "$nsA" cab0 192.0.2.1
+	overlay "$nsB" cab0 192.0.2.2
+	wait_ping 192.0.2.1
+}
+
 setup_fastd() {
 	command -v fastd >/dev/null || return 1
 	local s
@@ -238,6 +277,7 @@ run_row cab-udp "cab did not come up"
 run_row cab-workers "cab did not come up"
 run_row cab-nooffload "cab did not come up"
 run_row cab-tcp "cab did not come up"
+run_row cab-ssh "sshd missing or cab did not come up"
 run_row fastd "fastd missing or did not come up"
 run_row openvpn "openvpn missing or did not come up"
 
@@ -253,7 +293,7 @@ except Exception: print('n/a')"
 cpu_model=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)
 echo
 echo "cab $("$cab" --version | cut -d' ' -f2) · $(date -u +%Y-%m-%d) · $(nproc) cores, $cpu_model · Linux $(uname -r)"
-echo "B → A over the overlay (MTU 1400; veth underlay MTU 1500); iperf3 $DURATION s per run; CPU: user+system seconds of the tunnel processes on both sides during the TCP×1 run."
+echo "B → A over the overlay (MTU 1400; veth underlay MTU 1500); iperf3 $DURATION s per run; CPU: user+system seconds of the tunnel processes and their children (ssh, sshd) on both sides during the TCP×1 run."
 echo
 echo "| system | TCP×1 Mbit/s | TCP×4 Mbit/s | UDP at 1 Gbit/s offered: received Mbit/s (loss) | ping ms | tunnel CPU s | Gbit per CPU s |"
 echo "|---|---|---|---|---|---|---|"
@@ -261,7 +301,7 @@ for r in "${rows[@]}"; do echo "$r"; done
 echo
 echo "| cab row | TCP×1 × fastd | TCP×1 % of VXLAN | Gbit/CPU s × fastd |"
 echo "|---|---|---|---|"
-for name in cab-udp cab-workers cab-nooffload cab-tcp; do
+for name in cab-udp cab-workers cab-nooffload cab-tcp cab-ssh; do
 	[[ -n ${results[$name]:-} ]] || continue
 	echo "| $name | $(ratio "$name" fastd 1 '%.1f×') | $(ratio "$name" vxlan 1 '%.0f %%') | $(ratio "$name" fastd 2 '%.1f×') |"
 done
