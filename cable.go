@@ -102,6 +102,7 @@ type peer struct {
 	prevInit    *crypto.Initiator // the one before: its answer is still welcome on a slow path
 	nextAttempt time.Time
 	attempts    int
+	wentStale   bool // the session went stale; no handshake completed since
 	lastInitTS  uint64
 	dialing     bool
 	lastPrefer  time.Time // the last handshake tried over dial while on a fallback
@@ -185,6 +186,12 @@ const (
 	// staleAfter is how long sent packets may go unanswered before the
 	// dialing side considers the session dead and handshakes again.
 	staleAfter = crypto.RekeyTimeout
+	// heardWindow is how recently a cable must have heard from a peer to
+	// tell it so (FlagHeard): longer than the passive keepalive and a
+	// tick, so that an idle link's answers carry it, and short, so that
+	// the peer soon sees its packets go unanswered when they stop
+	// arriving.
+	heardWindow = passiveKeepalive + time.Second
 	// fallbackAfter is how many handshake attempts over one transport
 	// go unanswered before the next transport is tried (about 3 s with
 	// the backoff), and preferRecheck how often a cable on a fallback
@@ -652,9 +659,9 @@ func (c *Cable) seal(p *peer, buf []byte, size int, out *outBatch, sc *scratch, 
 }
 
 // flags returns the header flags of a packet to p sent at now: FlagHeard
-// when p was heard from within staleAfter.
+// when p was heard from within heardWindow.
 func (p *peer) flags(now int64) byte {
-	if now-p.lastRecv.Load() < int64(staleAfter) {
+	if now-p.lastRecv.Load() < int64(heardWindow) {
 		return crypto.FlagHeard
 	}
 	return 0
@@ -911,7 +918,10 @@ func (c *Cable) authenticated(p *peer, s *session, conn transport.Conn, addr tra
 		}
 	}
 	if p.cur.Load() == s {
-		if !p.up.Load() {
+		// A peer we dial that went down for want of answers is up again
+		// only when it says it hears us: its packets alone may flow one
+		// way.
+		if !p.up.Load() && (p.dial == nil || flags&crypto.FlagHeard != 0) {
 			c.setUp(p, true, "")
 		}
 		return
@@ -1135,6 +1145,7 @@ func (c *Cable) handleResponse(conn transport.Conn, addr transport.Addr, msg []b
 	c.imu.Unlock()
 	p.initiator, p.prevInit = nil, nil
 	p.attempts = 0
+	p.wentStale = false
 	c.rotateLocked(p, s)
 	p.mu.Unlock()
 
@@ -1316,6 +1327,11 @@ func (c *Cable) peerTimers(ctx context.Context, p *peer, now time.Time) {
 	if p.dial != nil {
 		if stale && p.up.Load() {
 			c.setUp(p, false, "no answer")
+			// Seconds of unanswered packets say more than one unanswered
+			// handshake: one more over this transport, then the next.
+			p.mu.Lock()
+			p.wentStale = true
+			p.mu.Unlock()
 		}
 		need := !valid || stale || now.Sub(cur.Created()) >= crypto.RekeyAfterTime ||
 			cur.Sent() >= crypto.RekeyAfterMessages
@@ -1323,11 +1339,16 @@ func (c *Cable) peerTimers(ctx context.Context, p *peer, now time.Time) {
 		start := need && !p.dialing && !now.Before(p.nextAttempt) && ctx.Err() == nil
 		via := int(p.active.Load())
 		if start {
-			if p.attempts >= fallbackAfter && len(p.dialers) > 1 {
+			limit := fallbackAfter
+			if p.wentStale {
+				limit = 1
+			}
+			if p.attempts >= limit && len(p.dialers) > 1 {
 				// Handshakes over this transport do not complete: try the next.
 				via = (via + 1) % len(p.dialers)
 				p.active.Store(int32(via))
 				p.attempts = 0
+				p.wentStale = false
 				c.log.Warn("no handshake completes, trying the next transport", "peer", p.name,
 					"transport", transportName(p.dialers[via].Conn))
 			}

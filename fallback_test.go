@@ -12,10 +12,17 @@ import (
 )
 
 // TestCableFallback: a client with a preferred transport and a fallback
-// moves to the fallback when the preferred one stops carrying packets,
+// moves to the fallback when the preferred one stops carrying packets
+// (both ways, or only towards the server),
 // keeps its place (one peer, its MACs) on the server, and returns to the
 // preferred transport when it works again.
 func TestCableFallback(t *testing.T) {
+	for _, oneWay := range []bool{false, true} {
+		t.Run(map[bool]string{false: "cut", true: "one way"}[oneWay], func(t *testing.T) { testCableFallback(t, oneWay) })
+	}
+}
+
+func testCableFallback(t *testing.T, oneWay bool) {
 	synctest.Test(t, func(t *testing.T) {
 		fast := transporttest.NewNetwork(transporttest.Options{})
 		slow := transporttest.NewNetwork(transporttest.Options{})
@@ -59,25 +66,46 @@ func TestCableFallback(t *testing.T) {
 			for time.Since(start) < limit {
 				seq++
 				client.port.Inject(testFrame(0xaa, 0xbb, seq, 100))
+				if oneWay { // traffic from the server flows on
+					server.port.Inject(testFrame(0xbb, 0xaa, seq, 100))
+				}
 				select {
 				case <-server.port.Frames():
 					if client.cable.Status().Peers[0].Addr == addr {
-						return time.Since(start)
+						d := time.Since(start)
+						time.Sleep(time.Second) // the server's frames in flight arrive
+						for len(client.port.Frames()) > 0 {
+							<-client.port.Frames()
+						}
+						return d
 					}
 				case <-time.After(500 * time.Millisecond):
 				}
-				time.Sleep(100 * time.Millisecond) // lets the bubble's clock run
+				time.Sleep(100 * time.Millisecond)  // lets the bubble's clock run
+				for len(client.port.Frames()) > 0 { // the server's, if any
+					<-client.port.Frames()
+				}
 			}
 			t.Fatalf("frames did not flow via %s within %v: %+v", addr, limit, client.cable.Status().Peers[0])
 			return 0
 		}
 
-		cfast.SetDown(true)
-		sfast.SetDown(true)
+		if oneWay {
+			// Only the server's receiving side is cut: its packets
+			// still reach the client, but say less and less that the
+			// server hears it.
+			sfast.SetDeaf(true)
+		} else {
+			cfast.SetDown(true)
+			sfast.SetDown(true)
+		}
 		d := flowsVia("server-slow", 60*time.Second)
 		t.Logf("fell back in %v", d)
-		if d > 20*time.Second {
-			t.Errorf("fallback took %v, want under 20 s", d)
+		// Stale after heardWindow (the server's packets stop saying it
+		// hears the client) and staleAfter, then one handshake over the
+		// dead transport (1 s ±20 %), ticks, and the fallback's own.
+		if limit := heardWindow + staleAfter + 2*time.Second; d > limit {
+			t.Errorf("fallback took %v, want under %v", d, limit)
 		}
 		st := server.cable.Status()
 		if len(st.Peers) != 1 || st.Peers[0].MACs == 0 || st.Peers[0].Addr != "client-slow" {
@@ -85,6 +113,7 @@ func TestCableFallback(t *testing.T) {
 		}
 		exchange(t, server, client, 5)
 
+		sfast.SetDeaf(false)
 		cfast.SetDown(false)
 		sfast.SetDown(false)
 		d = flowsVia("server-fast", 60*time.Second)

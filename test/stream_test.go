@@ -230,9 +230,10 @@ func TestFallbackUDPBlocked(t *testing.T) {
 	if sent == 0 {
 		t.Fatalf("no ping summary: %s", out)
 	}
-	// Lost: the pings of the fallback (stale detection plus two handshake
-	// attempts, about 10 s at 5 per second), and few in the return.
-	if lost := sent - got; lost > 100 {
+	// Lost: the pings of the fallback (the peer stops saying it hears us
+	// within 3 s, 5 s of unanswered packets, one more handshake over UDP:
+	// about 7 s at 5 per second), and few in the return.
+	if lost := sent - got; lost > 60 {
 		t.Errorf("%d of %d pings lost across both switches", lost, sent)
 	}
 }

@@ -116,6 +116,7 @@ type Conn struct {
 
 	closeOnce               sync.Once
 	down                    atomic.Bool
+	deaf                    atomic.Bool
 	sent, received, dropped atomic.Uint64
 }
 
@@ -141,6 +142,10 @@ func (c *Conn) Dropped() uint64 { return c.dropped.Load() }
 // a cut cable, until SetDown(false). Packets already queued for it are
 // lost too when read while down.
 func (c *Conn) SetDown(down bool) { c.down.Store(down) }
+
+// SetDeaf(true) makes the conn lose everything it receives while it still
+// sends, like a firewall that drops one direction, until SetDeaf(false).
+func (c *Conn) SetDeaf(deaf bool) { c.deaf.Store(deaf) }
 
 // MaxPacket returns the network's largest packet.
 func (c *Conn) MaxPacket() int { return c.net.opts.MaxPacket }
@@ -172,7 +177,7 @@ func (c *Conn) ReadBatch(ps []transport.Packet) (int, error) {
 		if !ok {
 			break
 		}
-		if len(q.b) > cap(ps[n].B) || c.down.Load() {
+		if len(q.b) > cap(ps[n].B) || c.down.Load() || c.deaf.Load() {
 			c.dropped.Add(1)
 			continue
 		}
@@ -265,7 +270,7 @@ func (n *Network) send(from *Conn, to Addr, b []byte) {
 	// Draw every number for every packet, so that a run depends on the
 	// seed and the packets sent, not on earlier outcomes.
 	lose, dup, hold := n.rng.Float64() < n.opts.Loss, n.rng.Float64() < n.opts.Duplicate, n.rng.Float64() < n.opts.Reorder
-	if lose || dst.down.Load() || n.opts.BlackHole > 0 && len(b) > n.opts.BlackHole {
+	if lose || dst.down.Load() || dst.deaf.Load() || n.opts.BlackHole > 0 && len(b) > n.opts.BlackHole {
 		dst.dropped.Add(1)
 		return
 	}
