@@ -1401,6 +1401,18 @@ type pathMTUer interface {
 	PathMTU(transport.Addr) int
 }
 
+// selfProber is a conn whose PathMTU the carrier has confirmed itself
+// (QUIC's path MTU discovery raises its datagram limit only for sizes the
+// peer acknowledged), so cab's own probes would add nothing.
+type selfProber interface {
+	ProbesPathMTU() bool
+}
+
+func selfProbing(conn transport.Conn) bool {
+	sp, ok := conn.(selfProber)
+	return ok && sp.ProbesPathMTU()
+}
+
 // updateMTU sets p's wire MTU from its path: the conn's MaxPacket, lowered
 // to the path MTU that the OS knows (interface MTU, ICMP too-big), or to
 // what fits a 1500-byte underlay when the OS does not say.
@@ -1411,7 +1423,7 @@ func (c *Cable) updateMTU(p *peer) {
 	}
 	wire := c.kernelWire(pt)
 	p.mu.Lock()
-	if l := p.probe.limit; l > 0 && l < wire {
+	if l := p.probe.limit; l > 0 && l < wire && !selfProbing(pt.conn) {
 		wire = l // a black hole below what the kernel believes
 	}
 	p.mu.Unlock()

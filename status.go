@@ -17,6 +17,7 @@ type PeerStatus struct {
 	LastHandshake time.Time         `json:"last_handshake,omitzero"`
 	Handshakes    uint64            `json:"handshakes"`
 	Cipher        string            `json:"cipher,omitempty"`
+	RTT           time.Duration     `json:"rtt_ns,omitempty"`  // round-trip time, from transports that measure it
 	WireMTU       int               `json:"wire_mtu"`          // largest packet on the path
 	Fragmented    uint64            `json:"fragmented_frames"` // frames sent in fragments
 	RxFrames      uint64            `json:"rx_frames"`
@@ -69,6 +70,9 @@ func (c *Cable) Status() Status {
 		if pt := p.path.Load(); pt != nil {
 			ps.Addr = pt.addr.String()
 			ps.Transport = transportName(pt.conn)
+			if r, ok := pt.conn.(rtter); ok {
+				ps.RTT = r.RTT(pt.addr)
+			}
 		}
 		if s := p.cur.Load(); s != nil {
 			ps.Cipher = s.Cipher().String()
@@ -97,4 +101,10 @@ func transportName(conn transport.Conn) string {
 		return s.Scheme()
 	}
 	return ""
+}
+
+// rtter is a conn that measures the round-trip time to an addr (0:
+// unknown).
+type rtter interface {
+	RTT(transport.Addr) time.Duration
 }

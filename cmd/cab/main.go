@@ -776,7 +776,7 @@ func printStatus(w io.Writer, st *cab.Status) {
 			state = "up"
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%d\t%d\t%d\t%s\n",
-			p.Name, p.PublicKey[:8], state, dash(p.Addr), dash(p.Transport), ago(p.UpSince), ago(p.LastHandshake),
+			p.Name, p.PublicKey[:8], state, dash(p.Addr), transportCell(p), ago(p.UpSince), ago(p.LastHandshake),
 			p.RxFrames, p.RxBytes, p.TxFrames, p.TxBytes, p.MACs, dropString(p.Drops))
 	}
 	tw.Flush()
@@ -784,6 +784,15 @@ func printStatus(w io.Writer, st *cab.Status) {
 		fmt.Fprintf(w, "dropped before a peer was known: %s\n", dropString(st.Drops))
 	}
 	fmt.Fprintf(w, "MAC table: %d entries\n", st.FDB)
+}
+
+// transportCell is the TRANSPORT column: the transport, and its
+// round-trip time when it measures one ("quic rtt=1.2ms").
+func transportCell(p cab.PeerStatus) string {
+	if p.RTT > 0 && p.Transport != "" {
+		return p.Transport + " rtt=" + p.RTT.Round(10*time.Microsecond).String()
+	}
+	return dash(p.Transport)
 }
 
 func dash(s string) string {
