@@ -30,6 +30,7 @@ import (
 	"cab"
 	"cab/bridgeif"
 	"cab/crypto"
+	"cab/transport/quic"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -158,6 +159,10 @@ type options struct {
 	udpGSO     string
 	udpGRO     string
 	transports string
+	quicCert   string
+	quicKey    string
+	quicALPN   string
+	quicSNI    string
 	sshCommand string
 	sshRemote  string
 	metrics    string
@@ -210,8 +215,11 @@ func parseFlags(args []string, server bool, stderr io.Writer) (*options, []strin
 	fs.StringVar(&o.metrics, "metrics", "", "serve Prometheus metrics at http://`ADDR`/metrics (e.g. 127.0.0.1:9667)")
 	fs.StringVar(&o.udpGSO, "udp-gso", "on", "UDP segmentation offload (one send for a run of packets), where the kernel has it: on or off")
 	fs.StringVar(&o.udpGRO, "udp-gro", "on", "UDP receive offload (the kernel glues datagrams), where the kernel has it: on or off")
+	fs.StringVar(&o.quicALPN, "quic-alpn", quic.DefaultALPN, "TLS application `protocol` that quic offers; both ends must agree (h3 looks like HTTP/3)")
 	if server {
-		fs.StringVar(&o.transports, "transport", "udp", "`list` of transports to listen on, comma-separated: udp, tcp (on the -p port), unix:///PATH; SSH clients always reach the server through "+controlDir+"/NAME.pipe")
+		fs.StringVar(&o.transports, "transport", "udp", "`list` of transports to listen on, comma-separated: udp, tcp (on the -p port), quic (UDP port 443; quic://:PORT for another), unix:///PATH; SSH clients always reach the server through "+controlDir+"/NAME.pipe")
+		fs.StringVar(&o.quicCert, "quic-cert", "", "TLS certificate `file` (PEM) that quic shows; default: a self-signed one (cab's own handshake authenticates the peers)")
+		fs.StringVar(&o.quicKey, "quic-key", "", "the private key `file` (PEM) of --quic-cert")
 		fs.IntVar(&o.port, "p", cab.DefaultPort, "UDP and TCP `port` to listen on")
 		fs.StringVar(&o.listen, "l", "", "`address` to listen on (default: all, IPv4 and IPv6)")
 		fs.StringVar(&o.allowFile, "allow", "", "`file` of allowed client public keys, one per line with an optional name (default without --psk: STATE_DIR/clients.txt)")
@@ -224,7 +232,8 @@ func parseFlags(args []string, server bool, stderr io.Writer) (*options, []strin
 	} else {
 		fs.StringVar(&o.serverKey, "server-key", "", "the server's public `key` (printed by the server at start; not needed with --psk alone)")
 		fs.DurationVar(&o.keepalive, "keepalive", cab.DefaultKeepalive, "keepalive interval (keeps NAT mappings open)")
-		fs.StringVar(&o.transports, "transport", "udp", "`list` of transports, tried in order when handshakes over one do not complete: udp, tcp, ssh://[USER@]HOST[:PORT], unix:///PATH")
+		fs.StringVar(&o.transports, "transport", "udp", "`list` of transports, tried in order when handshakes over one do not complete: udp, quic (the server's UDP port 443), quic://[HOST][:PORT], tcp, ssh://[USER@]HOST[:PORT], unix:///PATH")
+		fs.StringVar(&o.quicSNI, "quic-sni", "", "TLS server `name` that quic sends (default: the server's host name, none for an address)")
 		fs.StringVar(&o.sshCommand, "ssh-command", "ssh -T -o BatchMode=yes -o ServerAliveInterval=10 -o ServerAliveCountMax=3", "the ssh `command` and its options, for ssh:// transports")
 		fs.StringVar(&o.sshRemote, "ssh-remote", "cab pipe", "the `command` ssh runs on the server's host (a forced-command key ignores it)")
 	}

@@ -13,6 +13,7 @@ import (
 
 	"cab"
 	"cab/transport"
+	"cab/transport/quic"
 	"cab/transport/stream"
 	"cab/transport/udp"
 )
@@ -36,7 +37,7 @@ func (t *transports) close() {
 // openTransports opens the --transport list: listeners for a server (and
 // always the pipe socket that `cab pipe` reaches over SSH), dialers for a
 // client, which dials each of addrs (HOST[:PORT]) over udp, then each over
-// tcp, and so on down the list.
+// quic (port 443), then each over tcp, and so on down the list.
 func openTransports(o *options, server bool, addrs []string, log *slog.Logger) (*transports, error) {
 	t := &transports{}
 	fail := func(err error) (*transports, error) {
@@ -93,6 +94,10 @@ func openTransports(o *options, server bool, addrs []string, log *slog.Logger) (
 				}
 				t.addClient(stream.DialTCP(hp))
 			}
+		case scheme == "quic":
+			if err := t.openQUIC(o, server, addrs, item, rest, hasRest); err != nil {
+				return fail(err)
+			}
 		case scheme == "unix" && hasRest:
 			path := rest
 			if !strings.HasPrefix(path, "/") {
@@ -115,9 +120,9 @@ func openTransports(o *options, server bool, addrs []string, log *slog.Logger) (
 			t.addClient(stream.DialCommand("ssh", rest, argv[0], argv[1:]...))
 		default:
 			if server {
-				return fail(fmt.Errorf("--transport %q: a server listens on udp, tcp and unix:///PATH (SSH clients come through the pipe socket)", item))
+				return fail(fmt.Errorf("--transport %q: a server listens on udp, quic[://[HOST]:PORT], tcp and unix:///PATH (SSH clients come through the pipe socket)", item))
 			}
-			return fail(fmt.Errorf("--transport %q: use udp, tcp, ssh://[USER@]HOST[:PORT] or unix:///PATH", item))
+			return fail(fmt.Errorf("--transport %q: use udp, quic[://[HOST][:PORT]], tcp, ssh://[USER@]HOST[:PORT] or unix:///PATH", item))
 		}
 	}
 	if server {
@@ -138,6 +143,69 @@ func openTransports(o *options, server bool, addrs []string, log *slog.Logger) (
 		return fail(fmt.Errorf("--transport %q: nothing to listen on", o.transports))
 	}
 	return t, nil
+}
+
+// openQUIC opens a quic transport item. A server listens on UDP port 443
+// (quic) or the one given (quic://[HOST]:PORT); a client dials each
+// server address's host on port 443, or on PORT (quic://:PORT), or the
+// one server the item names (quic://HOST[:PORT]).
+func (t *transports) openQUIC(o *options, server bool, addrs []string, item, rest string, hasRest bool) error {
+	host, port := "", quic.DefaultPort
+	if hasRest {
+		h, p, err := net.SplitHostPort(rest)
+		if err != nil {
+			h = strings.TrimSuffix(strings.TrimPrefix(rest, "["), "]")
+		} else {
+			n, err := strconv.Atoi(p)
+			if err != nil || n < 0 || n > 65535 || n == 0 && !server {
+				return fmt.Errorf("--transport %q: %q is not a port (1-65535); use quic://[HOST]:PORT", item, p)
+			}
+			port = n
+		}
+		if strings.ContainsAny(h, "/?#@") {
+			return fmt.Errorf("--transport %q: use quic://[HOST][:PORT]", item)
+		}
+		host = h
+	}
+	if server {
+		if host == "" {
+			host = o.listen
+		}
+		s, err := quic.Listen(net.JoinHostPort(host, strconv.Itoa(port)), quic.ServerConfig{CertFile: o.quicCert, KeyFile: o.quicKey, ALPN: o.quicALPN})
+		if err != nil {
+			return fmt.Errorf("%w (is another process on UDP port %d? a server on both udp and quic needs two ports: quic listens on %d unless given as quic://:PORT)", err, port, quic.DefaultPort)
+		}
+		t.add(s, "quic "+s.Addr().String())
+		return nil
+	}
+	var targets []string
+	if host != "" {
+		targets = []string{net.JoinHostPort(host, strconv.Itoa(port))}
+	} else {
+		if len(addrs) == 0 {
+			return fmt.Errorf("client: %s needs the server's address, e.g. cab client --transport %s 192.0.2.1, or --transport quic://192.0.2.1:%d", item, item, port)
+		}
+		for _, addr := range addrs {
+			h, _, err := net.SplitHostPort(addr)
+			if err != nil {
+				h = strings.TrimSuffix(strings.TrimPrefix(addr, "["), "]")
+			}
+			if h == "" {
+				return fmt.Errorf("server address %q: no host", addr)
+			}
+			targets = append(targets, net.JoinHostPort(h, strconv.Itoa(port)))
+		}
+	}
+	for _, target := range targets {
+		c, err := quic.Dial(target, quic.ClientConfig{ALPN: o.quicALPN, ServerName: o.quicSNI, KeepAlive: o.keepalive})
+		if err != nil {
+			return err
+		}
+		remote := c.Remote()
+		t.add(c, remote.String())
+		t.dialers = append(t.dialers, &cab.Dialer{Conn: c, Resolve: func() (transport.Addr, error) { return remote, nil }})
+	}
+	return nil
 }
 
 func (t *transports) add(c transport.Conn, name string) {
