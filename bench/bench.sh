@@ -11,7 +11,7 @@
 # Environment:
 #   DURATION=8          seconds per iperf3 run
 #   BENCH_ONLY="..."    a subset of rows: veth vxlan cab-udp cab-nooffload
-#                       cab-tcp fastd openvpn
+#                       cab-tcp cab-quic fastd openvpn
 #   CAB_FLAGS="..."     extra flags for both cab sides
 set -euo pipefail
 
@@ -25,7 +25,7 @@ for tool in iperf3 ping python3 ip; do
 done
 
 DURATION=${DURATION:-8}
-ONLY=${BENCH_ONLY:-veth vxlan cab-udp cab-nooffload cab-tcp fastd openvpn}
+ONLY=${BENCH_ONLY:-veth vxlan cab-udp cab-nooffload cab-tcp cab-quic fastd openvpn}
 CAB_FLAGS=${CAB_FLAGS:-}
 tag=cb$$
 nsA=$tag-a nsB=$tag-b
@@ -174,6 +174,7 @@ cab_pair() {
 setup_cab-udp() { cab_pair "" ""; }
 setup_cab-nooffload() { cab_pair "--udp-gso off --udp-gro off" "--udp-gso off --udp-gro off"; }
 setup_cab-tcp() { cab_pair "--transport udp,tcp" "--transport tcp"; }
+setup_cab-quic() { cab_pair "--transport udp,quic" "--transport quic"; } # UDP/443
 
 setup_fastd() {
 	command -v fastd >/dev/null || return 1
@@ -236,6 +237,7 @@ run_row vxlan "setup failed"
 run_row cab-udp "cab did not come up"
 run_row cab-nooffload "cab did not come up"
 run_row cab-tcp "cab did not come up"
+run_row cab-quic "cab did not come up"
 run_row fastd "fastd missing or did not come up"
 run_row openvpn "openvpn missing or did not come up"
 
@@ -259,7 +261,7 @@ for r in "${rows[@]}"; do echo "$r"; done
 echo
 echo "| cab row | TCP×1 × fastd | TCP×1 % of VXLAN | Gbit/CPU s × fastd |"
 echo "|---|---|---|---|"
-for name in cab-udp cab-nooffload cab-tcp; do
+for name in cab-udp cab-nooffload cab-tcp cab-quic; do
 	[[ -n ${results[$name]:-} ]] || continue
 	echo "| $name | $(ratio "$name" fastd 1 '%.1f×') | $(ratio "$name" vxlan 1 '%.0f %%') | $(ratio "$name" fastd 2 '%.1f×') |"
 done

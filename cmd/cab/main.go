@@ -417,6 +417,9 @@ func runCable(args []string, server bool, stdout, stderr io.Writer) error {
 		return fmt.Errorf("--log-format %q: use text or json", o.logFormat)
 	}
 	log := newLogger(o, stderr)
+	// Libraries that write with the log package (quic-go warns that way
+	// of small UDP buffers) go through the same handler.
+	slog.SetDefault(log)
 	role := "client"
 	if server {
 		role = "server"
