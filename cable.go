@@ -1191,14 +1191,17 @@ func (c *Cable) timerLoop(ctx context.Context) {
 		if now.Sub(lastAge) >= time.Second {
 			lastAge = now
 			// The kernel's path MTU (ICMP too-big) is read again every
-			// pathMTURecheck; a path change reads it at once.
+			// pathMTURecheck; a path change reads it at once. A carrier
+			// that finds its own path MTU (QUIC: it grows after the
+			// handshake and starts again small when the client's address
+			// changes) is read every second.
 			recheck := now.Sub(lastMTU) >= pathMTURecheck
 			if recheck {
 				lastMTU = now
 			}
 			minWire := int64(0)
 			for _, p := range c.peerList() {
-				if recheck {
+				if pt := p.path.Load(); recheck || pt != nil && selfProbing(pt.conn) {
 					c.updateMTU(p)
 				}
 				p.reasm.expire(now.UnixNano(), c, p)

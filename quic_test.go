@@ -71,8 +71,37 @@ func TestCableOverQUIC(t *testing.T) {
 	if s := cconn.Stats(); s.TooLarge != 0 {
 		t.Errorf("client conn: %+v, want no packet over the datagram limit", s)
 	}
+	// quic-go's path MTU discovery grows the datagram limit; the cable
+	// follows it within a second or two.
+	grown := waitFor(5*time.Second, func() bool {
+		client.port.Inject(testFrame(0xaa, 0xbb, 99, 1000))
+		time.Sleep(20 * time.Millisecond)
+		return cconn.PathMTU(remote) > quic.DefaultPathMTU
+	})
+	if !grown {
+		t.Fatalf("the datagram limit stays at %d", cconn.PathMTU(remote))
+	}
+	if !waitFor(2500*time.Millisecond, func() bool { return client.cable.Status().Peers[0].WireMTU == cconn.PathMTU(remote) }) {
+		t.Errorf("the client's wire MTU stays at %d, the datagram limit is %d", client.cable.Status().Peers[0].WireMTU, cconn.PathMTU(remote))
+	}
+	for len(server.port.Frames()) > 0 {
+		<-server.port.Frames()
+	}
 	// The other way, a full-size frame.
 	f := testFrame(0xbb, 0xaa, 0, 1514)
 	server.port.Inject(f)
 	expectFrames(t, client.port, [][]byte{f})
+}
+
+func waitFor(d time.Duration, cond func() bool) bool {
+	deadline := time.Now().Add(d)
+	for {
+		if cond() {
+			return true
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }

@@ -10,7 +10,7 @@
 // MaxQueueDelay; a sender goroutine feeds quic-go's SendDatagram, which
 // blocks when its own queue is full, so WriteBatch never blocks the cable.
 // PathMTU reports the largest datagram that fits a QUIC packet now (about
-// 1240 bytes before quic-go's path MTU discovery, up to about 1410 after),
+// 1240 bytes before quic-go's path MTU discovery, about 1400 after),
 // and the cable cuts larger frames with its own fragmentation.
 package quic
 
@@ -46,7 +46,7 @@ const (
 	// DefaultPathMTU is what PathMTU says with no connection: the
 	// datagram payload of a connection that just finished its handshake
 	// with 1280-byte packets.
-	DefaultPathMTU = 1240
+	DefaultPathMTU = 1243
 	// MaxQueueDelay is how long a packet may wait to be sent; an older
 	// one is dropped and counted (an inner TCP must see loss, not delay).
 	MaxQueueDelay = 100 * time.Millisecond
