@@ -40,6 +40,21 @@ type Status struct {
 // Status returns a snapshot of the cable's peers and counters.
 func (c *Cable) Status() Status {
 	st := Status{Drops: dropMap(&c.drops), FDB: c.fdb.len(), MSSClamped: c.clamped.Load()}
+	for _, conn := range c.conns {
+		dc, ok := conn.(dropCounter)
+		if !ok {
+			continue
+		}
+		for reason, n := range dc.DropCounts() {
+			if n == 0 {
+				continue
+			}
+			if st.Drops == nil {
+				st.Drops = make(map[string]uint64)
+			}
+			st.Drops[transportName(conn)+"_"+reason] += n
+		}
+	}
 	c.fdb.mu.Lock()
 	macs := make(map[*peer]int)
 	for _, p := range c.peerList() {
@@ -107,4 +122,10 @@ func transportName(conn transport.Conn) string {
 // unknown).
 type rtter interface {
 	RTT(transport.Addr) time.Duration
+}
+
+// dropCounter is a conn that counts what it dropped, by reason
+// ("queue_full"); Status shows the counts prefixed with the scheme.
+type dropCounter interface {
+	DropCounts() map[string]uint64
 }

@@ -87,15 +87,15 @@ func TestQUICTransport(t *testing.T) {
 	}
 }
 
-// TestQUICFallback: the underlay drops UDP to the cab port but passes
-// UDP/443; a client with --transport udp,quic ends up on quic and the
-// cable works.
+// TestQUICFallback: the server's network passes no UDP but UDP/443 (so
+// not the cab port); a client with --transport udp,quic ends up on quic
+// and the cable works.
 func TestQUICFallback(t *testing.T) {
 	needNft(t)
 	a, b := newPair(t)
 	nft(t, a, "add", "table", "inet", "cabtest")
 	nft(t, a, "add", "chain", "inet", "cabtest", "in", "{ type filter hook input priority 0 ; }")
-	nft(t, a, "add", "rule", "inet", "cabtest", "in", "udp", "dport", port, "counter", "drop")
+	nft(t, a, "add", "rule", "inet", "cabtest", "in", "udp", "dport", "!=", "443", "counter", "drop")
 	psk := genkey(t, a.path("site.psk"))
 	srv := a.cab(t, "server", "-p", port, "-s", "tap:"+tapDev, "--psk", psk, "--transport", "udp,quic")
 	cli := b.cab(t, "client", "-s", "tap:"+tapDev, "--psk", psk, "--transport", "udp,quic", a.v4+":"+port)
@@ -357,6 +357,9 @@ func TestQUICIdleClients(t *testing.T) {
 	}
 	if ps := quicStatusOf(t, a); len(ps) != 1 || !ps[0].Up {
 		t.Errorf("server status %+v, want the one client, up", ps)
+	}
+	if st := statusJSON(t, a); st.Drops["quic_unused_conns"] != n {
+		t.Errorf("server status drops %v, want quic_unused_conns %d", st.Drops, n)
 	}
 	t.Logf("%d idle clients closed, the last %v after its handshake; pings %d of %d", closed, slowest.Round(100*time.Millisecond), got, sent)
 }

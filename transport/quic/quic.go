@@ -151,6 +151,19 @@ func (b *base) ProbesPathMTU() bool { return true }
 // Stats returns the counters.
 func (b *base) Stats() Stats { return b.ctr.stats() }
 
+// DropCounts returns the non-zero counters by reason, for cab status.
+func (b *base) DropCounts() map[string]uint64 {
+	s := b.ctr.stats()
+	m := map[string]uint64{}
+	for k, v := range map[string]uint64{"queue_full": s.QueueFull, "stale": s.Stale, "too_large": s.TooLarge,
+		"no_conn": s.NoConn, "bad_rx": s.BadRx, "unused_conns": s.Unused, "refused_conns": s.Refused} {
+		if v != 0 {
+			m[k] = v
+		}
+	}
+	return m
+}
+
 // Drops counts packets lost on the way out.
 func (b *base) Drops() uint64 {
 	s := b.ctr.stats()
