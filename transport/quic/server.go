@@ -120,6 +120,11 @@ func (s *Server) acceptLoop(ctx context.Context) {
 			if s.isClosed() || errors.Is(err, quic.ErrServerClosed) || ctx.Err() != nil {
 				return
 			}
+			select { // not expected: wait a little rather than spin
+			case <-time.After(50 * time.Millisecond):
+			case <-s.closed:
+				return
+			}
 			continue
 		}
 		if !qc.ConnectionState().SupportsDatagrams.Remote {
