@@ -87,6 +87,21 @@ func TestQUICTransport(t *testing.T) {
 	}
 }
 
+// TestQUICIPv6: the cable over QUIC on an IPv6 underlay.
+func TestQUICIPv6(t *testing.T) {
+	a, b := newPair(t)
+	psk := genkey(t, a.path("site.psk"))
+	srv := a.cab(t, "server", "-p", port, "-s", "tap:"+tapDev, "--psk", psk, "--transport", "quic")
+	cli := b.cab(t, "client", "-s", "tap:"+tapDev, "--psk", psk, "--transport", "quic", "["+a.v6+"]")
+	setupTap(t, a, srv, overlayA)
+	setupTap(t, b, cli, overlayB)
+	waitPeerUp(t, upTimeout, srv, cli)
+	checkPing(t, a, b)
+	if ps := quicStatusOf(t, a); len(ps) != 1 || !strings.HasPrefix(ps[0].Addr, "quic://["+b.v6+"]:") {
+		t.Errorf("server status %+v, want the client at quic://[%s]:PORT", ps, b.v6)
+	}
+}
+
 // TestQUICFallback: the server's network passes no UDP but UDP/443 (so
 // not the cab port); a client with --transport udp,quic ends up on quic
 // and the cable works.

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"fmt"
 	"io"
 	"net"
 	"path/filepath"
@@ -93,6 +94,20 @@ func TestQUICItems(t *testing.T) {
 		t.Errorf("server quic://127.0.0.1:0: %v", tr.names)
 	}
 	tr.close()
+	// udp and quic on one port: the error says they need two.
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := pc.LocalAddr().(*net.UDPAddr).Port
+	pc.Close()
+	o = &options{transports: fmt.Sprintf("udp,quic://:%d", p), port: p, listen: "127.0.0.1", name: "cabtest-x"}
+	if tr, err := openTransports(o, true, nil, nil); err == nil {
+		tr.close()
+		t.Errorf("udp and quic both on port %d: no error", p)
+	} else if !strings.Contains(err.Error(), "needs two ports") {
+		t.Errorf("udp and quic both on port %d: %v, want it to say they need two ports", p, err)
+	}
 	o = &options{transports: "quic://127.0.0.1:0", name: "cabtest-x", quicCert: "/etc/cab/cert.pem"}
 	if _, err := openTransports(o, true, nil, nil); err == nil || !strings.Contains(err.Error(), "key file") {
 		t.Errorf("--quic-cert without --quic-key: %v", err)
