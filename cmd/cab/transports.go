@@ -172,6 +172,9 @@ func (t *transports) openQUIC(o *options, server bool, addrs []string, item, res
 			host = o.listen
 		}
 		s, err := quic.Listen(net.JoinHostPort(host, strconv.Itoa(port)), quic.ServerConfig{CertFile: o.quicCert, KeyFile: o.quicKey, ALPN: o.quicALPN})
+		if errors.Is(err, os.ErrPermission) {
+			return fmt.Errorf("%w (UDP port %d needs root or CAP_NET_BIND_SERVICE; or pick a port above 1023 with quic://:PORT)", err, port)
+		}
 		if err != nil {
 			return fmt.Errorf("%w (is another process on UDP port %d? a server on both udp and quic needs two ports: quic listens on %d unless given as quic://:PORT)", err, port, quic.DefaultPort)
 		}
