@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -377,4 +378,30 @@ func TestQUICIdleClients(t *testing.T) {
 		t.Errorf("server status drops %v, want quic_unused_conns %d", st.Drops, n)
 	}
 	t.Logf("%d idle clients closed, the last %v after its handshake; pings %d of %d", closed, slowest.Round(100*time.Millisecond), got, sent)
+}
+
+// TestQUICServerRestart: a server killed with SIGKILL and started again
+// answers the client's old connection with a stateless reset (its reset
+// key comes from its cab key, so it survives the restart); the client
+// dials anew at once instead of waiting out QUIC's idle timeout.
+func TestQUICServerRestart(t *testing.T) {
+	a, b := newPair(t)
+	psk := genkey(t, a.path("site.psk"))
+	args := []string{"server", "-p", port, "-s", "tap:" + tapDev, "--psk", psk, "--transport", "quic"}
+	srv := a.cab(t, args...)
+	cli := b.cab(t, "client", "-s", "tap:"+tapDev, "--psk", psk, "--transport", "quic", a.v4)
+	setupTap(t, a, srv, overlayA)
+	setupTap(t, b, cli, overlayB)
+	waitPeerUp(t, upTimeout, srv, cli)
+	waitPing(t, upTimeout, b.ns, overlayA)
+
+	srv.signal(syscall.SIGKILL)
+	if !srv.wait(5 * time.Second) {
+		t.Fatal("server: no exit 5 s after SIGKILL")
+	}
+	began := time.Now()
+	srv = a.cab(t, args...)
+	setupTap(t, a, srv, overlayA)
+	waitPing(t, 20*time.Second, b.ns, overlayA)
+	t.Logf("client back %v after the server restarted", time.Since(began).Round(100*time.Millisecond))
 }

@@ -136,42 +136,43 @@ func pubkey(stdin io.Reader, stdout io.Writer) error {
 
 // options are the flags of server and client.
 type options struct {
-	port       int
-	listen     string
-	spec       string
-	pskFile    string
-	keyFile    string
-	allowFile  string
-	serverKey  string
-	stateDir   string
-	keepalive  time.Duration
-	isolate    bool
-	verbose    bool
-	logFormat  string
-	name       string
-	fdbAge     time.Duration
-	maxMACs    int
-	floodRate  int
-	bpdu       string
-	mssClamp   string
-	vdeShared  bool
-	mtu        string
-	udpGSO     string
-	udpGRO     string
-	transports string
-	quicCert   string
-	quicKey    string
-	quicALPN   string
-	quicSNI    string
-	sshCommand string
-	sshRemote  string
-	metrics    string
-	configFile string
-	peers      []cab.PeerConfig // from the configuration file
-	serverName string           // a client's name for its server
-	serverPeer cab.PeerConfig   // a client's server as its [[peer]] says (keepalive, allowed MACs)
-	setByFlag  map[string]bool  // flags given on the command line
-	peerPSKs   []peerPSK        // the PSK files of a server's peers, by index
+	port         int
+	listen       string
+	spec         string
+	pskFile      string
+	keyFile      string
+	allowFile    string
+	serverKey    string
+	stateDir     string
+	keepalive    time.Duration
+	isolate      bool
+	verbose      bool
+	logFormat    string
+	name         string
+	fdbAge       time.Duration
+	maxMACs      int
+	floodRate    int
+	bpdu         string
+	mssClamp     string
+	vdeShared    bool
+	mtu          string
+	udpGSO       string
+	udpGRO       string
+	transports   string
+	quicCert     string
+	quicKey      string
+	quicALPN     string
+	quicSNI      string
+	quicResetKey *[32]byte // a server's, from its cab key
+	sshCommand   string
+	sshRemote    string
+	metrics      string
+	configFile   string
+	peers        []cab.PeerConfig // from the configuration file
+	serverName   string           // a client's name for its server
+	serverPeer   cab.PeerConfig   // a client's server as its [[peer]] says (keepalive, allowed MACs)
+	setByFlag    map[string]bool  // flags given on the command line
+	peerPSKs     []peerPSK        // the PSK files of a server's peers, by index
 }
 
 // peerPSK is where a server's [[peer]] keeps its own PSK ("" for none).
@@ -496,6 +497,9 @@ func runCable(args []string, server bool, stdout, stderr io.Writer) error {
 		}
 	}
 	pub := cfg.PrivateKey.Public()
+	if server {
+		o.quicResetKey = quicResetKey(cfg.PrivateKey)
+	}
 
 	var addrs []string
 	if !server {

@@ -113,6 +113,8 @@ func changedField(a, b *options) string {
 		switch name {
 		case "peers", "serverKey", "serverName", "serverPeer", "setByFlag":
 			continue // what a reload changes
+		case "quicResetKey":
+			continue // derived from the key at the start, not a setting
 		}
 		// fmt reads unexported fields, which reflect's Interface may not.
 		if fmt.Sprintf("%#v", va.Field(i)) != fmt.Sprintf("%#v", vb.Field(i)) {

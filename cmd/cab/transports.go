@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"crypto/hkdf"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -12,6 +14,7 @@ import (
 	"strings"
 
 	"cab"
+	"cab/crypto"
 	"cab/transport"
 	"cab/transport/quic"
 	"cab/transport/stream"
@@ -171,7 +174,7 @@ func (t *transports) openQUIC(o *options, server bool, addrs []string, item, res
 		if host == "" {
 			host = o.listen
 		}
-		s, err := quic.Listen(net.JoinHostPort(host, strconv.Itoa(port)), quic.ServerConfig{CertFile: o.quicCert, KeyFile: o.quicKey, ALPN: o.quicALPN})
+		s, err := quic.Listen(net.JoinHostPort(host, strconv.Itoa(port)), quic.ServerConfig{CertFile: o.quicCert, KeyFile: o.quicKey, ALPN: o.quicALPN, ResetKey: o.quicResetKey})
 		if errors.Is(err, os.ErrPermission) {
 			return fmt.Errorf("%w (UDP port %d needs root or CAP_NET_BIND_SERVICE; or pick a port above 1023 with quic://:PORT)", err, port)
 		}
@@ -209,6 +212,16 @@ func (t *transports) openQUIC(o *options, server bool, addrs []string, item, res
 		t.dialers = append(t.dialers, &cab.Dialer{Conn: c, Resolve: func() (transport.Addr, error) { return remote, nil }})
 	}
 	return nil
+}
+
+// quicResetKey derives a server's QUIC stateless reset key from its cab
+// private key: the same after a restart, and telling nothing of the key.
+func quicResetKey(k crypto.PrivateKey) *[32]byte {
+	b, err := hkdf.Key(sha256.New, k[:], nil, "cab quic stateless reset key", 32)
+	if err != nil {
+		panic(err) // only for a length sha256 cannot give
+	}
+	return (*[32]byte)(b)
 }
 
 func (t *transports) add(c transport.Conn, name string) {

@@ -444,3 +444,44 @@ func waitFor(d time.Duration, cond func() bool) bool {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// TestStatelessReset: a server that vanished without closing its
+// connections and came back with the same ResetKey ends the client's old
+// connection at once with a stateless reset; with another key the client
+// cannot tell, and its dead connection stays until the idle timeout.
+func TestStatelessReset(t *testing.T) {
+	for _, same := range []bool{true, false} {
+		key := &[32]byte{1, 2, 3}
+		s, err := Listen("127.0.0.1:0", ServerConfig{ResetKey: key})
+		if err != nil {
+			t.Fatal(err)
+		}
+		addr := s.Addr().String()
+		c, err := Dial(addr, ClientConfig{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.WriteBatch([]transport.Packet{{B: []byte("one"), Addr: c.Remote()}})
+		read(t, s)
+		s.tr.Close() // gone without a word, as a killed process
+		s.pc.Close()
+		s.Close()
+		if !same {
+			key = &[32]byte{4, 5, 6}
+		}
+		s, err = Listen(addr, ServerConfig{ResetKey: key})
+		if err != nil {
+			t.Fatal(err)
+		}
+		reset := waitFor(3*time.Second, func() bool {
+			c.WriteBatch([]transport.Packet{{B: []byte("two"), Addr: c.Remote()}})
+			time.Sleep(50 * time.Millisecond)
+			return !c.Connected() || s.Conns() > 0
+		})
+		if reset != same {
+			t.Errorf("same key %v: the client's old connection ended within 3 s: %v (last error %v)", same, reset, c.LastError())
+		}
+		c.Close()
+		s.Close()
+	}
+}

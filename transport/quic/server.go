@@ -34,6 +34,11 @@ type ServerConfig struct {
 	UnusedTimeout     time.Duration // 0: DefaultUnusedTimeout
 	IdleTimeout       time.Duration // 0: DefaultIdleTimeout
 	MaxConns          int           // 0: MaxConns
+	// ResetKey makes the stateless reset tokens. One that stays the same
+	// across restarts (derived from the cable's key) lets a restarted
+	// server end its clients' old connections at once, so they dial
+	// again instead of waiting out the idle timeout. nil: a random one.
+	ResetKey *[32]byte
 }
 
 // Server is a transport.Conn that accepts QUIC connections on a UDP
@@ -87,7 +92,7 @@ func Serve(pc net.PacketConn, cfg ServerConfig) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	tr := &quic.Transport{Conn: pc}
+	tr := &quic.Transport{Conn: pc, StatelessResetKey: (*quic.StatelessResetKey)(cfg.ResetKey)}
 	ln, err := tr.Listen(tc, quicConfig(0))
 	if err != nil {
 		tr.Close()
