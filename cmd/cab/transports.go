@@ -98,7 +98,7 @@ func openTransports(o *options, server bool, addrs []string, log *slog.Logger) (
 				t.addClient(stream.DialTCP(hp))
 			}
 		case scheme == "quic":
-			if err := t.openQUIC(o, server, addrs, item, rest, hasRest); err != nil {
+			if err := t.openQUIC(o, server, addrs, item, rest, hasRest, log); err != nil {
 				return fail(err)
 			}
 		case scheme == "unix" && hasRest:
@@ -152,7 +152,7 @@ func openTransports(o *options, server bool, addrs []string, log *slog.Logger) (
 // (quic) or the one given (quic://[HOST]:PORT); a client dials each
 // server address's host on port 443, or on PORT (quic://:PORT), or the
 // one server the item names (quic://HOST[:PORT]).
-func (t *transports) openQUIC(o *options, server bool, addrs []string, item, rest string, hasRest bool) error {
+func (t *transports) openQUIC(o *options, server bool, addrs []string, item, rest string, hasRest bool, log *slog.Logger) error {
 	host, port := "", quic.DefaultPort
 	if hasRest {
 		h, p, err := net.SplitHostPort(rest)
@@ -203,7 +203,7 @@ func (t *transports) openQUIC(o *options, server bool, addrs []string, item, res
 		}
 	}
 	for _, target := range targets {
-		c, err := quic.Dial(target, quic.ClientConfig{ALPN: o.quicALPN, ServerName: o.quicSNI, KeepAlive: o.keepalive})
+		c, err := quic.Dial(target, quic.ClientConfig{ALPN: o.quicALPN, ServerName: o.quicSNI, KeepAlive: o.keepalive, Logger: log})
 		if err != nil {
 			return err
 		}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"fmt"
+	"log/slog"
 	"math/rand/v2"
 	"net"
 	"sync"
@@ -20,6 +21,7 @@ type ClientConfig struct {
 	ALPN       string        // TLS application protocol; "" is DefaultALPN
 	ServerName string        // TLS server name (SNI); "": the host of the address, unless an IP
 	KeepAlive  time.Duration // QUIC pings at most this far apart; 0 or more than 15 s: 15 s
+	Logger     *slog.Logger  // dial failures and connections; nil: none
 }
 
 // Client is a transport.Conn of one QUIC server, which it dials itself:
@@ -37,8 +39,11 @@ type Client struct {
 	ctx    context.Context
 	stop   context.CancelFunc
 
+	log     *slog.Logger
 	errMu   sync.Mutex
 	lastErr error
+	logged  string    // the dial error last logged
+	loggedT time.Time // and when
 }
 
 var _ transport.Conn = (*Client)(nil)
@@ -66,7 +71,10 @@ func Dial(remote string, cfg ClientConfig) (*Client, error) {
 		return nil, fmt.Errorf("quic client socket: %w", err)
 	}
 	c := &Client{base: newBase(), remote: remote, pc: pc, tr: &quic.Transport{Conn: pc},
-		tlsc: clientTLS(cfg.ServerName, cfg.ALPN), qconf: quicConfig(ka), want: make(chan struct{}, 1)}
+		tlsc: clientTLS(cfg.ServerName, cfg.ALPN), qconf: quicConfig(ka), want: make(chan struct{}, 1), log: cfg.Logger}
+	if c.log == nil {
+		c.log = slog.New(slog.DiscardHandler)
+	}
 	c.e = &end{name: remote, queue: newDropQueue(queuePackets)}
 	c.ctx, c.stop = context.WithCancel(context.Background())
 	c.wg.Add(1)
@@ -125,10 +133,13 @@ func (c *Client) dialLoop() {
 		qc, err := c.dial()
 		if err != nil {
 			c.setErr(err)
+			c.logDialError(err)
 			failures++
 			c.wake()
 			continue
 		}
+		c.logged = ""
+		c.log.Debug("quic connected", "server", c.remote, "addr", qc.RemoteAddr().String())
 		began := time.Now()
 		c.e.since.Store(began.UnixNano())
 		c.e.cur.Store(qc)
@@ -158,6 +169,16 @@ func (c *Client) dialLoop() {
 		if c.e.queue.len() > 0 {
 			c.wake()
 		}
+	}
+}
+
+// logDialError logs a failed dial: a new error at once, the same one
+// again at most once a minute.
+func (c *Client) logDialError(err error) {
+	now := time.Now()
+	if msg := err.Error(); msg != c.logged || now.Sub(c.loggedT) >= time.Minute {
+		c.logged, c.loggedT = msg, now
+		c.log.Warn("quic dial failed", "server", c.remote, "err", err)
 	}
 }
 

@@ -6,9 +6,12 @@ import (
 	"crypto/x509"
 	"encoding/pem"
 	"errors"
+	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
+	"sync"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -484,4 +487,48 @@ func TestStatelessReset(t *testing.T) {
 		c.Close()
 		s.Close()
 	}
+}
+
+// TestDialFailureLogged: a client whose server refuses its ALPN logs the
+// failure once, not at every redial, and keeps the error.
+func TestDialFailureLogged(t *testing.T) {
+	s, err := Listen("127.0.0.1:0", ServerConfig{ALPN: "cab/1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	var logs syncBuffer
+	c, err := Dial(s.Addr().String(), ClientConfig{Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	deadline := time.Now().Add(2 * time.Second)
+	for time.Now().Before(deadline) {
+		c.WriteBatch([]transport.Packet{{B: []byte("x"), Addr: c.Remote()}})
+		time.Sleep(20 * time.Millisecond)
+	}
+	if c.Connected() || c.LastError() == nil {
+		t.Fatalf("connected %v, last error %v; want a failed dial", c.Connected(), c.LastError())
+	}
+	if n := strings.Count(logs.String(), "quic dial failed"); n != 1 {
+		t.Errorf("%d dial failures logged in 2 s of redials, want 1:\n%s", n, logs.String())
+	}
+}
+
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
