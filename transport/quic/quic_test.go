@@ -532,3 +532,116 @@ func (b *syncBuffer) String() string {
 	defer b.mu.Unlock()
 	return b.buf.String()
 }
+
+// relay is a UDP relay between one client and a server, whose socket
+// towards the server can be replaced, as a NAT that rebinds.
+type relay struct {
+	front *net.UDPConn
+	srv   *net.UDPAddr
+	mu    sync.Mutex
+	back  *net.UDPConn
+	cli   *net.UDPAddr
+}
+
+func newRelay(t *testing.T, srv net.Addr) *relay {
+	t.Helper()
+	front, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &relay{front: front, srv: srv.(*net.UDPAddr)}
+	r.rebind(t)
+	go func() {
+		buf := make([]byte, 2048)
+		for {
+			n, from, err := front.ReadFromUDP(buf)
+			if err != nil {
+				return
+			}
+			r.mu.Lock()
+			r.cli = from
+			back := r.back
+			r.mu.Unlock()
+			back.WriteToUDP(buf[:n], r.srv)
+		}
+	}()
+	t.Cleanup(func() {
+		front.Close()
+		r.mu.Lock()
+		r.back.Close()
+		r.mu.Unlock()
+	})
+	return r
+}
+
+// rebind moves the relay to a new socket (a new source port) towards the
+// server; the old one is closed.
+func (r *relay) rebind(t *testing.T) {
+	t.Helper()
+	back, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.mu.Lock()
+	old := r.back
+	r.back = back
+	r.mu.Unlock()
+	if old != nil {
+		old.Close()
+	}
+	go func() {
+		buf := make([]byte, 2048)
+		for {
+			n, err := back.Read(buf)
+			if err != nil {
+				return
+			}
+			r.mu.Lock()
+			cli := r.cli
+			r.mu.Unlock()
+			if cli != nil {
+				r.front.WriteToUDP(buf[:n], cli)
+			}
+		}
+	}()
+}
+
+// TestNATRebinding: the client's source port changes under a connection;
+// the server follows it on the same connection, so its Addr for the
+// client stays the same (the cable sees no new path) while Addr.String
+// shows the new port.
+func TestNATRebinding(t *testing.T) {
+	s, err := Listen("127.0.0.1:0", ServerConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	r := newRelay(t, s.Addr())
+	c, err := Dial(r.front.LocalAddr().String(), ClientConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.WriteBatch([]transport.Packet{{B: []byte("before"), Addr: c.Remote()}})
+	p := read(t, s)
+	first, before := p.Addr, p.Addr.String()
+	r.rebind(t)
+	var after transport.Packet
+	ok := waitFor(5*time.Second, func() bool {
+		c.WriteBatch([]transport.Packet{{B: []byte("after"), Addr: c.Remote()}})
+		after = read(t, s)
+		return after.Addr.String() != before
+	})
+	if !ok {
+		t.Fatalf("the server's Addr stays %s after the client's port changed", before)
+	}
+	if after.Addr != first || s.Conns() != 1 {
+		t.Errorf("after the port change: Addr %v (was %v), %d connections; want the same Addr, one connection", after.Addr, before, s.Conns())
+	}
+	// The server's answers reach the client at its new port.
+	s.WriteBatch([]transport.Packet{{B: []byte("answer"), Addr: after.Addr}})
+	if p := read(t, c); string(p.B) != "answer" {
+		t.Fatalf("client got %q", p.B)
+	}
+	t.Logf("server's Addr moved from %s to %s", before, after.Addr)
+}
