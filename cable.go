@@ -1285,14 +1285,17 @@ func (c *Cable) timerLoop(ctx context.Context) {
 		if now.Sub(lastAge) >= time.Second {
 			lastAge = now
 			// The kernel's path MTU (ICMP too-big) is read again every
-			// pathMTURecheck; a path change reads it at once.
+			// pathMTURecheck; a path change reads it at once. A carrier
+			// that finds its own path MTU (QUIC: it grows after the
+			// handshake and starts again small when the client's address
+			// changes) is read every second.
 			recheck := now.Sub(lastMTU) >= pathMTURecheck
 			if recheck {
 				lastMTU = now
 			}
 			minWire := int64(0)
 			for _, p := range c.peerList() {
-				if recheck {
+				if pt := p.path.Load(); recheck || pt != nil && selfProbing(pt.conn) {
 					c.updateMTU(p)
 				}
 				p.reasm.expire(now.UnixNano(), c, p)
@@ -1505,6 +1508,18 @@ type pathMTUer interface {
 	PathMTU(transport.Addr) int
 }
 
+// selfProber is a conn whose PathMTU the carrier has confirmed itself
+// (QUIC's path MTU discovery raises its datagram limit only for sizes the
+// peer acknowledged), so cab's own probes would add nothing.
+type selfProber interface {
+	ProbesPathMTU() bool
+}
+
+func selfProbing(conn transport.Conn) bool {
+	sp, ok := conn.(selfProber)
+	return ok && sp.ProbesPathMTU()
+}
+
 // updateMTU sets p's wire MTU from its path: the conn's MaxPacket, lowered
 // to the path MTU that the OS knows (interface MTU, ICMP too-big), or to
 // what fits a 1500-byte underlay when the OS does not say.
@@ -1515,7 +1530,7 @@ func (c *Cable) updateMTU(p *peer) {
 	}
 	wire := c.kernelWire(pt)
 	p.mu.Lock()
-	if l := p.probe.limit; l > 0 && l < wire {
+	if l := p.probe.limit; l > 0 && l < wire && !selfProbing(pt.conn) {
 		wire = l // a black hole below what the kernel believes
 	}
 	p.mu.Unlock()

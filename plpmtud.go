@@ -45,7 +45,7 @@ type probeState struct {
 // probeTimers sends the next probe for p, or steps the size down, when due.
 func (c *Cable) probeTimers(p *peer, now time.Time) {
 	s, pt := p.cur.Load(), p.path.Load()
-	if s == nil || pt == nil || !p.up.Load() {
+	if s == nil || pt == nil || !p.up.Load() || selfProbing(pt.conn) {
 		return
 	}
 	kernel := c.kernelWire(pt)

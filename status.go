@@ -17,6 +17,7 @@ type PeerStatus struct {
 	LastHandshake time.Time         `json:"last_handshake,omitzero"`
 	Handshakes    uint64            `json:"handshakes"`
 	Cipher        string            `json:"cipher,omitempty"`
+	RTT           time.Duration     `json:"rtt_ns,omitempty"`  // round-trip time, from transports that measure it
 	WireMTU       int               `json:"wire_mtu"`          // largest packet on the path
 	Fragmented    uint64            `json:"fragmented_frames"` // frames sent in fragments
 	RxFrames      uint64            `json:"rx_frames"`
@@ -39,6 +40,21 @@ type Status struct {
 // Status returns a snapshot of the cable's peers and counters.
 func (c *Cable) Status() Status {
 	st := Status{Drops: dropMap(&c.drops), FDB: c.fdb.len(), MSSClamped: c.clamped.Load()}
+	for _, conn := range c.conns {
+		dc, ok := conn.(dropCounter)
+		if !ok {
+			continue
+		}
+		for reason, n := range dc.DropCounts() {
+			if n == 0 {
+				continue
+			}
+			if st.Drops == nil {
+				st.Drops = make(map[string]uint64)
+			}
+			st.Drops[transportName(conn)+"_"+reason] += n
+		}
+	}
 	c.fdb.mu.Lock()
 	macs := make(map[*peer]int)
 	for _, p := range c.peerList() {
@@ -69,6 +85,9 @@ func (c *Cable) Status() Status {
 		if pt := p.path.Load(); pt != nil {
 			ps.Addr = pt.addr.String()
 			ps.Transport = transportName(pt.conn)
+			if r, ok := pt.conn.(rtter); ok {
+				ps.RTT = r.RTT(pt.addr)
+			}
 		}
 		if s := p.cur.Load(); s != nil {
 			ps.Cipher = s.Cipher().String()
@@ -97,4 +116,16 @@ func transportName(conn transport.Conn) string {
 		return s.Scheme()
 	}
 	return ""
+}
+
+// rtter is a conn that measures the round-trip time to an addr (0:
+// unknown).
+type rtter interface {
+	RTT(transport.Addr) time.Duration
+}
+
+// dropCounter is a conn that counts what it dropped, by reason
+// ("queue_full"); Status shows the counts prefixed with the scheme.
+type dropCounter interface {
+	DropCounts() map[string]uint64
 }

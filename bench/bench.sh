@@ -11,7 +11,7 @@
 # Environment:
 #   DURATION=8          seconds per iperf3 run
 #   BENCH_ONLY="..."    a subset of rows: veth vxlan cab-udp cab-workers
-#                       cab-nooffload cab-tcp cab-ssh fastd openvpn
+#                       cab-nooffload cab-tcp cab-ssh cab-quic fastd openvpn
 #   CAB_FLAGS="..."     extra flags for both cab sides
 set -euo pipefail
 
@@ -25,7 +25,7 @@ for tool in iperf3 ping python3 ip; do
 done
 
 DURATION=${DURATION:-8}
-ONLY=${BENCH_ONLY:-veth vxlan cab-udp cab-workers cab-nooffload cab-tcp cab-ssh fastd openvpn}
+ONLY=${BENCH_ONLY:-veth vxlan cab-udp cab-workers cab-nooffload cab-tcp cab-ssh cab-quic fastd openvpn}
 CAB_FLAGS=${CAB_FLAGS:-}
 tag=cb$$
 nsA=$tag-a nsB=$tag-b
@@ -187,6 +187,7 @@ setup_cab-udp() { cab_pair "" ""; }
 setup_cab-workers() { cab_pair "--crypto-workers 1" "--crypto-workers 1"; }
 setup_cab-nooffload() { cab_pair "--udp-gso off --udp-gro off" "--udp-gso off --udp-gro off"; }
 setup_cab-tcp() { cab_pair "--transport udp,tcp" "--transport tcp"; }
+setup_cab-quic() { cab_pair "--transport udp,quic" "--transport quic"; } # UDP/443
 
 # cab over the SSH transport: sshd in A (a fresh host key, a key forced to
 # `cab pipe`), the client's ssh in B.
@@ -278,6 +279,7 @@ run_row cab-workers "cab did not come up"
 run_row cab-nooffload "cab did not come up"
 run_row cab-tcp "cab did not come up"
 run_row cab-ssh "sshd missing or cab did not come up"
+run_row cab-quic "cab did not come up"
 run_row fastd "fastd missing or did not come up"
 run_row openvpn "openvpn missing or did not come up"
 
@@ -301,7 +303,7 @@ for r in "${rows[@]}"; do echo "$r"; done
 echo
 echo "| cab row | TCP×1 × fastd | TCP×1 % of VXLAN | Gbit/CPU s × fastd |"
 echo "|---|---|---|---|"
-for name in cab-udp cab-workers cab-nooffload cab-tcp cab-ssh; do
+for name in cab-udp cab-workers cab-nooffload cab-tcp cab-ssh cab-quic; do
 	[[ -n ${results[$name]:-} ]] || continue
 	echo "| $name | $(ratio "$name" fastd 1 '%.1f×') | $(ratio "$name" vxlan 1 '%.0f %%') | $(ratio "$name" fastd 2 '%.1f×') |"
 done

@@ -158,7 +158,7 @@ func TestSettingNames(t *testing.T) {
 	for i := range v.NumField() {
 		name := v.Field(i).Name
 		switch name {
-		case "peers", "serverKey", "serverName", "serverPeer", "setByFlag", "configFile", "peerPSKs":
+		case "peers", "serverKey", "serverName", "serverPeer", "setByFlag", "configFile", "peerPSKs", "quicResetKey":
 			continue
 		}
 		if _, ok := settingNames[name]; !ok {

@@ -30,6 +30,7 @@ import (
 	"cab"
 	"cab/bridgeif"
 	"cab/crypto"
+	"cab/transport/quic"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -135,39 +136,44 @@ func pubkey(stdin io.Reader, stdout io.Writer) error {
 
 // options are the flags of server and client.
 type options struct {
-	port       int
-	listen     string
-	spec       string
-	pskFile    string
-	keyFile    string
-	allowFile  string
-	serverKey  string
-	stateDir   string
-	keepalive  time.Duration
-	isolate    bool
-	verbose    bool
-	logFormat  string
-	name       string
-	fdbAge     time.Duration
-	maxMACs    int
-	floodRate  int
-	bpdu       string
-	mssClamp   string
-	vdeShared  bool
-	mtu        string
-	udpGSO     string
-	udpGRO     string
-	workers    string
-	transports string
-	sshCommand string
-	sshRemote  string
-	metrics    string
-	configFile string
-	peers      []cab.PeerConfig // from the configuration file
-	serverName string           // a client's name for its server
-	serverPeer cab.PeerConfig   // a client's server as its [[peer]] says (keepalive, allowed MACs)
-	setByFlag  map[string]bool  // flags given on the command line
-	peerPSKs   []peerPSK        // the PSK files of a server's peers, by index
+	port         int
+	listen       string
+	spec         string
+	pskFile      string
+	keyFile      string
+	allowFile    string
+	serverKey    string
+	stateDir     string
+	keepalive    time.Duration
+	isolate      bool
+	verbose      bool
+	logFormat    string
+	name         string
+	fdbAge       time.Duration
+	maxMACs      int
+	floodRate    int
+	bpdu         string
+	mssClamp     string
+	vdeShared    bool
+	mtu          string
+	udpGSO       string
+	udpGRO       string
+	workers      string
+	transports   string
+	quicCert     string
+	quicKey      string
+	quicALPN     string
+	quicSNI      string
+	quicResetKey *[32]byte // a server's, from its cab key
+	sshCommand   string
+	sshRemote    string
+	metrics      string
+	configFile   string
+	peers        []cab.PeerConfig // from the configuration file
+	serverName   string           // a client's name for its server
+	serverPeer   cab.PeerConfig   // a client's server as its [[peer]] says (keepalive, allowed MACs)
+	setByFlag    map[string]bool  // flags given on the command line
+	peerPSKs     []peerPSK        // the PSK files of a server's peers, by index
 }
 
 // peerPSK is where a server's [[peer]] keeps its own PSK ("" for none).
@@ -212,8 +218,11 @@ func parseFlags(args []string, server bool, stderr io.Writer) (*options, []strin
 	fs.StringVar(&o.udpGSO, "udp-gso", "on", "UDP segmentation offload (one send for a run of packets), where the kernel has it: on or off")
 	fs.StringVar(&o.udpGRO, "udp-gro", "on", "UDP receive offload (the kernel glues datagrams), where the kernel has it: on or off")
 	fs.StringVar(&o.workers, "crypto-workers", "auto", "goroutines that help seal and open large batches, frames kept in order: auto (one fewer than the cores from 4 cores up, none below) or a number (0: none)")
+	fs.StringVar(&o.quicALPN, "quic-alpn", quic.DefaultALPN, "TLS application `protocol` that quic offers; both ends must agree (h3 looks like HTTP/3)")
 	if server {
-		fs.StringVar(&o.transports, "transport", "udp", "`list` of transports to listen on, comma-separated: udp, tcp (on the -p port), unix:///PATH; SSH clients always reach the server through "+controlDir+"/NAME.pipe")
+		fs.StringVar(&o.transports, "transport", "udp", "`list` of transports to listen on, comma-separated: udp, tcp (on the -p port), quic (UDP port 443; quic://:PORT for another), unix:///PATH; SSH clients always reach the server through "+controlDir+"/NAME.pipe")
+		fs.StringVar(&o.quicCert, "quic-cert", "", "TLS certificate `file` (PEM) that quic shows; default: a self-signed one (cab's own handshake authenticates the peers)")
+		fs.StringVar(&o.quicKey, "quic-key", "", "the private key `file` (PEM) of --quic-cert")
 		fs.IntVar(&o.port, "p", cab.DefaultPort, "UDP and TCP `port` to listen on")
 		fs.StringVar(&o.listen, "l", "", "`address` to listen on (default: all, IPv4 and IPv6)")
 		fs.StringVar(&o.allowFile, "allow", "", "`file` of allowed client public keys, one per line with an optional name (default without --psk: STATE_DIR/clients.txt)")
@@ -226,7 +235,8 @@ func parseFlags(args []string, server bool, stderr io.Writer) (*options, []strin
 	} else {
 		fs.StringVar(&o.serverKey, "server-key", "", "the server's public `key` (printed by the server at start; not needed with --psk alone)")
 		fs.DurationVar(&o.keepalive, "keepalive", cab.DefaultKeepalive, "keepalive interval (keeps NAT mappings open)")
-		fs.StringVar(&o.transports, "transport", "udp", "`list` of transports, tried in order when handshakes over one do not complete: udp, tcp, ssh://[USER@]HOST[:PORT], unix:///PATH")
+		fs.StringVar(&o.transports, "transport", "udp", "`list` of transports, tried in order when handshakes over one do not complete: udp, quic (the server's UDP port 443), quic://[HOST][:PORT], tcp, ssh://[USER@]HOST[:PORT], unix:///PATH")
+		fs.StringVar(&o.quicSNI, "quic-sni", "", "TLS server `name` that quic sends (default: the server's host name, none for an address)")
 		fs.StringVar(&o.sshCommand, "ssh-command", "ssh -T -o BatchMode=yes -o ServerAliveInterval=10 -o ServerAliveCountMax=3", "the ssh `command` and its options, for ssh:// transports")
 		fs.StringVar(&o.sshRemote, "ssh-remote", "cab pipe", "the `command` ssh runs on the server's host (a forced-command key ignores it)")
 	}
@@ -410,6 +420,9 @@ func runCable(args []string, server bool, stdout, stderr io.Writer) error {
 		return fmt.Errorf("--log-format %q: use text or json", o.logFormat)
 	}
 	log := newLogger(o, stderr)
+	// Libraries that write with the log package (quic-go warns that way
+	// of small UDP buffers) go through the same handler.
+	slog.SetDefault(log)
 	role := "client"
 	if server {
 		role = "server"
@@ -497,6 +510,9 @@ func runCable(args []string, server bool, stdout, stderr io.Writer) error {
 		}
 	}
 	pub := cfg.PrivateKey.Public()
+	if server {
+		o.quicResetKey = quicResetKey(cfg.PrivateKey)
+	}
 
 	var addrs []string
 	if !server {
@@ -789,7 +805,7 @@ func printStatus(w io.Writer, st *cab.Status) {
 			state = "up"
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%d\t%d\t%d\t%s\n",
-			p.Name, p.PublicKey[:8], state, dash(p.Addr), dash(p.Transport), ago(p.UpSince), ago(p.LastHandshake),
+			p.Name, p.PublicKey[:8], state, dash(p.Addr), transportCell(p), ago(p.UpSince), ago(p.LastHandshake),
 			p.RxFrames, p.RxBytes, p.TxFrames, p.TxBytes, p.MACs, dropString(p.Drops))
 	}
 	tw.Flush()
@@ -797,6 +813,15 @@ func printStatus(w io.Writer, st *cab.Status) {
 		fmt.Fprintf(w, "dropped before a peer was known: %s\n", dropString(st.Drops))
 	}
 	fmt.Fprintf(w, "MAC table: %d entries\n", st.FDB)
+}
+
+// transportCell is the TRANSPORT column: the transport, and its
+// round-trip time when it measures one ("quic rtt=1.2ms").
+func transportCell(p cab.PeerStatus) string {
+	if p.RTT > 0 && p.Transport != "" {
+		return p.Transport + " rtt=" + p.RTT.Round(10*time.Microsecond).String()
+	}
+	return dash(p.Transport)
 }
 
 func dash(s string) string {

@@ -113,6 +113,8 @@ func changedField(a, b *options) string {
 		switch name {
 		case "peers", "serverKey", "serverName", "serverPeer", "setByFlag":
 			continue // what a reload changes
+		case "quicResetKey":
+			continue // derived from the key at the start, not a setting
 		}
 		// fmt reads unexported fields, which reflect's Interface may not.
 		if fmt.Sprintf("%#v", va.Field(i)) != fmt.Sprintf("%#v", vb.Field(i)) {
@@ -132,7 +134,8 @@ var settingNames = map[string]string{
 	"isolate": "isolate", "fdbAge": "fdb_age", "maxMACs": "max_macs", "floodRate": "flood_rate", "bpdu": "bpdu",
 	"mssClamp": "mss_clamp", "mtu": "mtu", "udpGSO": "udp_gso", "udpGRO": "udp_gro", "workers": "crypto_workers", "metrics": "metrics",
 	"name": "name", "logFormat": "log_format", "verbose": "verbose (-v)", "vdeShared": "vde_shared_port",
-	"sshCommand": "ssh_command", "sshRemote": "ssh_remote",
+	"sshCommand": "ssh_command", "sshRemote": "ssh_remote", "quicCert": "quic_cert", "quicKey": "quic_key",
+	"quicALPN": "quic_alpn", "quicSNI": "quic_sni",
 }
 
 // monotonicUsec is CLOCK_MONOTONIC in microseconds, which systemd wants

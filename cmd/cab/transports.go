@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"crypto/hkdf"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -12,7 +14,9 @@ import (
 	"strings"
 
 	"cab"
+	"cab/crypto"
 	"cab/transport"
+	"cab/transport/quic"
 	"cab/transport/stream"
 	"cab/transport/udp"
 )
@@ -36,7 +40,7 @@ func (t *transports) close() {
 // openTransports opens the --transport list: listeners for a server (and
 // always the pipe socket that `cab pipe` reaches over SSH), dialers for a
 // client, which dials each of addrs (HOST[:PORT]) over udp, then each over
-// tcp, and so on down the list.
+// quic (port 443), then each over tcp, and so on down the list.
 func openTransports(o *options, server bool, addrs []string, log *slog.Logger) (*transports, error) {
 	t := &transports{}
 	fail := func(err error) (*transports, error) {
@@ -93,6 +97,10 @@ func openTransports(o *options, server bool, addrs []string, log *slog.Logger) (
 				}
 				t.addClient(stream.DialTCP(hp))
 			}
+		case scheme == "quic":
+			if err := t.openQUIC(o, server, addrs, item, rest, hasRest, log); err != nil {
+				return fail(err)
+			}
 		case scheme == "unix" && hasRest:
 			path := rest
 			if !strings.HasPrefix(path, "/") {
@@ -115,9 +123,9 @@ func openTransports(o *options, server bool, addrs []string, log *slog.Logger) (
 			t.addClient(stream.DialCommand("ssh", rest, argv[0], argv[1:]...))
 		default:
 			if server {
-				return fail(fmt.Errorf("--transport %q: a server listens on udp, tcp and unix:///PATH (SSH clients come through the pipe socket)", item))
+				return fail(fmt.Errorf("--transport %q: a server listens on udp, quic[://[HOST]:PORT], tcp and unix:///PATH (SSH clients come through the pipe socket)", item))
 			}
-			return fail(fmt.Errorf("--transport %q: use udp, tcp, ssh://[USER@]HOST[:PORT] or unix:///PATH", item))
+			return fail(fmt.Errorf("--transport %q: use udp, quic[://[HOST][:PORT]], tcp, ssh://[USER@]HOST[:PORT] or unix:///PATH", item))
 		}
 	}
 	if server {
@@ -138,6 +146,82 @@ func openTransports(o *options, server bool, addrs []string, log *slog.Logger) (
 		return fail(fmt.Errorf("--transport %q: nothing to listen on", o.transports))
 	}
 	return t, nil
+}
+
+// openQUIC opens a quic transport item. A server listens on UDP port 443
+// (quic) or the one given (quic://[HOST]:PORT); a client dials each
+// server address's host on port 443, or on PORT (quic://:PORT), or the
+// one server the item names (quic://HOST[:PORT]).
+func (t *transports) openQUIC(o *options, server bool, addrs []string, item, rest string, hasRest bool, log *slog.Logger) error {
+	host, port := "", quic.DefaultPort
+	if hasRest {
+		h, p, err := net.SplitHostPort(rest)
+		if err != nil {
+			h = strings.TrimSuffix(strings.TrimPrefix(rest, "["), "]")
+		} else {
+			n, err := strconv.Atoi(p)
+			if err != nil || n < 0 || n > 65535 || n == 0 && !server {
+				return fmt.Errorf("--transport %q: %q is not a port (1-65535); use quic://[HOST]:PORT", item, p)
+			}
+			port = n
+		}
+		if strings.ContainsAny(h, "/?#@") {
+			return fmt.Errorf("--transport %q: use quic://[HOST][:PORT]", item)
+		}
+		host = h
+	}
+	if server {
+		if host == "" {
+			host = o.listen
+		}
+		s, err := quic.Listen(net.JoinHostPort(host, strconv.Itoa(port)), quic.ServerConfig{CertFile: o.quicCert, KeyFile: o.quicKey, ALPN: o.quicALPN, ResetKey: o.quicResetKey})
+		if errors.Is(err, os.ErrPermission) {
+			return fmt.Errorf("%w (UDP port %d needs root or CAP_NET_BIND_SERVICE; or pick a port above 1023 with quic://:PORT)", err, port)
+		}
+		if err != nil {
+			return fmt.Errorf("%w (is another process on UDP port %d? a server on both udp and quic needs two ports: quic listens on %d unless given as quic://:PORT)", err, port, quic.DefaultPort)
+		}
+		t.add(s, "quic "+s.Addr().String())
+		return nil
+	}
+	var targets []string
+	if host != "" {
+		targets = []string{net.JoinHostPort(host, strconv.Itoa(port))}
+	} else {
+		if len(addrs) == 0 {
+			return fmt.Errorf("client: %s needs the server's address, e.g. cab client --transport %s 192.0.2.1, or --transport quic://192.0.2.1:%d", item, item, port)
+		}
+		for _, addr := range addrs {
+			h, _, err := net.SplitHostPort(addr)
+			if err != nil {
+				h = strings.TrimSuffix(strings.TrimPrefix(addr, "["), "]")
+			}
+			if h == "" {
+				return fmt.Errorf("server address %q: no host", addr)
+			}
+			targets = append(targets, net.JoinHostPort(h, strconv.Itoa(port)))
+		}
+	}
+	for _, target := range targets {
+		c, err := quic.Dial(target, quic.ClientConfig{ALPN: o.quicALPN, ServerName: o.quicSNI, KeepAlive: o.keepalive, Logger: log})
+		if err != nil {
+			return err
+		}
+		remote := c.Remote()
+		t.add(c, remote.String())
+		t.dialers = append(t.dialers, &cab.Dialer{Conn: c, Resolve: func() (transport.Addr, error) { return remote, nil }})
+	}
+	return nil
+}
+
+// quicResetKey derives a server's QUIC stateless reset key from its cab
+// private key: the same after a restart, and telling nothing of the key.
+func quicResetKey(k crypto.PrivateKey) *[32]byte {
+	b, err := hkdf.Key(sha256.New, k[:], nil, "cab quic stateless reset key", 32)
+	if err != nil {
+		panic(err) // only for a length sha256 cannot give
+	}
+	return (*[32]byte)(b)
 }
 
 func (t *transports) add(c transport.Conn, name string) {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"fmt"
 	"io"
 	"net"
 	"path/filepath"
@@ -37,16 +38,79 @@ func TestTransportListErrors(t *testing.T) {
 		list   string
 		want   string
 	}{
-		{false, "udp,quic", "use udp, tcp, ssh://"},
+		{false, "udp,quick", "use udp, quic[://[HOST][:PORT]], tcp, ssh://"},
+		{false, "quic://:99999", "not a port"},
+		{false, "quic://:0", "not a port"},
+		{false, "quic://host/path", "use quic://[HOST][:PORT]"},
+		{true, "quic://127.0.0.1:x", "not a port"},
 		{false, "tcp,tcp", "twice"},
 		{false, "unix://relative", "unix:///ABSOLUTE/PATH"},
-		{true, "ssh://host", "a server listens on udp, tcp and unix:///PATH"},
+		{true, "ssh://host", "a server listens on udp, quic[://[HOST]:PORT], tcp and unix:///PATH"},
 	} {
 		o := &options{transports: c.list, name: "cabtest-x", listen: "127.0.0.1"}
 		_, err := openTransports(o, c.server, []string{"127.0.0.1:1"}, nil)
 		if err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("server=%v %q: %v, want %q", c.server, c.list, err, c.want)
 		}
+	}
+}
+
+// TestQUICItems: where quic items listen and what they dial.
+func TestQUICItems(t *testing.T) {
+	for _, c := range []struct {
+		list  string
+		addrs []string
+		want  string
+	}{
+		{"quic", []string{"192.0.2.1:6666", "[2001:db8::1]", "gw.example.net"}, "quic://192.0.2.1:443 quic://[2001:db8::1]:443 quic://gw.example.net:443"},
+		{"udp,quic://:8443", []string{"192.0.2.1"}, "udp quic://192.0.2.1:8443"},
+		{"quic://gw.example.net", nil, "quic://gw.example.net:443"},
+		{"quic://[2001:db8::2]:4433", []string{"192.0.2.1"}, "quic://[2001:db8::2]:4433"},
+	} {
+		o := &options{transports: c.list, name: "cabtest-x", listen: "127.0.0.1"}
+		tr, err := openTransports(o, false, c.addrs, nil)
+		if err != nil {
+			t.Errorf("%q %v: %v", c.list, c.addrs, err)
+			continue
+		}
+		var got []string
+		for _, n := range tr.names {
+			got = append(got, strings.Fields(n)[0])
+		}
+		if strings.Join(got, " ") != c.want || len(tr.dialers) != len(got) {
+			t.Errorf("%q %v: %v with %d dialers, want %s", c.list, c.addrs, got, len(tr.dialers), c.want)
+		}
+		tr.close()
+	}
+	if _, err := openTransports(&options{transports: "quic", name: "cabtest-x"}, false, nil, nil); err == nil || !strings.Contains(err.Error(), "needs the server's address") {
+		t.Errorf("quic without an address: %v", err)
+	}
+	o := &options{transports: "quic://127.0.0.1:0", name: "cabtest-x"}
+	tr, err := openTransports(o, true, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(tr.conns) < 1 || !strings.HasPrefix(tr.names[0], "quic 127.0.0.1:") {
+		t.Errorf("server quic://127.0.0.1:0: %v", tr.names)
+	}
+	tr.close()
+	// udp and quic on one port: the error says they need two.
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := pc.LocalAddr().(*net.UDPAddr).Port
+	pc.Close()
+	o = &options{transports: fmt.Sprintf("udp,quic://:%d", p), port: p, listen: "127.0.0.1", name: "cabtest-x"}
+	if tr, err := openTransports(o, true, nil, nil); err == nil {
+		tr.close()
+		t.Errorf("udp and quic both on port %d: no error", p)
+	} else if !strings.Contains(err.Error(), "needs two ports") {
+		t.Errorf("udp and quic both on port %d: %v, want it to say they need two ports", p, err)
+	}
+	o = &options{transports: "quic://127.0.0.1:0", name: "cabtest-x", quicCert: "/etc/cab/cert.pem"}
+	if _, err := openTransports(o, true, nil, nil); err == nil || !strings.Contains(err.Error(), "key file") {
+		t.Errorf("--quic-cert without --quic-key: %v", err)
 	}
 }
 

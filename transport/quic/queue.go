@@ -1,0 +1,84 @@
+package quic
+
+import (
+	"errors"
+	"sync"
+	"time"
+
+	"github.com/quic-go/quic-go"
+)
+
+// dropQueue is a bounded queue of packets for one connection, drained by
+// one sender. put never blocks: a full queue loses the packet. A packet
+// that waited longer than MaxQueueDelay by the time the sender takes it is
+// dropped, so a sender stuck in SendDatagram (quic-go's own queue of 32
+// is full while the congestion window is) turns a backlog into loss.
+type dropQueue struct {
+	ch chan queued
+}
+
+type queued struct {
+	b  []byte
+	at int64 // when it was queued, unix nanoseconds
+}
+
+func newDropQueue(n int) *dropQueue { return &dropQueue{ch: make(chan queued, n)} }
+
+var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, MaxPacket); return &b }}
+
+// put queues a copy of p, queued at now; false when the queue was full.
+func (q *dropQueue) put(p []byte, now int64) bool {
+	bp := bufPool.Get().(*[]byte)
+	b := append((*bp)[:0], p...)
+	select {
+	case q.ch <- queued{b: b, at: now}:
+		return true
+	default:
+		putBuf(b)
+		return false
+	}
+}
+
+func putBuf(b []byte) {
+	if cap(b) >= MaxPacket && cap(b) <= 2*MaxPacket {
+		b = b[:0]
+		bufPool.Put(&b)
+	}
+}
+
+// len returns how many packets wait.
+func (q *dropQueue) len() int { return len(q.ch) }
+
+// drain sends queued packets with send until done or closed is closed, or
+// send fails for a reason other than a datagram too large. since is when
+// the connection came up: a packet queued before it is judged from then,
+// unless it was queued more than pendingMax before.
+func (q *dropQueue) drain(done, closed <-chan struct{}, since int64, ctr *counters, send func([]byte) error) {
+	for {
+		var p queued
+		select {
+		case p = <-q.ch:
+		case <-done:
+			return
+		case <-closed:
+			return
+		}
+		now := time.Now().UnixNano()
+		from := max(p.at, since)
+		if now-from > int64(MaxQueueDelay) || since-p.at > int64(pendingMax) {
+			ctr.stale.Add(1)
+			putBuf(p.b)
+			continue
+		}
+		err := send(p.b) // copies p.b; may block while quic-go's queue is full
+		putBuf(p.b)
+		if err != nil {
+			var tl *quic.DatagramTooLargeError
+			if errors.As(err, &tl) {
+				ctr.tooLarge.Add(1)
+				continue
+			}
+			return
+		}
+	}
+}
