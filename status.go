@@ -25,6 +25,9 @@ type PeerStatus struct {
 	TxBytes       uint64            `json:"tx_bytes"`
 	Drops         map[string]uint64 `json:"drops,omitempty"`
 	MACs          int               `json:"macs"`
+	// Path is how the transport sees the path, for transports that tell
+	// (dns: queries per second, loss, round-trip time).
+	Path *transport.PathStats `json:"path,omitempty"`
 }
 
 // Status is a snapshot of a cable.
@@ -69,6 +72,11 @@ func (c *Cable) Status() Status {
 		if pt := p.path.Load(); pt != nil {
 			ps.Addr = pt.addr.String()
 			ps.Transport = transportName(pt.conn)
+			if pr, ok := pt.conn.(transport.PathStatser); ok {
+				if st, ok := pr.PathStats(pt.addr); ok {
+					ps.Path = &st
+				}
+			}
 		}
 		if s := p.cur.Load(); s != nil {
 			ps.Cipher = s.Cipher().String()

@@ -160,6 +160,9 @@ type options struct {
 	transports string
 	sshCommand string
 	sshRemote  string
+	dnsZone    string
+	dnsListen  string
+	resolver   string
 	metrics    string
 	configFile string
 	peers      []cab.PeerConfig // from the configuration file
@@ -211,7 +214,9 @@ func parseFlags(args []string, server bool, stderr io.Writer) (*options, []strin
 	fs.StringVar(&o.udpGSO, "udp-gso", "on", "UDP segmentation offload (one send for a run of packets), where the kernel has it: on or off")
 	fs.StringVar(&o.udpGRO, "udp-gro", "on", "UDP receive offload (the kernel glues datagrams), where the kernel has it: on or off")
 	if server {
-		fs.StringVar(&o.transports, "transport", "udp", "`list` of transports to listen on, comma-separated: udp, tcp (on the -p port), unix:///PATH; SSH clients always reach the server through "+controlDir+"/NAME.pipe")
+		fs.StringVar(&o.transports, "transport", "udp", "`list` of transports to listen on, comma-separated: udp, tcp (on the -p port), unix:///PATH, dns (with --dns-zone); SSH clients always reach the server through "+controlDir+"/NAME.pipe")
+		fs.StringVar(&o.dnsZone, "dns-zone", "", "the `zone` the dns transport answers for, authoritatively (delegate it to this host with NS records)")
+		fs.StringVar(&o.dnsListen, "dns-listen", ":53", "UDP and TCP `address` the dns transport answers on")
 		fs.IntVar(&o.port, "p", cab.DefaultPort, "UDP and TCP `port` to listen on")
 		fs.StringVar(&o.listen, "l", "", "`address` to listen on (default: all, IPv4 and IPv6)")
 		fs.StringVar(&o.allowFile, "allow", "", "`file` of allowed client public keys, one per line with an optional name (default without --psk: STATE_DIR/clients.txt)")
@@ -224,7 +229,8 @@ func parseFlags(args []string, server bool, stderr io.Writer) (*options, []strin
 	} else {
 		fs.StringVar(&o.serverKey, "server-key", "", "the server's public `key` (printed by the server at start; not needed with --psk alone)")
 		fs.DurationVar(&o.keepalive, "keepalive", cab.DefaultKeepalive, "keepalive interval (keeps NAT mappings open)")
-		fs.StringVar(&o.transports, "transport", "udp", "`list` of transports, tried in order when handshakes over one do not complete: udp, tcp, ssh://[USER@]HOST[:PORT], unix:///PATH")
+		fs.StringVar(&o.transports, "transport", "udp", "`list` of transports, tried in order when handshakes over one do not complete: udp, tcp, ssh://[USER@]HOST[:PORT], unix:///PATH, dns://ZONE (the last resort: through a DNS resolver)")
+		fs.StringVar(&o.resolver, "resolver", "", "recursive resolver `HOST[:PORT]` for dns:// transports (default: the first nameserver in /etc/resolv.conf)")
 		fs.StringVar(&o.sshCommand, "ssh-command", "ssh -T -o BatchMode=yes -o ServerAliveInterval=10 -o ServerAliveCountMax=3", "the ssh `command` and its options, for ssh:// transports")
 		fs.StringVar(&o.sshRemote, "ssh-remote", "cab pipe", "the `command` ssh runs on the server's host (a forced-command key ignores it)")
 	}
@@ -780,6 +786,12 @@ func printStatus(w io.Writer, st *cab.Status) {
 			p.RxFrames, p.RxBytes, p.TxFrames, p.TxBytes, p.MACs, dropString(p.Drops))
 	}
 	tw.Flush()
+	for _, p := range st.Peers {
+		if ps := p.Path; ps != nil {
+			fmt.Fprintf(w, "%s over %s: %.1f queries/s, %.1f%% lost, rtt %v, %d queries\n",
+				p.Name, dash(p.Transport), ps.QueriesPerSecond, 100*ps.Loss, ps.RTT.Round(100*time.Microsecond), ps.Queries)
+		}
+	}
 	if len(st.Drops) > 0 {
 		fmt.Fprintf(w, "dropped before a peer was known: %s\n", dropString(st.Drops))
 	}

@@ -13,6 +13,7 @@ import (
 
 	"cab"
 	"cab/transport"
+	"cab/transport/dnstun"
 	"cab/transport/stream"
 	"cab/transport/udp"
 )
@@ -107,6 +108,37 @@ func openTransports(o *options, server bool, addrs []string, log *slog.Logger) (
 			} else {
 				t.addClient(stream.DialUnix(path))
 			}
+		case scheme == "dns" && server:
+			zone := o.dnsZone
+			if hasRest {
+				zone = rest
+			}
+			if zone == "" {
+				return fail(fmt.Errorf("--transport dns: give the zone the server answers for, e.g. --dns-zone t.example.com (delegated to this host by NS records)"))
+			}
+			s, err := dnstun.Listen(o.dnsListen, zone, log)
+			if err != nil {
+				return fail(fmt.Errorf("%w (another name server on the port? pick another with --dns-listen ADDR)", err))
+			}
+			t.add(s, "dns "+s.LocalAddr().String()+" zone "+zone)
+		case scheme == "dns" && !server:
+			if !hasRest || rest == "" {
+				return fail(fmt.Errorf("--transport dns: give the tunnel's zone, e.g. --transport dns://t.example.com"))
+			}
+			resolver := o.resolver
+			if resolver == "" {
+				r, err := dnstun.SystemResolver()
+				if err != nil {
+					return fail(err)
+				}
+				resolver = r
+			}
+			c, err := dnstun.Dial(rest, resolver, log)
+			if err != nil {
+				return fail(err)
+			}
+			t.add(c, "dns://"+rest+" via "+resolver)
+			t.dialers = append(t.dialers, &cab.Dialer{Conn: c, Resolve: func() (transport.Addr, error) { return c.Remote(), nil }})
 		case scheme == "ssh" && hasRest && !server:
 			argv, err := sshArgv(o, item)
 			if err != nil {
@@ -115,9 +147,9 @@ func openTransports(o *options, server bool, addrs []string, log *slog.Logger) (
 			t.addClient(stream.DialCommand("ssh", rest, argv[0], argv[1:]...))
 		default:
 			if server {
-				return fail(fmt.Errorf("--transport %q: a server listens on udp, tcp and unix:///PATH (SSH clients come through the pipe socket)", item))
+				return fail(fmt.Errorf("--transport %q: a server listens on udp, tcp, dns (with --dns-zone) and unix:///PATH (SSH clients come through the pipe socket)", item))
 			}
-			return fail(fmt.Errorf("--transport %q: use udp, tcp, ssh://[USER@]HOST[:PORT] or unix:///PATH", item))
+			return fail(fmt.Errorf("--transport %q: use udp, tcp, ssh://[USER@]HOST[:PORT], unix:///PATH or dns://ZONE", item))
 		}
 	}
 	if server {

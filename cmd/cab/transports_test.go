@@ -40,9 +40,13 @@ func TestTransportListErrors(t *testing.T) {
 		{false, "udp,quic", "use udp, tcp, ssh://"},
 		{false, "tcp,tcp", "twice"},
 		{false, "unix://relative", "unix:///ABSOLUTE/PATH"},
-		{true, "ssh://host", "a server listens on udp, tcp and unix:///PATH"},
+		{true, "ssh://host", "a server listens on udp, tcp, dns (with --dns-zone) and unix:///PATH"},
+		{true, "dns", "--dns-zone t.example.com"},
+		{true, "dns://bad..zone", "bad label"},
+		{false, "dns", "--transport dns://t.example.com"},
+		{false, "dns://t.example.com", "--resolver"}, // the resolver below is not HOST[:PORT]
 	} {
-		o := &options{transports: c.list, name: "cabtest-x", listen: "127.0.0.1"}
+		o := &options{transports: c.list, name: "cabtest-x", listen: "127.0.0.1", dnsListen: "127.0.0.1:0", resolver: "tls://192.0.2.1"}
 		_, err := openTransports(o, c.server, []string{"127.0.0.1:1"}, nil)
 		if err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("server=%v %q: %v, want %q", c.server, c.list, err, c.want)
@@ -87,10 +91,11 @@ func TestPipe(t *testing.T) {
 	}
 }
 
-// TestTransportOrder: a client with two server addresses and udp,tcp tries
-// UDP to each, then TCP to each.
+// TestTransportOrder: a client with two server addresses and
+// udp,tcp,dns://ZONE tries UDP to each, then TCP to each, then the DNS
+// tunnel.
 func TestTransportOrder(t *testing.T) {
-	o := &options{transports: "udp,tcp", listen: "127.0.0.1", name: "cabtest-order"}
+	o := &options{transports: "udp,tcp,dns://t.example.com", listen: "127.0.0.1", name: "cabtest-order", resolver: "127.0.0.1:1053"}
 	tr, err := openTransports(o, false, []string{"127.0.0.1:1001", "127.0.0.1:1002"}, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -104,7 +109,7 @@ func TestTransportOrder(t *testing.T) {
 		}
 		got = append(got, transportScheme(d.Conn)+" "+a.String())
 	}
-	want := []string{"udp 127.0.0.1:1001", "udp 127.0.0.1:1002", "tcp tcp://127.0.0.1:1001", "tcp tcp://127.0.0.1:1002"}
+	want := []string{"udp 127.0.0.1:1001", "udp 127.0.0.1:1002", "tcp tcp://127.0.0.1:1001", "tcp tcp://127.0.0.1:1002", "dns dns://t.example.com"}
 	if strings.Join(got, ", ") != strings.Join(want, ", ") {
 		t.Errorf("dialers %q, want %q", got, want)
 	}

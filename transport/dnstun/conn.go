@@ -38,6 +38,9 @@ var (
 
 // Listen starts a Server for zone on addr ("host:port"), UDP and TCP.
 func Listen(addr, zone string, log *slog.Logger) (*Server, error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
 	z, err := CanonicalZone(zone)
 	if err != nil {
 		return nil, err
@@ -224,7 +227,7 @@ func SystemResolver() (string, error) {
 // ResolverAddr returns resolver as host:port, port 53 by default.
 func ResolverAddr(resolver string) (string, error) {
 	if strings.Contains(resolver, "://") {
-		return "", fmt.Errorf("dns: resolver %q: give HOST[:PORT] (plain DNS over UDP)", resolver)
+		return "", fmt.Errorf("dns: --resolver %q: give HOST[:PORT] (plain DNS over UDP)", resolver)
 	}
 	if _, _, err := net.SplitHostPort(resolver); err != nil {
 		resolver = net.JoinHostPort(strings.Trim(resolver, "[]"), "53")
@@ -240,6 +243,9 @@ func ResolverAddr(resolver string) (string, error) {
 // packet is written, and stops polling when nothing was written for a
 // while.
 func Dial(zone, resolver string, log *slog.Logger) (*Client, error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
 	z, err := CanonicalZone(zone)
 	if err != nil {
 		return nil, err
