@@ -13,7 +13,7 @@
 GO      ?= go
 VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X main.version=$(VERSION)
-DEBS    := iproute2 iputils-ping tcpdump iperf3 procps util-linux vde2 openvswitch-switch nftables conntrack openssh-server openssh-client systemd
+DEBS    := iproute2 iputils-ping tcpdump iperf3 procps util-linux vde2 openvswitch-switch nftables conntrack openssh-server openssh-client systemd unbound
 
 BENCH_DEBS := iperf3 iputils-ping iproute2 fastd openvpn openssl python3
 
