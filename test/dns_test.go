@@ -379,19 +379,29 @@ func TestDNSTunnelHostile(t *testing.T) {
 	if counts["NXDOMAIN"] < 400 {
 		t.Errorf("only %d NXDOMAIN answers to 470 hostile queries", counts["NXDOMAIN"])
 	}
-	// A flood: 3000 queries, without waiting for answers, from the
+	// A flood: 3000 queries for unknown sessions and 2000 that open
+	// sessions with random ids, without waiting for answers, from the
 	// resolver's namespace; and 300 through Unbound.
+	rss0 := rssKB(t, d.cab[0])
 	inNetns(t, d.res.ns, func() {
 		conn, err := net.Dial("udp", direct)
 		if err != nil {
 			t.Fatal(err)
 		}
 		defer conn.Close()
-		for i := 0; i < 3000; i++ {
+		for i := 0; i < 5000; i++ {
+			q := unknown()
+			if i%5 >= 3 {
+				q[0] = 0x48                           // open
+				q = append(q, 0xca, 0xb7, 0x0d, 0x5e) // and its fixed bytes
+			}
 			m := new(dns.Msg)
-			m.SetQuestion(name(unknown()), dns.TypeTXT)
+			m.SetQuestion(name(q), dns.TypeTXT)
 			b, _ := m.Pack()
 			conn.Write(b)
+			if i%100 == 99 {
+				time.Sleep(10 * time.Millisecond)
+			}
 		}
 	})
 	clear(counts)
@@ -405,6 +415,11 @@ func TestDNSTunnelHostile(t *testing.T) {
 		t.Errorf("%d hostile queries through unbound got NOERROR", counts["NOERROR"])
 	}
 	time.Sleep(3 * time.Second)
+	rss1 := rssKB(t, d.cab[0])
+	t.Logf("server memory: %d kB before the flood, %d kB after", rss0, rss1)
+	if rss1 > rss0+64<<10 {
+		t.Errorf("the server grew by %d kB in the flood", rss1-rss0)
+	}
 	pinger.signal(2)
 	pinger.wait(5 * time.Second)
 	var sent, got int
@@ -418,6 +433,50 @@ func TestDNSTunnelHostile(t *testing.T) {
 	}
 	if n := ping(t, d.cli.ns, overlayA, 5); n != 5 {
 		t.Errorf("after the attack: %d of 5 pings", n)
+	}
+}
+
+// rssKB is the resident memory of p in kB.
+func rssKB(t *testing.T, p *proc) int {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", p.cmd.Process.Pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(l, "VmRSS:") {
+			var n int
+			fmt.Sscanf(strings.TrimPrefix(l, "VmRSS:"), "%d", &n)
+			return n
+		}
+	}
+	t.Fatal("no VmRSS")
+	return 0
+}
+
+// TestDNSFallback: a client with --transport udp,dns://ZONE whose UDP
+// cannot reach the server falls back to the DNS tunnel through the
+// resolver, and the cable works over it.
+func TestDNSFallback(t *testing.T) {
+	d := &dnsSetup{cli: newNetns(t, "c"), res: newNetns(t, "r"), srv: newNetns(t, "s")}
+	link(t, d.cli, d.res, clientAddr, resolverCli)
+	link(t, d.res, d.srv, resolverSrv, serverAddr)
+	d.unbound = startUnbound(t, d.res, "")
+	psk := genkey(t, d.srv.path("site.psk"))
+	mustRun(t, "cp", psk, d.cli.path("site.psk"))
+	srv := d.srv.cab(t, "server", "-p", port, "-s", "tap:"+tapDev, "--psk", psk, "--transport", "udp,dns", "--dns-zone", dnsZone, "--dns-listen", serverAddr+":53")
+	cli := d.cli.cab(t, "client", "-s", "tap:"+tapDev, "--psk", d.cli.path("site.psk"), "--transport", "udp,dns://"+dnsZone, "--resolver", resolverCli, serverAddr+":"+port)
+	setupTap(t, d.srv, srv, overlayA)
+	setupTap(t, d.cli, cli, overlayB)
+	waitPeerUp(t, 60*time.Second, srv, cli)
+	waitPing(t, 20*time.Second, d.cli.ns, overlayA)
+	for _, s := range []*site{d.cli, d.srv} {
+		if ps := dnsStatus(t, s); len(ps) != 1 || ps[0].Transport != "dns" {
+			t.Errorf("%s: status %+v, want one peer over dns", s.ns, ps)
+		}
+	}
+	if n := ping(t, d.cli.ns, overlayA, 5); n != 5 {
+		t.Errorf("ping over the fallback: %d of 5", n)
 	}
 }
 

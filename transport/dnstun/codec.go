@@ -19,6 +19,9 @@
 //	nonce (2) | acks × {packet id (2) | fragment mask (2)} |
 //	[packet id (2) | index (1) | count (1) | bytes]
 //
+// A query that opens a session has the open flag, no acks and no
+// fragment, and 4 fixed bytes after the header.
+//
 // Downstream payload (TXT rdata, strings joined):
 //
 //	flags (1: 0x40 | more 0x01) | fragments × {packet id (2) | index (1) |
@@ -51,6 +54,10 @@ const (
 	flagVersion = 0x40
 	flagOpen    = 0x08
 	flagMore    = 0x01
+
+	// openMagic follows the header of a query that opens a session (and
+	// nothing else does), so that random names open none.
+	openMagic = "\xca\xb7\x0d\x5e"
 )
 
 var (
@@ -187,6 +194,9 @@ func appendUp(b []byte, u *up) []byte {
 	b = binary.BigEndian.AppendUint32(b, u.sid)
 	b = binary.BigEndian.AppendUint16(b, u.seq)
 	b = binary.BigEndian.AppendUint16(b, u.nonce)
+	if u.open {
+		return append(b, openMagic...)
+	}
 	for _, a := range u.acks {
 		b = binary.BigEndian.AppendUint16(b, a.id)
 		b = binary.BigEndian.AppendUint16(b, a.mask)
@@ -211,15 +221,21 @@ func parseUp(p []byte, u *up, fr *upFrag) error {
 	u.seq = binary.BigEndian.Uint16(p[5:7])
 	u.nonce = binary.BigEndian.Uint16(p[7:9])
 	p = p[upHeaderLen:]
+	u.acks = u.acks[:0]
+	u.frag = nil
+	if u.open {
+		if n != 0 || string(p) != openMagic {
+			return errFormat
+		}
+		return nil
+	}
 	if len(p) < n*ackLen {
 		return errFormat
 	}
-	u.acks = u.acks[:0]
 	for i := 0; i < n; i++ {
 		u.acks = append(u.acks, ack{binary.BigEndian.Uint16(p[0:2]), binary.BigEndian.Uint16(p[2:4])})
 		p = p[ackLen:]
 	}
-	u.frag = nil
 	switch {
 	case len(p) == 0:
 	case len(p) <= upFragHdrLen:

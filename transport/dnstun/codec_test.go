@@ -189,3 +189,30 @@ func TestReassembly(t *testing.T) {
 		t.Error("no drops counted")
 	}
 }
+
+// TestOpenNeedsMagic: only the exact open payload opens a session, so
+// random names do not.
+func TestOpenNeedsMagic(t *testing.T) {
+	b := appendUp(nil, &up{open: true, sid: 9})
+	var u up
+	var fr upFrag
+	if err := parseUp(b, &u, &fr); err != nil || !u.open || u.sid != 9 {
+		t.Fatalf("open: %+v, %v", u, err)
+	}
+	for _, bad := range [][]byte{b[:len(b)-1], append(append([]byte(nil), b...), 0), append(b[:len(b)-1:len(b)-1], b[len(b)-1]^1)} {
+		if parseUp(bad, &u, &fr) == nil {
+			t.Errorf("%x opens a session", bad)
+		}
+	}
+	r := rand.New(rand.NewPCG(5, 6))
+	for i := 0; i < 20000; i++ {
+		p := make([]byte, 9+r.IntN(100))
+		for j := range p {
+			p[j] = byte(r.Uint32())
+		}
+		p[0] = 0x48 // version and open: the rest random
+		if parseUp(p, &u, &fr) == nil {
+			t.Fatalf("random %x opens a session", p)
+		}
+	}
+}

@@ -1,6 +1,7 @@
 package dnstun
 
 import (
+	"bytes"
 	"encoding/hex"
 	"fmt"
 	"log/slog"
@@ -68,9 +69,9 @@ type session struct {
 	rate     rate
 }
 
+// cachedAnswer is a recent answer, by the query payload it answered.
 type cachedAnswer struct {
-	key     uint32
-	payload []byte
+	query, payload []byte
 }
 
 // serverCore is the tunnel server without sockets: it turns queries into
@@ -84,10 +85,12 @@ type serverCore struct {
 	rx       chan transport.Packet
 	closed   bool
 	stats    serverStats
+
+	openLogged time.Time
 }
 
 type serverStats struct {
-	queries, nxdomain, refused, badQueries, rxDrops, txDrops, packetsIn uint64
+	queries, nxdomain, refused, full, badQueries, rxDrops, txDrops, packetsIn uint64
 }
 
 func newServerCore(zone string, log *slog.Logger) *serverCore {
@@ -148,19 +151,31 @@ func (s *serverCore) handle(req *dns.Msg, now time.Time) *dns.Msg {
 	}
 	ss := s.sessions[u.sid]
 	if ss == nil {
+		// Unknown sessions, and opens while the table is full of live
+		// sessions, get NXDOMAIN (REFUSED would make a resolver take the
+		// server for lame and stop asking it for everyone).
 		if !u.open || !s.admit(now) {
 			return s.nxdomain(resp)
 		}
 		ss = &session{sid: u.sid, reasm: newReassembler(reasmPerSession, packetDeadline), win: newWindow()}
 		s.sessions[u.sid] = ss
-		s.log.Info("dns tunnel session opened", "session", ClientAddr{u.sid}.String())
+		if now.Sub(s.openLogged) >= time.Second { // floods of opens log once a second
+			s.openLogged = now
+			s.log.Info("dns tunnel session opened", "session", ClientAddr{u.sid}.String(), "sessions", len(s.sessions))
+		}
 	}
 	ss.last = now
 	ss.queries++
 	ss.rate.add(now)
-	key := uint32(u.seq)<<16 | uint32(u.nonce)
+	// The room left for payload in the answer.
+	s.setTXT(resp, q, nil)
+	room := answerSize(req) - resp.Len()
+	maxPayload := 0
+	for txtLen(maxPayload+1)-1 <= room {
+		maxPayload++
+	}
 	for _, c := range ss.cache {
-		if c.payload != nil && c.key == key {
+		if c.payload != nil && bytes.Equal(c.query, p) && len(c.payload) <= maxPayload {
 			s.setTXT(resp, q, c.payload)
 			return resp // a resolver's retry: the same answer again
 		}
@@ -178,16 +193,9 @@ func (s *serverCore) handle(req *dns.Msg, now time.Time) *dns.Msg {
 			}
 		}
 	}
-	// The room left for payload in the answer.
-	s.setTXT(resp, q, nil)
-	room := answerSize(req) - resp.Len()
-	maxPayload := 0
-	for txtLen(maxPayload+1)-1 <= room {
-		maxPayload++
-	}
 	payload := ss.fill(maxPayload, now)
 	s.setTXT(resp, q, payload)
-	ss.cache[ss.cacheI] = cachedAnswer{key: key, payload: payload}
+	ss.cache[ss.cacheI] = cachedAnswer{query: p, payload: payload}
 	ss.cacheI = (ss.cacheI + 1) % answerCache
 	return resp
 }
@@ -212,7 +220,7 @@ func (s *serverCore) admit(now time.Time) bool {
 		delete(s.sessions, oldest.sid)
 		return true
 	}
-	s.stats.refused++
+	s.stats.full++
 	return false
 }
 
