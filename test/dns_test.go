@@ -245,6 +245,10 @@ func TestDNSTunnel(t *testing.T) {
 	if n := ping(t, d.srv.ns, overlayB, 10); n < 10 {
 		t.Errorf("ping server→client through unbound: %d of 10", n)
 	}
+	// A full 1500-byte IP packet (a 1514-byte frame) crosses unfragmented.
+	if n := ping(t, d.cli.ns, overlayA, 3, "-s", "1472", "-M", "do"); n != 3 {
+		t.Errorf("1500-byte pings: %d of 3", n)
+	}
 	// ARP on an idle tunnel: forget the neighbours, wait, ping once.
 	for _, s := range []*site{d.cli, d.srv} {
 		mustRun(t, "ip", "-n", s.ns, "neigh", "flush", "dev", tapDev)
@@ -452,6 +456,43 @@ func rssKB(t *testing.T, p *proc) int {
 	}
 	t.Fatal("no VmRSS")
 	return 0
+}
+
+// TestDNSJumbo: with 9000-byte TAPs, a jumbo frame is cut by the cable
+// into packets, which the tunnel cuts into queries and answers; it crosses
+// both ways.
+func TestDNSJumbo(t *testing.T) {
+	d := &dnsSetup{cli: newNetns(t, "c"), res: newNetns(t, "r"), srv: newNetns(t, "s")}
+	link(t, d.cli, d.res, clientAddr, resolverCli)
+	link(t, d.res, d.srv, resolverSrv, serverAddr)
+	d.unbound = startUnbound(t, d.res, "")
+	psk := genkey(t, d.srv.path("site.psk"))
+	mustRun(t, "cp", psk, d.cli.path("site.psk"))
+	srv := d.srv.cab(t, "server", "-s", "tap:"+tapDev+",mtu=9000", "--psk", psk, "--transport", "dns", "--dns-zone", dnsZone, "--dns-listen", serverAddr+":53")
+	cli := d.cli.cab(t, "client", "-s", "tap:"+tapDev+",mtu=9000", "--psk", d.cli.path("site.psk"), "--transport", "dns://"+dnsZone, "--resolver", resolverCli)
+	setupTap(t, d.srv, srv, overlayA)
+	setupTap(t, d.cli, cli, overlayB)
+	waitPeerUp(t, 30*time.Second, srv, cli)
+	waitPing(t, 20*time.Second, d.cli.ns, overlayA)
+	if n := ping(t, d.cli.ns, overlayA, 5, "-s", "8972", "-M", "do"); n < 5 {
+		t.Errorf("9000-byte pings client→server: %d of 5", n)
+	}
+	if n := ping(t, d.srv.ns, overlayB, 5, "-s", "8972", "-M", "do"); n < 5 {
+		t.Errorf("9000-byte pings server→client: %d of 5", n)
+	}
+	var fragmented uint64
+	out := mustRun(t, "ip", "netns", "exec", d.cli.ns, cabBin, "status", "--json", "--name", d.cli.ns)
+	var st struct {
+		Peers []struct {
+			Fragmented uint64 `json:"fragmented_frames"`
+		}
+	}
+	if json.Unmarshal([]byte(out), &st) == nil && len(st.Peers) == 1 {
+		fragmented = st.Peers[0].Fragmented
+	}
+	if fragmented < 5 {
+		t.Errorf("the cable fragmented %d frames, want the jumbo pings cut", fragmented)
+	}
 }
 
 // TestDNSFallback: a client with --transport udp,dns://ZONE whose UDP
