@@ -1,18 +1,27 @@
 package cabtest
 
 import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
 	cryptorand "crypto/rand"
 	"crypto/sha256"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/base32"
 	"encoding/binary"
 	"encoding/json"
+	"encoding/pem"
 	"fmt"
 	"io"
+	"math/big"
 	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
+	"regexp"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -437,6 +446,92 @@ func TestDNSTunnelHostile(t *testing.T) {
 	}
 	if n := ping(t, d.cli.ns, overlayA, 5); n != 5 {
 		t.Errorf("after the attack: %d of 5 pings", n)
+	}
+}
+
+// writeCert writes a self-signed certificate for ip and its key as PEM
+// files in dir, and returns their paths.
+func writeCert(t *testing.T, dir, ip string) (certFile, keyFile string) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), cryptorand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "resolver"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+		IPAddresses: []net.IP{net.ParseIP(ip)}, KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}, BasicConstraintsValid: true, IsCA: true}
+	der, err := x509.CreateCertificate(cryptorand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kder, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	certFile, keyFile = filepath.Join(dir, "resolver.pem"), filepath.Join(dir, "resolver.key")
+	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return certFile, keyFile
+}
+
+// TestDNSTunnelSecure: the client reaches Unbound over DNS over TLS, and
+// over DNS over HTTPS, with the resolver's certificate checked (trusted
+// through SSL_CERT_FILE); ping crosses, and the resolver saw the queries
+// over TLS.
+func TestDNSTunnelSecure(t *testing.T) {
+	d := &dnsSetup{cli: newNetns(t, "c"), res: newNetns(t, "r"), srv: newNetns(t, "s")}
+	link(t, d.cli, d.res, clientAddr, resolverCli)
+	link(t, d.res, d.srv, resolverSrv, serverAddr)
+	cert, key := writeCert(t, d.res.dir, resolverCli)
+	d.unbound = startUnbound(t, d.res, fmt.Sprintf(`	interface: %s@853
+	interface: %s@443
+	tls-port: 853
+	https-port: 443
+	http-endpoint: "/dns-query"
+	tls-service-pem: "%s"
+	tls-service-key: "%s"
+`, resolverCli, resolverCli, cert, key))
+	t.Setenv("SSL_CERT_FILE", cert)
+	nft(t, d.res, "add", "table", "inet", "cabdnsc")
+	nft(t, d.res, "add", "chain", "inet", "cabdnsc", "in", "{ type filter hook input priority 0 ; }")
+	for _, r := range []string{"udp dport 53", "tcp dport 853", "tcp dport 443"} {
+		nft(t, d.res, append([]string{"add", "rule", "inet", "cabdnsc", "in", "ip", "saddr", clientAddr}, append(strings.Fields(r), "counter")...)...)
+	}
+	psk := genkey(t, d.srv.path("site.psk"))
+	mustRun(t, "cp", psk, d.cli.path("site.psk"))
+	srv := d.srv.cab(t, "server", "-s", "tap:"+tapDev, "--psk", psk, "--transport", "dns", "--dns-zone", dnsZone, "--dns-listen", serverAddr+":53")
+	setupTap(t, d.srv, srv, overlayA)
+	for i, resolver := range []string{"tls://" + resolverCli, "https://" + resolverCli + "/dns-query"} {
+		t.Run(strings.SplitN(resolver, ":", 2)[0], func(t *testing.T) {
+			args := []string{"client", "-s", "tap:" + tapDev, "--psk", d.cli.path("site.psk"), "--transport", "dns://" + dnsZone, "--resolver", resolver,
+				"--name", d.cli.ns, "--state-dir", d.cli.path(fmt.Sprintf("state%d", i))}
+			cli := start(t, d.cli.ns, cabBin, args...)
+			setupTap(t, d.cli, cli, overlayB)
+			waitPeerUp(t, 30*time.Second, cli)
+			waitPing(t, 20*time.Second, d.cli.ns, overlayA)
+			if n := ping(t, d.cli.ns, overlayA, 10); n < 10 {
+				t.Errorf("ping over %s: %d of 10", resolver, n)
+			}
+			cli.signal(syscall.SIGTERM)
+			cli.wait(5 * time.Second)
+		})
+	}
+	// The plain port saw nothing from the client: every query came over
+	// TLS, to 853 or 443.
+	out := mustRun(t, "ip", "netns", "exec", d.res.ns, "nft", "list", "table", "inet", "cabdnsc")
+	for _, c := range []struct {
+		rule string
+		zero bool
+	}{{"udp dport 53", true}, {"tcp dport 853", false}, {"tcp dport 443", false}} {
+		m := regexp.MustCompile(regexp.QuoteMeta(c.rule) + ` counter packets (\d+)`).FindStringSubmatch(out)
+		if m == nil || (m[1] == "0") != c.zero {
+			t.Errorf("resolver's counter for %s: %v, want zero %v\n%s", c.rule, m, c.zero, out)
+		}
 	}
 }
 

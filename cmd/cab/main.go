@@ -230,7 +230,7 @@ func parseFlags(args []string, server bool, stderr io.Writer) (*options, []strin
 		fs.StringVar(&o.serverKey, "server-key", "", "the server's public `key` (printed by the server at start; not needed with --psk alone)")
 		fs.DurationVar(&o.keepalive, "keepalive", cab.DefaultKeepalive, "keepalive interval (keeps NAT mappings open)")
 		fs.StringVar(&o.transports, "transport", "udp", "`list` of transports, tried in order when handshakes over one do not complete: udp, tcp, ssh://[USER@]HOST[:PORT], unix:///PATH, dns://ZONE (the last resort: through a DNS resolver)")
-		fs.StringVar(&o.resolver, "resolver", "", "recursive resolver `HOST[:PORT]` for dns:// transports (default: the first nameserver in /etc/resolv.conf)")
+		fs.StringVar(&o.resolver, "resolver", "", "recursive `resolver` for dns:// transports: HOST[:PORT] (plain DNS), tls://HOST[:PORT] (DNS over TLS) or https://URL (DNS over HTTPS); default: the first nameserver in /etc/resolv.conf")
 		fs.StringVar(&o.sshCommand, "ssh-command", "ssh -T -o BatchMode=yes -o ServerAliveInterval=10 -o ServerAliveCountMax=3", "the ssh `command` and its options, for ssh:// transports")
 		fs.StringVar(&o.sshRemote, "ssh-remote", "cab pipe", "the `command` ssh runs on the server's host (a forced-command key ignores it)")
 	}

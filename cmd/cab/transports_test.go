@@ -46,7 +46,7 @@ func TestTransportListErrors(t *testing.T) {
 		{false, "dns", "--transport dns://t.example.com"},
 		{false, "dns://t.example.com", "--resolver"}, // the resolver below is not HOST[:PORT]
 	} {
-		o := &options{transports: c.list, name: "cabtest-x", listen: "127.0.0.1", dnsListen: "127.0.0.1:0", resolver: "tls://192.0.2.1"}
+		o := &options{transports: c.list, name: "cabtest-x", listen: "127.0.0.1", dnsListen: "127.0.0.1:0", resolver: "quic://192.0.2.1"}
 		_, err := openTransports(o, c.server, []string{"127.0.0.1:1"}, nil)
 		if err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("server=%v %q: %v, want %q", c.server, c.list, err, c.want)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/url"
 	"strings"
 	"sync"
 	"time"
@@ -205,11 +206,12 @@ func (s *Server) Close() error {
 // Addr (Remote): it sends queries to one recursive resolver, and only to
 // it.
 type Client struct {
-	core *clientCore
-	conn net.Conn
-	done chan struct{}
-	once sync.Once
-	wg   sync.WaitGroup
+	core   *clientCore
+	conn   net.Conn // plain DNS over UDP; nil with DoT or DoH
+	secure *secureSender
+	done   chan struct{}
+	once   sync.Once
+	wg     sync.WaitGroup
 }
 
 // SystemResolver returns the first nameserver of /etc/resolv.conf.
@@ -224,24 +226,46 @@ func SystemResolver() (string, error) {
 	return net.JoinHostPort(cc.Servers[0], cc.Port), nil
 }
 
-// ResolverAddr returns resolver as host:port, port 53 by default.
+// ResolverAddr returns resolver as host:port, port 53 by default (plain
+// DNS); a tls://HOST[:PORT] (DoT, port 853 by default) or https://URL
+// (DoH) resolver is returned as it is, checked.
 func ResolverAddr(resolver string) (string, error) {
-	if strings.Contains(resolver, "://") {
-		return "", fmt.Errorf("dns: --resolver %q: give HOST[:PORT] (plain DNS over UDP)", resolver)
+	switch {
+	case strings.HasPrefix(resolver, "tls://"):
+		hp := strings.TrimPrefix(resolver, "tls://")
+		if _, _, err := net.SplitHostPort(hp); err != nil {
+			hp = net.JoinHostPort(strings.Trim(hp, "[]"), "853")
+		}
+		if h, _, err := net.SplitHostPort(hp); err != nil || h == "" {
+			return "", fmt.Errorf("dns: --resolver %q: use tls://HOST[:PORT]", resolver)
+		}
+		return "tls://" + hp, nil
+	case strings.HasPrefix(resolver, "https://"):
+		u, err := url.Parse(resolver)
+		if err != nil || u.Host == "" {
+			return "", fmt.Errorf("dns: --resolver %q: use https://HOST[:PORT]/PATH (DNS over HTTPS, RFC 8484)", resolver)
+		}
+		if u.Path == "" {
+			u.Path = "/dns-query"
+		}
+		return u.String(), nil
+	case strings.Contains(resolver, "://"):
+		return "", fmt.Errorf("dns: --resolver %q: give HOST[:PORT] (plain DNS), tls://HOST[:PORT] (DNS over TLS) or https://URL (DNS over HTTPS)", resolver)
 	}
 	if _, _, err := net.SplitHostPort(resolver); err != nil {
 		resolver = net.JoinHostPort(strings.Trim(resolver, "[]"), "53")
 	}
-	if _, _, err := net.SplitHostPort(resolver); err != nil {
-		return "", fmt.Errorf("dns: resolver %q: %w", resolver, err)
+	if h, _, err := net.SplitHostPort(resolver); err != nil || h == "" {
+		return "", fmt.Errorf("dns: --resolver %q: give HOST[:PORT]", resolver)
 	}
 	return resolver, nil
 }
 
 // Dial returns a Client of the tunnel server for zone behind the recursive
-// resolver at resolver (HOST[:PORT]). It sends nothing until the first
-// packet is written, and stops polling when nothing was written for a
-// while.
+// resolver at resolver: HOST[:PORT] (plain DNS over UDP), tls://HOST[:PORT]
+// (DNS over TLS) or https://URL (DNS over HTTPS). It sends nothing until
+// the first packet is written, and stops polling when nothing was written
+// for a while.
 func Dial(zone, resolver string, log *slog.Logger) (*Client, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -257,17 +281,25 @@ func Dial(zone, resolver string, log *slog.Logger) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	conn, err := net.Dial("udp", addr)
-	if err != nil {
-		return nil, fmt.Errorf("dns: resolver %s: %w", addr, err)
+	c := &Client{done: make(chan struct{})}
+	if strings.Contains(addr, "://") {
+		c.secure = newSecureSender(addr, log, func(b []byte) { c.core.answer(b, time.Now()) })
+		c.core = newClientCore(z, log, c.secure.send)
+		c.secure.start()
+	} else {
+		conn, err := net.Dial("udp", addr)
+		if err != nil {
+			return nil, fmt.Errorf("dns: resolver %s: %w", addr, err)
+		}
+		c.conn = conn
+		c.core = newClientCore(z, log, func(b []byte) error {
+			_, err := conn.Write(b)
+			return err
+		})
+		c.wg.Add(1)
+		go c.readLoop()
 	}
-	c := &Client{conn: conn, done: make(chan struct{})}
-	c.core = newClientCore(z, log, func(b []byte) error {
-		_, err := conn.Write(b)
-		return err
-	})
-	c.wg.Add(2)
-	go c.readLoop()
+	c.wg.Add(1)
 	go c.runLoop()
 	return c, nil
 }
@@ -364,7 +396,12 @@ func (c *Client) Close() error {
 		c.core.closed = true
 		c.core.mu.Unlock()
 		close(c.done)
-		c.conn.Close()
+		if c.conn != nil {
+			c.conn.Close()
+		}
+		if c.secure != nil {
+			c.secure.close()
+		}
 		c.wg.Wait()
 	})
 	return nil

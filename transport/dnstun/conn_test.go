@@ -98,12 +98,15 @@ func TestConnLoopback(t *testing.T) {
 }
 
 func TestResolverAddr(t *testing.T) {
-	for in, want := range map[string]string{"192.0.2.1": "192.0.2.1:53", "192.0.2.1:5353": "192.0.2.1:5353", "2001:db8::1": "[2001:db8::1]:53", "[2001:db8::1]:54": "[2001:db8::1]:54"} {
+	for in, want := range map[string]string{"192.0.2.1": "192.0.2.1:53", "192.0.2.1:5353": "192.0.2.1:5353", "2001:db8::1": "[2001:db8::1]:53", "[2001:db8::1]:54": "[2001:db8::1]:54",
+		"tls://192.0.2.1": "tls://192.0.2.1:853", "tls://dns.example:8853": "tls://dns.example:8853", "https://dns.example": "https://dns.example/dns-query", "https://dns.example:8443/q": "https://dns.example:8443/q"} {
 		if got, err := ResolverAddr(in); err != nil || got != want {
 			t.Errorf("%s: %q, %v; want %q", in, got, err, want)
 		}
 	}
-	if _, err := ResolverAddr("tls://192.0.2.1"); err == nil {
-		t.Error("tls:// accepted")
+	for _, bad := range []string{"quic://192.0.2.1", "tls://", "https://", ":53"} {
+		if got, err := ResolverAddr(bad); err == nil {
+			t.Errorf("%q accepted as %q", bad, got)
+		}
 	}
 }
