@@ -163,7 +163,12 @@ func (d *dnsSetup) queryLoss(t *testing.T, pct int) {
 // every byte arrived, and returns the rate in bit/s.
 func transfer5MB(t *testing.T, d *dnsSetup, reverse bool, timeout time.Duration) float64 {
 	t.Helper()
-	const size = 5 << 20
+	return transferN(t, d, 5<<20, reverse, timeout)
+}
+
+// transferN is transfer5MB of size bytes.
+func transferN(t *testing.T, d *dnsSetup, size int, reverse bool, timeout time.Duration) float64 {
+	t.Helper()
 	from, to, toAddr := d.cli, d.srv, overlayA
 	if reverse {
 		from, to, toAddr = d.srv, d.cli, overlayB
@@ -213,8 +218,8 @@ func transfer5MB(t *testing.T, d *dnsSetup, reverse bool, timeout time.Duration)
 	c.Close()
 	r := <-got
 	el := time.Since(t0)
-	if werr != nil || r.err != nil || r.n != size || r.sum != want {
-		t.Fatalf("5 MB over the dns tunnel (reverse %v) after %v: write %v, read %v, %d bytes, intact %v", reverse, el.Round(time.Second), werr, r.err, r.n, r.sum == want)
+	if werr != nil || r.err != nil || r.n != int64(size) || r.sum != want {
+		t.Fatalf("%d bytes over the dns tunnel (reverse %v) after %v: write %v, read %v, %d bytes, intact %v", size, reverse, el.Round(time.Second), werr, r.err, r.n, r.sum == want)
 	}
 	return float64(size*8) / el.Seconds()
 }
@@ -306,6 +311,39 @@ func TestDNSTunnel(t *testing.T) {
 	d.queryLoss(t, 0)
 	if n := ping(t, d.cli.ns, overlayA, 5); n < 4 {
 		t.Errorf("after the lossy transfers: %d of 5 pings", n)
+	}
+}
+
+// TestDNSTunnelRateLimited: Unbound drops the client's queries beyond 200
+// per second (ip-ratelimit, as public resolvers do); the window adapts,
+// so pings still cross and a 256 KB transfer completes each way, and the
+// client sees the loss.
+func TestDNSTunnelRateLimited(t *testing.T) {
+	d := newDNSSetup(t, "\tip-ratelimit: 200\n\tip-ratelimit-factor: 0\n")
+	waitPing(t, 20*time.Second, d.cli.ns, overlayA)
+	if n := ping(t, d.cli.ns, overlayA, 10); n < 9 {
+		t.Errorf("ping through a rate-limited resolver: %d of 10", n)
+	}
+	t0 := time.Now()
+	up := transferN(t, d, 256<<10, false, 120*time.Second)
+	down := transferN(t, d, 256<<10, true, 120*time.Second)
+	t.Logf("256 KB through a resolver limited to 200 queries/s: up %.0f kbit/s, down %.0f kbit/s, %v", up/1000, down/1000, time.Since(t0).Round(time.Second))
+	ps := dnsStatus(t, d.cli)
+	if len(ps) != 1 || ps[0].Path == nil {
+		t.Fatalf("client status %+v", ps)
+	}
+	t.Logf("client: %.1f queries/s, loss %.1f%%", ps[0].Path.QPS, 100*ps[0].Path.Loss)
+	if n := ping(t, d.cli.ns, overlayA, 5); n < 4 {
+		t.Errorf("after the transfers: %d of 5 pings", n)
+	}
+	// Unbound's statistics at exit count the queries it dropped.
+	d.unbound.signal(syscall.SIGTERM)
+	d.unbound.wait(5 * time.Second)
+	m := regexp.MustCompile(`(\d+) rejected by ip ratelimiting`).FindStringSubmatch(d.unbound.output())
+	if m == nil || m[1] == "0" {
+		t.Errorf("unbound rejected no query by its rate limit (%v): the test did not test it\n%.3000s", m, d.unbound.output())
+	} else {
+		t.Logf("unbound dropped %s queries over its rate limit", m[1])
 	}
 }
 
