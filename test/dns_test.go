@@ -639,7 +639,8 @@ func TestDNSFallback(t *testing.T) {
 	psk := genkey(t, d.srv.path("site.psk"))
 	mustRun(t, "cp", psk, d.cli.path("site.psk"))
 	srv := d.srv.cab(t, "server", "-p", port, "-s", "tap:"+tapDev, "--psk", psk, "--transport", "udp,dns", "--dns-zone", dnsZone, "--dns-listen", serverAddr+":53")
-	cli := d.cli.cab(t, "client", "-s", "tap:"+tapDev, "--psk", d.cli.path("site.psk"), "--transport", "udp,dns://"+dnsZone, "--resolver", resolverCli, serverAddr+":"+port)
+	cli := d.cli.cab(t, "client", "-s", "tap:"+tapDev, "--psk", d.cli.path("site.psk"), "--transport", "udp,dns://"+dnsZone, "--resolver", resolverCli,
+		"--metrics", "127.0.0.1:9667", serverAddr+":"+port)
 	setupTap(t, d.srv, srv, overlayA)
 	setupTap(t, d.cli, cli, overlayB)
 	waitPeerUp(t, 60*time.Second, srv, cli)
@@ -652,6 +653,40 @@ func TestDNSFallback(t *testing.T) {
 	if n := ping(t, d.cli.ns, overlayA, 5); n != 5 {
 		t.Errorf("ping over the fallback: %d of 5", n)
 	}
+	// The path's figures are metrics too.
+	var body []byte
+	var err error
+	var conn net.Conn
+	inNetns(t, d.cli.ns, func() { conn, err = net.Dial("tcp", "127.0.0.1:9667") }) // in the namespace
+	if err == nil {
+		conn.SetDeadline(time.Now().Add(10 * time.Second))
+		fmt.Fprintf(conn, "GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+		body, err = io.ReadAll(conn)
+		conn.Close()
+	}
+	if err != nil {
+		t.Fatalf("metrics: %v", err)
+	}
+	m := regexp.MustCompile(`(?m)^cab_peer_path_queries_total\{peer="[^"]*"\} (\S+)$`).FindSubmatch(body)
+	if m == nil || string(m[1]) == "0" {
+		t.Errorf("no dns query count in the metrics:\n%s", grepLines(string(body), "cab_peer"))
+	}
+	for _, name := range []string{"cab_peer_path_rtt_seconds", "cab_peer_path_loss_ratio", "cab_peer_path_queries_per_second"} {
+		if !strings.Contains(string(body), name+"{") {
+			t.Errorf("no %s in the metrics", name)
+		}
+	}
+}
+
+// grepLines returns the lines of s that contain sub.
+func grepLines(s, sub string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, sub) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
 }
 
 // rawQuery packs a TXT query for qname by hand (miekg/dns refuses names

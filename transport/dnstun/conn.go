@@ -60,8 +60,9 @@ func Listen(addr, zone string, log *slog.Logger) (*Server, error) {
 		Handler: dns.HandlerFunc(func(w dns.ResponseWriter, r *dns.Msg) {
 			w.WriteMsg(s.core.handle(r, time.Now()))
 		})}
-	s.wg.Add(2)
+	s.wg.Add(3)
 	go s.udpLoop()
+	go s.reportLoop()
 	go func() {
 		defer s.wg.Done()
 		s.tcp.ActivateAndServe()
@@ -97,6 +98,33 @@ func (s *Server) udpLoop() {
 			continue // never larger than the requester allows
 		}
 		s.udp.WriteTo(b, from)
+	}
+}
+
+// reportLoop logs, once a minute when they grew, the queries the server
+// refused: names that do not decode or name no session (NXDOMAIN),
+// messages that do not parse (dropped), opens while full, packets lost to
+// full queues.
+func (s *Server) reportLoop() {
+	defer s.wg.Done()
+	t := time.NewTicker(time.Minute)
+	defer t.Stop()
+	var last serverStats
+	for {
+		select {
+		case <-s.done:
+			return
+		case <-t.C:
+		}
+		s.core.mu.Lock()
+		st := s.core.stats
+		s.core.mu.Unlock()
+		if st.nxdomain == last.nxdomain && st.badQueries == last.badQueries && st.full == last.full && st.rxDrops == last.rxDrops && st.txDrops == last.txDrops {
+			continue
+		}
+		s.log.Info("dns: queries refused in the last minute", "nxdomain", st.nxdomain-last.nxdomain, "undecodable", st.badQueries-last.badQueries,
+			"opens_while_full", st.full-last.full, "rx_queue_full", st.rxDrops-last.rxDrops, "tx_dropped", st.txDrops-last.txDrops)
+		last = st
 	}
 }
 

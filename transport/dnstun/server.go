@@ -90,7 +90,7 @@ type serverCore struct {
 }
 
 type serverStats struct {
-	queries, nxdomain, refused, full, badQueries, rxDrops, txDrops, packetsIn uint64
+	queries, probes, nxdomain, refused, full, badQueries, rxDrops, txDrops, packetsIn uint64
 }
 
 func newServerCore(zone string, log *slog.Logger) *serverCore {
@@ -139,7 +139,14 @@ func (s *serverCore) handle(req *dns.Msg, now time.Time) *dns.Msg {
 		resp.Authoritative = false
 		s.stats.refused++
 		return resp
-	case err != nil || q.Qtype != dns.TypeTXT:
+	case err == nil && q.Qtype != dns.TypeTXT:
+		// A resolver's QNAME-minimised probe (type A for a part of the
+		// name): NXDOMAIN makes it ask for the whole name at once.
+		s.stats.probes++
+		resp.Rcode = dns.RcodeNameError
+		resp.Ns = []dns.RR{s.soa()}
+		return resp
+	case err != nil:
 		return s.nxdomain(resp)
 	}
 	var u up
