@@ -8,6 +8,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"cab"
+	"cab/transport"
 )
 
 func TestSSHArgv(t *testing.T) {
@@ -120,4 +123,23 @@ func transportScheme(c any) string {
 		return s.Scheme()
 	}
 	return "?"
+}
+
+// TestPrintStatusPath: a peer whose transport reports its path gets a line
+// with the figures; others get none.
+func TestPrintStatusPath(t *testing.T) {
+	st := &cab.Status{Peers: []cab.PeerStatus{
+		{Name: "hq", PublicKey: "JjT+47rR0HJPbM+N3wNmoCf194DvI9B1RbqeGPcllVs=", Up: true, Transport: "dns",
+			Path: &transport.PathStats{QueriesPerSecond: 12.5, Loss: 0.031, RTT: 42 * time.Millisecond, Queries: 900}},
+		{Name: "branch", PublicKey: "JjT+47rR0HJPbM+N3wNmoCf194DvI9B1RbqeGPcllVs=", Transport: "udp"},
+	}}
+	var b bytes.Buffer
+	printStatus(&b, st)
+	out := b.String()
+	if !strings.Contains(out, "hq over dns: 12.5 queries/s, 3.1% lost, rtt 42ms, 900 queries") {
+		t.Errorf("no path line for hq:\n%s", out)
+	}
+	if strings.Contains(out, "branch over") {
+		t.Errorf("a path line for a udp peer:\n%s", out)
+	}
 }
