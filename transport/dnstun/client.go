@@ -64,26 +64,27 @@ type clientCore struct {
 	rx       chan transport.Packet
 	addr     ServerAddr
 
-	mu        sync.Mutex
-	sid       uint32
-	opened    bool
-	lastOpen  time.Time
-	seq       uint16
-	win       window
-	inflight  map[uint16]*query // by DNS message id
-	active    int               // queries in flight not yet counted lost
-	upq       []*outPacket
-	retx      []fragRef
-	nextID    uint16
-	acks      map[uint16]*ackState
-	reasm     *reassembler
-	pollEvery time.Duration
-	nextPoll  time.Time
-	flowing   bool // the last answer brought data: keep the window full of polls
-	lastWrite time.Time
-	closed    bool
-	rate      rate
-	stats     clientStats
+	mu         sync.Mutex
+	sid        uint32
+	opened     bool
+	lastOpen   time.Time
+	seq        uint16
+	win        window
+	inflight   map[uint16]*query // by DNS message id
+	active     int               // queries in flight not yet counted lost
+	upq        []*outPacket
+	retx       []fragRef
+	nextID     uint16
+	acks       map[uint16]*ackState
+	reasm      *reassembler
+	pollEvery  time.Duration
+	nextPoll   time.Time
+	flowing    bool // the last answer brought data: keep the window full of polls
+	lastWrite  time.Time
+	lastAnswer time.Time
+	closed     bool
+	rate       rate
+	stats      clientStats
 }
 
 type clientStats struct {
@@ -140,6 +141,9 @@ func (c *clientCore) step(now time.Time) time.Time {
 			c.stats.lost++
 			c.stats.lossEWMA = c.stats.lossEWMA*0.95 + 0.05
 			c.win.congested(q.sent, now)
+			if c.lastAnswer.Before(q.sent) { // nothing answered since: the resolver may be gone
+				c.win.timedOut(q.sent, now)
+			}
 			if q.frag != nil {
 				c.retx = append(c.retx, *q.frag)
 			}
@@ -353,6 +357,7 @@ func (c *clientCore) answer(b []byte, now time.Time) {
 	}
 	c.stats.answers++
 	c.stats.lossEWMA *= 0.95
+	c.lastAnswer = now
 	if !q.lost {
 		c.win.answered(q.sent, now, q.retried)
 	}

@@ -101,20 +101,24 @@ func (s *Server) udpLoop() {
 	}
 }
 
-// reportLoop logs, once a minute when they grew, the queries the server
+// reportLoop forgets idle sessions, and logs, once a minute when they grew, the queries the server
 // refused: names that do not decode or name no session (NXDOMAIN),
 // messages that do not parse (dropped), opens while full, packets lost to
 // full queues.
 func (s *Server) reportLoop() {
 	defer s.wg.Done()
-	t := time.NewTicker(time.Minute)
+	t := time.NewTicker(10 * time.Second)
 	defer t.Stop()
 	var last serverStats
-	for {
+	for i := 1; ; i++ {
 		select {
 		case <-s.done:
 			return
 		case <-t.C:
+		}
+		s.core.expire(time.Now())
+		if i%6 != 0 {
+			continue
 		}
 		s.core.mu.Lock()
 		st := s.core.stats

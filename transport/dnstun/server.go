@@ -207,6 +207,17 @@ func (s *serverCore) handle(req *dns.Msg, now time.Time) *dns.Msg {
 	return resp
 }
 
+// expire forgets sessions idle for sessionIdle.
+func (s *serverCore) expire(now time.Time) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for sid, ss := range s.sessions {
+		if now.Sub(ss.last) >= sessionIdle {
+			delete(s.sessions, sid)
+		}
+	}
+}
+
 // admit makes room for a new session, forgetting idle ones; it reports
 // whether there is room.
 func (s *serverCore) admit(now time.Time) bool {

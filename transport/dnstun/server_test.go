@@ -154,3 +154,22 @@ func TestMinimisedNames(t *testing.T) {
 		t.Error("a type A query opened a session")
 	}
 }
+
+// TestSessionExpiry: a session idle for sessionIdle is forgotten; its
+// client's next query gets NXDOMAIN (and the client opens it again).
+func TestSessionExpiry(t *testing.T) {
+	s := newServerCore(testZone, discard)
+	now := time.Unix(100, 0)
+	s.handle(txtQuery(t, &up{open: true, sid: 8}, 1232), now)
+	s.expire(now.Add(sessionIdle - time.Second))
+	if s.sessions[8] == nil {
+		t.Fatal("a session forgotten before it was idle long enough")
+	}
+	s.expire(now.Add(sessionIdle))
+	if s.sessions[8] != nil {
+		t.Fatal("an idle session kept")
+	}
+	if r := s.handle(txtQuery(t, &up{sid: 8, seq: 2}, 1232), now.Add(sessionIdle)); r.Rcode != dns.RcodeNameError {
+		t.Errorf("query of a forgotten session: %s", dns.RcodeToString[r.Rcode])
+	}
+}

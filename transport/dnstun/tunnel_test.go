@@ -248,6 +248,27 @@ func TestWindow(t *testing.T) {
 		if w.size() > 8 {
 			t.Errorf("window %d after 10 answers in congestion avoidance", w.size())
 		}
+		// Timeouts in a row double the timeout, up to maxRTO; an answer
+		// ends that.
+		base := w.rto()
+		sent = time.Now()
+		time.Sleep(time.Millisecond)
+		w.timedOut(sent, time.Now())
+		w.timedOut(sent, time.Now()) // in flight with the first: no more
+		if got := w.rto(); got != min(2*base, maxRTO) {
+			t.Errorf("rto %v after one round of timeouts from %v", got, base)
+		}
+		for i := 0; i < 10; i++ {
+			time.Sleep(time.Millisecond)
+			w.timedOut(time.Now(), time.Now())
+		}
+		if got := w.rto(); got != maxRTO {
+			t.Errorf("rto %v after many timeouts, want %v", got, maxRTO)
+		}
+		w.answered(time.Now(), time.Now(), false)
+		if got := w.rto(); got >= maxRTO {
+			t.Errorf("rto %v after an answer", got)
+		}
 	})
 }
 
@@ -369,5 +390,31 @@ func TestServerRestart(t *testing.T) {
 			}
 		}
 		t.Fatal("no packet reached the restarted server within 10 s")
+	})
+}
+
+// TestDeadResolver: when nothing answers, the client's timeout doubles up
+// to maxRTO, so it asks about once per maxRTO instead of ever faster.
+func TestDeadResolver(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		tu := newTunnel(t, 0, 5*time.Millisecond)
+		transfer(t, tu, 2, 100, 0)
+		tu.e.mu.Lock()
+		tu.e.loss = 1
+		tu.e.mu.Unlock()
+		tu.c.write(packet(3, 1546), time.Now())
+		time.Sleep(30 * time.Second)
+		tu.c.write(packet(4, 60), time.Now()) // the cable keeps writing
+		tu.e.mu.Lock()
+		before := tu.e.queries
+		tu.e.mu.Unlock()
+		time.Sleep(30 * time.Second)
+		tu.e.mu.Lock()
+		n := tu.e.queries - before
+		tu.e.mu.Unlock()
+		if n > 30/int(maxRTO/time.Second)+5 {
+			t.Errorf("%d queries in 30 s to a dead resolver", n)
+		}
+		tu.close()
 	})
 }

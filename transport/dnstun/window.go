@@ -14,6 +14,8 @@ type window struct {
 	srtt, rttvar   time.Duration
 	lastCut        time.Time
 	sampled        bool
+	timeouts       int // in a row, without an answer: each doubles the timeout
+	lastBackoff    time.Time
 }
 
 const (
@@ -36,15 +38,30 @@ func (w *window) size() int { return max(1, int(w.cwnd)) }
 
 // rto is how long a query waits for its answer before it counts as lost.
 func (w *window) rto() time.Duration {
-	if !w.sampled {
-		return initialRTO
+	base := initialRTO
+	if w.sampled {
+		base = max(w.srtt+4*w.rttvar, minRTO)
 	}
-	return min(max(w.srtt+4*w.rttvar, minRTO), maxRTO)
+	return min(base<<w.timeouts, maxRTO)
+}
+
+// timedOut records a query that got no answer in time: the timeout doubles
+// until an answer comes, so a dead resolver is not asked faster and faster.
+// Queries that were in flight together count once.
+func (w *window) timedOut(sent, now time.Time) {
+	if sent.Before(w.lastBackoff) {
+		return
+	}
+	w.lastBackoff = now
+	if w.timeouts < 5 {
+		w.timeouts++
+	}
 }
 
 // answered records an answer to a query sent at sent; retried says the
 // query's content was sent before (no RTT sample then).
 func (w *window) answered(sent, now time.Time, retried bool) {
+	w.timeouts = 0
 	if rtt := now.Sub(sent); !retried && rtt >= 0 {
 		if !w.sampled {
 			w.srtt, w.rttvar, w.sampled = rtt, rtt/2, true
