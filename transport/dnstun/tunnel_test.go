@@ -418,3 +418,28 @@ func TestDeadResolver(t *testing.T) {
 		tu.close()
 	})
 }
+
+// TestClientGoesQuiet: a client with nothing written for clientIdle stops
+// polling; the next write opens the session again and crosses.
+func TestClientGoesQuiet(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		tu := newTunnel(t, 0, 5*time.Millisecond)
+		transfer(t, tu, 2, 100, 0)
+		time.Sleep(clientIdle + 5*time.Second)
+		tu.e.mu.Lock()
+		before := tu.e.queries
+		tu.e.mu.Unlock()
+		time.Sleep(time.Minute)
+		tu.e.mu.Lock()
+		n := tu.e.queries - before
+		tu.e.mu.Unlock()
+		if n != 0 {
+			t.Errorf("%d queries in a minute from an idle client", n)
+		}
+		tu.c.write(packet(6, 700), time.Now())
+		if p := recvTimeout(tu.s.rx, 5*time.Second); p == nil || binary.BigEndian.Uint32(p.B) != 6 {
+			t.Fatal("the write after the quiet did not cross")
+		}
+		tu.close()
+	})
+}
