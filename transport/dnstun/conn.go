@@ -149,28 +149,29 @@ func readBatch(rx chan transport.Packet, done chan struct{}, ps []transport.Pack
 	if len(ps) == 0 {
 		return 0, nil
 	}
-	var p transport.Packet
-	select {
-	case p = <-rx:
-	case <-done:
-		return 0, net.ErrClosed
-	}
 	n := 0
-	for {
-		if len(p.B) <= cap(ps[n].B) {
+	for n < len(ps) {
+		var p transport.Packet
+		if n == 0 {
+			select {
+			case p = <-rx:
+			case <-done:
+				return 0, net.ErrClosed
+			}
+		} else {
+			select {
+			case p = <-rx:
+			default:
+				return n, nil
+			}
+		}
+		if len(p.B) <= cap(ps[n].B) { // a longer one is dropped
 			ps[n].B = append(ps[n].B[:0], p.B...)
 			ps[n].Addr = p.Addr
 			n++
 		}
-		if n == len(ps) {
-			return n, nil
-		}
-		select {
-		case p = <-rx:
-		default:
-			return n, nil
-		}
 	}
+	return n, nil
 }
 
 // WriteBatch implements transport.Conn: packets to a client wait in its
@@ -306,8 +307,8 @@ func Dial(zone, resolver string, log *slog.Logger) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	if NameCapacity(z) < upHeaderLen+2*ackLen+upFragHdrLen+8 {
-		return nil, fmt.Errorf("dns: zone %q leaves no room for data in a name; use a shorter zone", zone)
+	if NameCapacity(z)-upHeaderLen-2*ackLen-upFragHdrLen < (MaxPacket+63)/64 {
+		return nil, fmt.Errorf("dns: zone %q leaves too little room for data in a name; use a shorter zone (at most about 150 characters)", zone)
 	}
 	addr, err := ResolverAddr(resolver)
 	if err != nil {

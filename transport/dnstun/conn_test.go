@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"net"
+	"strings"
 	"testing"
 	"time"
 
@@ -109,4 +110,19 @@ func TestResolverAddr(t *testing.T) {
 			t.Errorf("%q accepted as %q", bad, got)
 		}
 	}
+}
+
+func TestDialLongZone(t *testing.T) {
+	zone := strings.Repeat("a", 60) + "." + strings.Repeat("b", 60) + "." + strings.Repeat("c", 60) + ".example"
+	if _, err := Dial(zone, "127.0.0.1:53", discard); err == nil || !strings.Contains(err.Error(), "shorter zone") {
+		t.Errorf("a %d-character zone: %v", len(zone), err)
+	}
+	c, err := Dial(strings.Repeat("a", 60)+"."+strings.Repeat("b", 60)+".example", "127.0.0.1:53", discard)
+	if err != nil {
+		t.Fatalf("a 128-character zone: %v", err)
+	}
+	if n := (MaxPacket + c.core.fragSize - 1) / c.core.fragSize; n > 64 {
+		t.Errorf("%d fragments per packet", n)
+	}
+	c.Close()
 }
