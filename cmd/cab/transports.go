@@ -116,6 +116,9 @@ func openTransports(o *options, server bool, addrs []string, log *slog.Logger) (
 			if zone == "" {
 				return fail(fmt.Errorf("--transport dns: give the zone the server answers for, e.g. --dns-zone t.example.com (delegated to this host by NS records)"))
 			}
+			if _, err := dnstun.CanonicalZone(zone); err != nil {
+				return fail(fmt.Errorf("--dns-zone: %w", err))
+			}
 			s, err := dnstun.Listen(o.dnsListen, zone, log)
 			if err != nil {
 				return fail(fmt.Errorf("%w (another name server on the port? pick another with --dns-listen ADDR)", err))
@@ -151,6 +154,12 @@ func openTransports(o *options, server bool, addrs []string, log *slog.Logger) (
 			}
 			return fail(fmt.Errorf("--transport %q: use udp, tcp, ssh://[USER@]HOST[:PORT], unix:///PATH or dns://ZONE", item))
 		}
+	}
+	switch hasDNS := seen["dns"] || strings.Contains(o.transports, "dns://"); {
+	case server && o.dnsZone != "" && !hasDNS:
+		return fail(fmt.Errorf("--dns-zone %s: add dns to --transport (e.g. --transport udp,dns) for the server to answer for it", o.dnsZone))
+	case !server && o.resolver != "" && !hasDNS:
+		return fail(fmt.Errorf("--resolver %s: only dns://ZONE transports use it; add one to --transport (e.g. --transport udp,dns://t.example.com)", o.resolver))
 	}
 	if server {
 		// The far end of ssh:// transports: `cab pipe` joins an SSH

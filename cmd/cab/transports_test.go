@@ -39,17 +39,21 @@ func TestTransportListErrors(t *testing.T) {
 		server bool
 		list   string
 		want   string
+		zone   string
 	}{
-		{false, "udp,quic", "use udp, tcp, ssh://"},
-		{false, "tcp,tcp", "twice"},
-		{false, "unix://relative", "unix:///ABSOLUTE/PATH"},
-		{true, "ssh://host", "a server listens on udp, tcp, dns (with --dns-zone) and unix:///PATH"},
-		{true, "dns", "--dns-zone t.example.com"},
-		{true, "dns://bad..zone", "bad label"},
-		{false, "dns", "--transport dns://t.example.com"},
-		{false, "dns://t.example.com", "--resolver"}, // the resolver below is not HOST[:PORT]
+		{false, "udp,quic", "use udp, tcp, ssh://", ""},
+		{false, "tcp,tcp", "twice", ""},
+		{false, "unix://relative", "unix:///ABSOLUTE/PATH", ""},
+		{true, "ssh://host", "a server listens on udp, tcp, dns (with --dns-zone) and unix:///PATH", ""},
+		{true, "dns", "--dns-zone t.example.com", ""},
+		{true, "dns://bad..zone", "bad label", ""},
+		{false, "dns", "--transport dns://t.example.com", ""},
+		{false, "dns://t.example.com", "--resolver", ""}, // the resolver below is not HOST[:PORT]
+		{true, "dns", "--dns-zone: dnstun: zone \"bad..zone\": bad label", "bad..zone"},
+		{true, "udp", "add dns to --transport", "t.example.com"},
+		{false, "udp", "only dns://ZONE transports use it", ""},
 	} {
-		o := &options{transports: c.list, name: "cabtest-x", listen: "127.0.0.1", dnsListen: "127.0.0.1:0", resolver: "quic://192.0.2.1"}
+		o := &options{transports: c.list, name: "cabtest-x", listen: "127.0.0.1", port: 0, dnsListen: "127.0.0.1:0", resolver: "quic://192.0.2.1", dnsZone: c.zone}
 		_, err := openTransports(o, c.server, []string{"127.0.0.1:1"}, nil)
 		if err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("server=%v %q: %v, want %q", c.server, c.list, err, c.want)
