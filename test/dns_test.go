@@ -224,6 +224,16 @@ func transferN(t *testing.T, d *dnsSetup, size int, reverse bool, timeout time.D
 	return float64(size*8) / el.Seconds()
 }
 
+// clientQueries is how many queries the client's tunnel has sent.
+func clientQueries(t *testing.T, d *dnsSetup) uint64 {
+	t.Helper()
+	ps := dnsStatus(t, d.cli)
+	if len(ps) != 1 || ps[0].Path == nil {
+		t.Fatalf("client status %+v", ps)
+	}
+	return ps[0].Path.Queries
+}
+
 // dnsPeer is a peer's status with the transport's path figures.
 type dnsPeer struct {
 	Up        bool   `json:"up"`
@@ -279,9 +289,29 @@ func TestDNSTunnel(t *testing.T) {
 	}
 	t.Logf("ARP and a ping on an idle tunnel: %v", arp.Round(time.Millisecond))
 
+	// Count what reaches the server: with NXDOMAIN for the minimised
+	// probes, Unbound asks about twice per tunnel query (NODATA would make
+	// it five).
+	nft(t, d.srv, "add", "table", "inet", "cabcount")
+	nft(t, d.srv, "add", "chain", "inet", "cabcount", "in", "{ type filter hook input priority 0 ; }")
+	nft(t, d.srv, "add", "rule", "inet", "cabcount", "in", "udp", "dport", "53", "counter")
+	q0 := clientQueries(t, d)
+
 	up := transfer5MB(t, d, false, 240*time.Second)
 	down := transfer5MB(t, d, true, 240*time.Second)
 	t.Logf("5 MB through unbound: up %.0f kbit/s, down %.0f kbit/s", up/1000, down/1000)
+
+	q1 := clientQueries(t, d)
+	out := mustRun(t, "ip", "netns", "exec", d.srv.ns, "nft", "list", "table", "inet", "cabcount")
+	var auth uint64
+	if m := regexp.MustCompile(`counter packets (\d+)`).FindStringSubmatch(out); m != nil {
+		fmt.Sscan(m[1], &auth)
+	}
+	ratio := float64(auth) / float64(q1-q0)
+	t.Logf("%d tunnel queries, %d queries at the server: %.2f per tunnel query", q1-q0, auth, ratio)
+	if q1 <= q0 || ratio > 2.2 || ratio < 1 {
+		t.Errorf("%d tunnel queries became %d at the server (%.2f each); want about 2", q1-q0, auth, ratio)
+	}
 
 	for _, s := range []*site{d.cli, d.srv} {
 		ps := dnsStatus(t, s)
@@ -291,7 +321,7 @@ func TestDNSTunnel(t *testing.T) {
 			t.Logf("%s: %.1f queries/s, loss %.2f%%, rtt %v, %d queries", s.ns, ps[0].Path.QPS, 100*ps[0].Path.Loss, time.Duration(ps[0].Path.RTT), ps[0].Path.Queries)
 		}
 	}
-	out := mustRun(t, "ip", "netns", "exec", d.cli.ns, cabBin, "status", "--name", d.cli.ns)
+	out = mustRun(t, "ip", "netns", "exec", d.cli.ns, cabBin, "status", "--name", d.cli.ns)
 	if !strings.Contains(out, "queries/s") {
 		t.Errorf("cab status shows no dns figures:\n%s", out)
 	}
