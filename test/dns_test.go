@@ -460,6 +460,27 @@ func TestDNSTunnelHostile(t *testing.T) {
 	if counts["NXDOMAIN"] < 400 {
 		t.Errorf("only %d NXDOMAIN answers to 470 hostile queries", counts["NXDOMAIN"])
 	}
+	// Replays of the live session's own queries, captured on the way from
+	// Unbound to the server, three times each.
+	pcap := d.res.path("queries.pcap")
+	dump := start(t, d.res.ns, "tcpdump", "-i", d.resToSrv, "-n", "-U", "-c", "300", "-w", pcap, "udp", "dst", "port", "53")
+	dump.wait(20 * time.Second)
+	queries := pcapUDPPayloads(t, pcap)
+	if len(queries) < 100 {
+		t.Fatalf("captured %d queries of the live session, want 300", len(queries))
+	}
+	clear(counts)
+	inNetns(t, d.res.ns, func() {
+		for _, q := range queries {
+			for i := 0; i < 3; i++ {
+				ask(c, direct, "", q)
+			}
+		}
+	})
+	t.Logf("replayed queries: %v", counts)
+	if counts["no answer"] > len(queries) {
+		t.Errorf("replays went unanswered: %v", counts)
+	}
 	// A flood: 3000 queries for unknown sessions and 2000 that open
 	// sessions with random ids, without waiting for answers, from the
 	// resolver's namespace; and 300 through Unbound.
@@ -717,6 +738,37 @@ func grepLines(s, sub string) string {
 		}
 	}
 	return strings.Join(out, "\n")
+}
+
+// pcapUDPPayloads reads a tcpdump capture (Ethernet, IPv4, UDP) and
+// returns the UDP payloads.
+func pcapUDPPayloads(t *testing.T, path string) [][]byte {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(b) < 24 || binary.LittleEndian.Uint32(b) != 0xa1b2c3d4 {
+		t.Fatalf("%s: not a little-endian pcap file", path)
+	}
+	var out [][]byte
+	for b = b[24:]; len(b) >= 16; {
+		n := int(binary.LittleEndian.Uint32(b[8:12]))
+		if len(b) < 16+n {
+			break
+		}
+		frame := b[16 : 16+n]
+		b = b[16+n:]
+		if len(frame) < 14+20+8 || binary.BigEndian.Uint16(frame[12:14]) != 0x0800 {
+			continue
+		}
+		ihl := int(frame[14]&0x0f) * 4
+		if frame[14+9] != 17 || len(frame) < 14+ihl+8 {
+			continue
+		}
+		out = append(out, append([]byte(nil), frame[14+ihl+8:]...))
+	}
+	return out
 }
 
 // rawQuery packs a TXT query for qname by hand (miekg/dns refuses names
