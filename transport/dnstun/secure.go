@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -49,6 +50,7 @@ type secureSender struct {
 	mu     sync.Mutex
 	conn   net.Conn // the current DoT stream
 	logged time.Time
+	pause  time.Time // DoH: no query before this (a 429's Retry-After)
 }
 
 func newSecureSender(addr string, log *slog.Logger, answer func([]byte)) *secureSender {
@@ -205,6 +207,16 @@ func (s *secureSender) dohWorker(client *http.Client) {
 			return
 		case b = <-s.out:
 		}
+		s.mu.Lock()
+		wait := time.Until(s.pause)
+		s.mu.Unlock()
+		if wait > 0 {
+			select {
+			case <-s.ctx.Done():
+				return
+			case <-time.After(wait):
+			}
+		}
 		req, err := http.NewRequestWithContext(s.ctx, http.MethodPost, s.addr, bytes.NewReader(b))
 		if err != nil {
 			continue
@@ -221,7 +233,18 @@ func (s *secureSender) dohWorker(client *http.Client) {
 		body, err := io.ReadAll(io.LimitReader(resp.Body, maxDoHResponse))
 		resp.Body.Close()
 		if resp.StatusCode != http.StatusOK {
-			// 429 and 5xx: the query is lost, and the window backs off.
+			// 429 and 5xx: the query is lost, and the window backs off;
+			// a 429 also stops every query for its Retry-After (1 s by
+			// default, at most 10 s).
+			if resp.StatusCode == http.StatusTooManyRequests {
+				d := time.Second
+				if n, err := strconv.Atoi(resp.Header.Get("Retry-After")); err == nil && n >= 0 {
+					d = min(time.Duration(n)*time.Second, redialMax)
+				}
+				s.mu.Lock()
+				s.pause = time.Now().Add(d)
+				s.mu.Unlock()
+			}
 			s.warn("dns over https: the resolver answered "+resp.Status, nil)
 			continue
 		}

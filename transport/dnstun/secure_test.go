@@ -53,8 +53,21 @@ func roundTrip(t *testing.T, s *Server, resolver string) {
 	}
 	defer c.Close()
 	up := bytes.Repeat([]byte("u"), 1546)
-	c.WriteBatch([]transport.Packet{{B: up, Addr: c.Remote()}})
-	p := readOne(t, s, 10*time.Second)
+	// Written again every second, as the cable retries a handshake: a
+	// packet waiting for the session to open has a deadline.
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() {
+		for i := 0; i < 15; i++ {
+			c.WriteBatch([]transport.Packet{{B: up, Addr: c.Remote()}})
+			select {
+			case <-stop:
+				return
+			case <-time.After(time.Second):
+			}
+		}
+	}()
+	p := readOne(t, s, 15*time.Second)
 	if !bytes.Equal(p.B, up) {
 		t.Fatalf("server got %d bytes", len(p.B))
 	}
@@ -104,7 +117,8 @@ func TestDoT(t *testing.T) {
 	}
 }
 
-// TestDoH: the same through a DNS-over-HTTPS resolver over HTTP/2.
+// TestDoH: the same through a DNS-over-HTTPS resolver over HTTP/2, which
+// first answers 429 (rate limited) to 3 queries.
 func TestDoH(t *testing.T) {
 	cert, pool := selfSigned(t)
 	resolverRoots = pool
@@ -114,8 +128,13 @@ func TestDoH(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	var h2 atomic.Int64
+	var h2, limited atomic.Int64
 	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if limited.Add(1) <= 3 { // a rate limit at first: those queries are lost
+			w.Header().Set("Retry-After", "1")
+			http.Error(w, "slow down", http.StatusTooManyRequests)
+			return
+		}
 		if r.Method != http.MethodPost || r.Header.Get("Content-Type") != "application/dns-message" {
 			http.Error(w, "want a POST of application/dns-message", http.StatusBadRequest)
 			return
@@ -137,7 +156,11 @@ func TestDoH(t *testing.T) {
 	srv.TLS = &tls.Config{Certificates: []tls.Certificate{cert}}
 	srv.StartTLS()
 	defer srv.Close()
+	t0 := time.Now()
 	roundTrip(t, s, srv.URL+"/dns-query")
+	if d := time.Since(t0); d < time.Second {
+		t.Errorf("crossed in %v despite 429s with Retry-After: 1", d)
+	}
 	if h2.Load() == 0 {
 		t.Error("no query over HTTP/2")
 	}

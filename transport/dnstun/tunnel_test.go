@@ -272,42 +272,46 @@ func TestWindow(t *testing.T) {
 	})
 }
 
-// TestWindowBacksOffOnServfail: a resolver that answers SERVFAIL drives
-// the window to one and keeps it there; the packet's fragments are sent
-// again, and cross once the resolver recovers.
+// TestWindowBacksOffOnServfail: a resolver that answers SERVFAIL (or
+// REFUSED) drives the window to one and keeps it there; the packets'
+// fragments are sent again, and cross once the resolver recovers.
 func TestWindowBacksOffOnServfail(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
-		tu := newTunnel(t, 0, 5*time.Millisecond)
-		tu.c.write(packet(1, 100), time.Now())
-		time.Sleep(time.Second)
-		if p := recvTimeout(tu.s.rx, time.Second); p == nil {
-			t.Fatal("no packet before the failure")
-		}
-		tu.e.mu.Lock()
-		tu.e.rcode = dns.RcodeServerFailure
-		tu.e.mu.Unlock()
-		for i := 2; i < 30; i++ {
-			tu.c.write(packet(i, 1546), time.Now())
-		}
-		time.Sleep(time.Second)
-		tu.c.mu.Lock()
-		w, sf := tu.c.win.size(), tu.c.stats.servfail
-		tu.c.mu.Unlock()
-		if w != 1 || sf == 0 {
-			t.Fatalf("window %d after %d SERVFAILs, want 1", w, sf)
-		}
-		tu.e.mu.Lock()
-		tu.e.rcode = 0
-		tu.e.mu.Unlock()
-		got := 0
-		for recvTimeout(tu.s.rx, 3*time.Second) != nil {
-			got++
-		}
-		if got == 0 {
-			t.Fatal("nothing crossed after the resolver recovered")
-		}
-		tu.close()
-	})
+	for _, rcode := range []int{dns.RcodeServerFailure, dns.RcodeRefused} {
+		t.Run(dns.RcodeToString[rcode], func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				tu := newTunnel(t, 0, 5*time.Millisecond)
+				tu.c.write(packet(1, 100), time.Now())
+				time.Sleep(time.Second)
+				if p := recvTimeout(tu.s.rx, time.Second); p == nil {
+					t.Fatal("no packet before the failure")
+				}
+				tu.e.mu.Lock()
+				tu.e.rcode = rcode
+				tu.e.mu.Unlock()
+				for i := 2; i < 30; i++ {
+					tu.c.write(packet(i, 1546), time.Now())
+				}
+				time.Sleep(time.Second)
+				tu.c.mu.Lock()
+				w, sf := tu.c.win.size(), tu.c.stats.servfail
+				tu.c.mu.Unlock()
+				if w != 1 || sf == 0 {
+					t.Fatalf("window %d after %d failures, want 1", w, sf)
+				}
+				tu.e.mu.Lock()
+				tu.e.rcode = 0
+				tu.e.mu.Unlock()
+				got := 0
+				for recvTimeout(tu.s.rx, 3*time.Second) != nil {
+					got++
+				}
+				if got == 0 {
+					t.Fatal("nothing crossed after the resolver recovered")
+				}
+				tu.close()
+			})
+		})
+	}
 }
 
 func recvTimeout(ch chan transport.Packet, d time.Duration) *transport.Packet {
