@@ -83,7 +83,6 @@ type serverCore struct {
 	mu       sync.Mutex
 	sessions map[uint32]*session
 	rx       chan transport.Packet
-	closed   bool
 	stats    serverStats
 
 	openLogged time.Time
