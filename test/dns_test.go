@@ -679,6 +679,29 @@ func TestDNSJumbo(t *testing.T) {
 	}
 }
 
+// TestDNSServerRestart: the server restarts and forgets every session;
+// the client's next queries get NXDOMAIN, it opens a new session, the
+// cable handshakes again, and pings cross again.
+func TestDNSServerRestart(t *testing.T) {
+	d := newDNSSetup(t, "")
+	waitPing(t, 20*time.Second, d.cli.ns, overlayA)
+	d.cab[0].signal(syscall.SIGTERM)
+	if !d.cab[0].wait(10 * time.Second) {
+		t.Fatal("the server did not stop")
+	}
+	t0 := time.Now()
+	srv := d.srv.cab(t, "server", "-s", "tap:"+tapDev, "--psk", d.srv.path("site.psk"), "--transport", "dns", "--dns-zone", dnsZone, "--dns-listen", serverAddr+":53")
+	setupTap(t, d.srv, srv, overlayA)
+	waitPing(t, 90*time.Second, d.cli.ns, overlayA)
+	t.Logf("pings cross again %v after the restart", time.Since(t0).Round(100*time.Millisecond))
+	if !strings.Contains(d.cab[1].stderr.String(), "forgot the session") {
+		t.Errorf("the client did not notice the lost session:\n%s", d.cab[1].stderr.String())
+	}
+	if n := ping(t, d.cli.ns, overlayA, 5); n != 5 {
+		t.Errorf("after the restart: %d of 5 pings", n)
+	}
+}
+
 // TestDNSFallback: a client with --transport udp,dns://ZONE whose UDP
 // cannot reach the server falls back to the DNS tunnel through the
 // resolver, and the cable works over it.
