@@ -163,6 +163,7 @@ type options struct {
 	dnsZone    string
 	dnsListen  string
 	resolver   string
+	dnsNoData  bool
 	metrics    string
 	configFile string
 	peers      []cab.PeerConfig // from the configuration file
@@ -217,6 +218,7 @@ func parseFlags(args []string, server bool, stderr io.Writer) (*options, []strin
 		fs.StringVar(&o.transports, "transport", "udp", "`list` of transports to listen on, comma-separated: udp, tcp (on the -p port), unix:///PATH, dns (with --dns-zone); SSH clients always reach the server through "+controlDir+"/NAME.pipe")
 		fs.StringVar(&o.dnsZone, "dns-zone", "", "the `zone` the dns transport answers for, authoritatively (delegate it to this host with NS records)")
 		fs.StringVar(&o.dnsListen, "dns-listen", ":53", "UDP and TCP `address` the dns transport answers on")
+		fs.BoolVar(&o.dnsNoData, "dns-nodata", false, "answer NODATA, not NXDOMAIN, to the shortened names resolvers ask first: needed behind resolvers with strict QNAME minimisation, costs others more queries")
 		fs.IntVar(&o.port, "p", cab.DefaultPort, "UDP and TCP `port` to listen on")
 		fs.StringVar(&o.listen, "l", "", "`address` to listen on (default: all, IPv4 and IPv6)")
 		fs.StringVar(&o.allowFile, "allow", "", "`file` of allowed client public keys, one per line with an optional name (default without --psk: STATE_DIR/clients.txt)")

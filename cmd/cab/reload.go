@@ -132,7 +132,7 @@ var settingNames = map[string]string{
 	"isolate": "isolate", "fdbAge": "fdb_age", "maxMACs": "max_macs", "floodRate": "flood_rate", "bpdu": "bpdu",
 	"mssClamp": "mss_clamp", "mtu": "mtu", "udpGSO": "udp_gso", "udpGRO": "udp_gro", "metrics": "metrics",
 	"name": "name", "logFormat": "log_format", "verbose": "verbose (-v)", "vdeShared": "vde_shared_port",
-	"sshCommand": "ssh_command", "sshRemote": "ssh_remote", "dnsZone": "dns_zone", "dnsListen": "dns_listen", "resolver": "resolver",
+	"sshCommand": "ssh_command", "sshRemote": "ssh_remote", "dnsZone": "dns_zone", "dnsListen": "dns_listen", "resolver": "resolver", "dnsNoData": "dns_nodata",
 }
 
 // monotonicUsec is CLOCK_MONOTONIC in microseconds, which systemd wants

@@ -123,6 +123,7 @@ func openTransports(o *options, server bool, addrs []string, log *slog.Logger) (
 			if err != nil {
 				return fail(fmt.Errorf("%w (another name server on the port? pick another with --dns-listen ADDR)", err))
 			}
+			s.SetNoData(o.dnsNoData)
 			t.add(s, "dns "+s.LocalAddr().String()+" zone "+zone)
 		case scheme == "dns" && !server:
 			if !hasRest || rest == "" {

@@ -84,6 +84,7 @@ type serverCore struct {
 	sessions map[uint32]*session
 	rx       chan transport.Packet
 	stats    serverStats
+	nodata   bool // NODATA, not NXDOMAIN, for names asked with other types than TXT
 
 	openLogged time.Time
 }
@@ -138,11 +139,15 @@ func (s *serverCore) handle(req *dns.Msg, now time.Time) *dns.Msg {
 		resp.Authoritative = false
 		s.stats.refused++
 		return resp
-	case err == nil && q.Qtype != dns.TypeTXT:
+	case q.Qtype != dns.TypeTXT && (err == nil || s.nodata):
 		// A resolver's QNAME-minimised probe (type A for a part of the
-		// name): NXDOMAIN makes it ask for the whole name at once.
+		// name): NXDOMAIN makes it ask for the whole name at once; NODATA,
+		// for resolvers whose strict minimisation takes NXDOMAIN as final,
+		// makes it go on label by label.
 		s.stats.probes++
-		resp.Rcode = dns.RcodeNameError
+		if !s.nodata {
+			resp.Rcode = dns.RcodeNameError
+		}
 		resp.Ns = []dns.RR{s.soa()}
 		return resp
 	case err != nil:

@@ -173,3 +173,29 @@ func TestSessionExpiry(t *testing.T) {
 		t.Errorf("query of a forgotten session: %s", dns.RcodeToString[r.Rcode])
 	}
 }
+
+// TestNoData: with nodata, every non-TXT name under the zone gets NOERROR
+// with no answer (even a part of a name that does not decode alone), and
+// TXT queries work as before.
+func TestNoData(t *testing.T) {
+	s := newServerCore(testZone, discard)
+	s.nodata = true
+	now := time.Unix(100, 0)
+	q := txtQuery(t, &up{open: true, sid: 3}, 1232)
+	labels := dns.SplitDomainName(q.Question[0].Name)
+	for _, name := range []string{labels[len(labels)-4] + "." + testZone, "abc." + testZone, q.Question[0].Name} {
+		m := new(dns.Msg)
+		m.SetQuestion(name, dns.TypeA)
+		if r := s.handle(m, now); r.Rcode != dns.RcodeSuccess || len(r.Answer) != 0 {
+			t.Errorf("%s A: %s with %d answers, want NODATA", name, dns.RcodeToString[r.Rcode], len(r.Answer))
+		}
+	}
+	if r := s.handle(q, now); r.Rcode != dns.RcodeSuccess || len(r.Answer) != 1 {
+		t.Errorf("open: %s", dns.RcodeToString[r.Rcode])
+	}
+	m := new(dns.Msg)
+	m.SetQuestion("abc."+testZone, dns.TypeTXT)
+	if r := s.handle(m, now); r.Rcode != dns.RcodeNameError {
+		t.Errorf("undecodable TXT: %s, want NXDOMAIN", dns.RcodeToString[r.Rcode])
+	}
+}
