@@ -26,6 +26,9 @@ type PeerStatus struct {
 	TxBytes       uint64            `json:"tx_bytes"`
 	Drops         map[string]uint64 `json:"drops,omitempty"`
 	MACs          int               `json:"macs"`
+	// Path is how the transport sees the path, for transports that tell
+	// (dns: queries per second, loss, round-trip time).
+	Path *transport.PathStats `json:"path,omitempty"`
 }
 
 // Status is a snapshot of a cable.
@@ -87,6 +90,14 @@ func (c *Cable) Status() Status {
 			ps.Transport = transportName(pt.conn)
 			if r, ok := pt.conn.(rtter); ok {
 				ps.RTT = r.RTT(pt.addr)
+			}
+			if pr, ok := pt.conn.(transport.PathStatser); ok {
+				if st, ok := pr.PathStats(pt.addr); ok {
+					ps.Path = &st
+					if ps.RTT == 0 {
+						ps.RTT = st.RTT
+					}
+				}
 			}
 		}
 		if s := p.cur.Load(); s != nil {

@@ -167,6 +167,10 @@ type options struct {
 	quicResetKey *[32]byte // a server's, from its cab key
 	sshCommand   string
 	sshRemote    string
+	dnsZone      string
+	dnsListen    string
+	resolver     string
+	dnsNoData    bool
 	metrics      string
 	configFile   string
 	peers        []cab.PeerConfig // from the configuration file
@@ -220,9 +224,12 @@ func parseFlags(args []string, server bool, stderr io.Writer) (*options, []strin
 	fs.StringVar(&o.workers, "crypto-workers", "auto", "goroutines that help seal and open large batches, frames kept in order: auto (one fewer than the cores from 4 cores up, none below) or a number (0: none)")
 	fs.StringVar(&o.quicALPN, "quic-alpn", quic.DefaultALPN, "TLS application `protocol` that quic offers; both ends must agree (h3 looks like HTTP/3)")
 	if server {
-		fs.StringVar(&o.transports, "transport", "udp", "`list` of transports to listen on, comma-separated: udp, tcp (on the -p port), quic (UDP port 443; quic://:PORT for another), unix:///PATH; SSH clients always reach the server through "+controlDir+"/NAME.pipe")
+		fs.StringVar(&o.transports, "transport", "udp", "`list` of transports to listen on, comma-separated: udp, tcp (on the -p port), quic (UDP port 443; quic://:PORT for another), unix:///PATH, dns (with --dns-zone); SSH clients always reach the server through "+controlDir+"/NAME.pipe")
 		fs.StringVar(&o.quicCert, "quic-cert", "", "TLS certificate `file` (PEM) that quic shows; default: a self-signed one (cab's own handshake authenticates the peers)")
 		fs.StringVar(&o.quicKey, "quic-key", "", "the private key `file` (PEM) of --quic-cert")
+		fs.StringVar(&o.dnsZone, "dns-zone", "", "the `zone` the dns transport answers for, authoritatively (delegate it to this host with NS records)")
+		fs.StringVar(&o.dnsListen, "dns-listen", ":53", "UDP and TCP `address` the dns transport answers on")
+		fs.BoolVar(&o.dnsNoData, "dns-nodata", false, "answer NODATA, not NXDOMAIN, to the shortened names resolvers ask first: needed behind resolvers with strict QNAME minimisation, costs others more queries")
 		fs.IntVar(&o.port, "p", cab.DefaultPort, "UDP and TCP `port` to listen on")
 		fs.StringVar(&o.listen, "l", "", "`address` to listen on (default: all, IPv4 and IPv6)")
 		fs.StringVar(&o.allowFile, "allow", "", "`file` of allowed client public keys, one per line with an optional name (default without --psk: STATE_DIR/clients.txt)")
@@ -235,8 +242,9 @@ func parseFlags(args []string, server bool, stderr io.Writer) (*options, []strin
 	} else {
 		fs.StringVar(&o.serverKey, "server-key", "", "the server's public `key` (printed by the server at start; not needed with --psk alone)")
 		fs.DurationVar(&o.keepalive, "keepalive", cab.DefaultKeepalive, "keepalive interval (keeps NAT mappings open)")
-		fs.StringVar(&o.transports, "transport", "udp", "`list` of transports, tried in order when handshakes over one do not complete: udp, quic (the server's UDP port 443), quic://[HOST][:PORT], tcp, ssh://[USER@]HOST[:PORT], unix:///PATH")
+		fs.StringVar(&o.transports, "transport", "udp", "`list` of transports, tried in order when handshakes over one do not complete: udp, quic (the server's UDP port 443), quic://[HOST][:PORT], tcp, ssh://[USER@]HOST[:PORT], unix:///PATH, dns://ZONE (the last resort: through a DNS resolver)")
 		fs.StringVar(&o.quicSNI, "quic-sni", "", "TLS server `name` that quic sends (default: the server's host name, none for an address)")
+		fs.StringVar(&o.resolver, "resolver", "", "recursive `resolver` for dns:// transports: HOST[:PORT] (plain DNS), tls://HOST[:PORT] (DNS over TLS) or https://URL (DNS over HTTPS); default: the first nameserver in /etc/resolv.conf")
 		fs.StringVar(&o.sshCommand, "ssh-command", "ssh -T -o BatchMode=yes -o ServerAliveInterval=10 -o ServerAliveCountMax=3", "the ssh `command` and its options, for ssh:// transports")
 		fs.StringVar(&o.sshRemote, "ssh-remote", "cab pipe", "the `command` ssh runs on the server's host (a forced-command key ignores it)")
 	}
@@ -809,6 +817,12 @@ func printStatus(w io.Writer, st *cab.Status) {
 			p.RxFrames, p.RxBytes, p.TxFrames, p.TxBytes, p.MACs, dropString(p.Drops))
 	}
 	tw.Flush()
+	for _, p := range st.Peers {
+		if ps := p.Path; ps != nil {
+			fmt.Fprintf(w, "%s over %s: %.1f queries/s, %.1f%% lost, rtt %v, %d queries\n",
+				p.Name, dash(p.Transport), ps.QueriesPerSecond, 100*ps.Loss, ps.RTT.Round(100*time.Microsecond), ps.Queries)
+		}
+	}
 	if len(st.Drops) > 0 {
 		fmt.Fprintf(w, "dropped before a peer was known: %s\n", dropString(st.Drops))
 	}

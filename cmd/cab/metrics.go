@@ -23,6 +23,8 @@ type statusCollector struct {
 
 	up, rxFrames, rxBytes, txFrames, txBytes, handshakes, fragmented, wireMTU, macs, drops,
 	fdb, clamped, cableDrops *prometheus.Desc
+
+	pathQPS, pathLoss, pathRTT, pathQueries *prometheus.Desc // transports that tell (dns)
 }
 
 func newStatusCollector(c *cab.Cable) *statusCollector {
@@ -45,12 +47,17 @@ func newStatusCollector(c *cab.Cable) *statusCollector {
 		fdb:        d("fdb_entries", "Entries in the MAC table."),
 		clamped:    d("mss_clamped_total", "TCP SYNs whose MSS the cable lowered."),
 		cableDrops: d("drops_total", "Packets and frames dropped that belong to no peer, by reason.", "reason"),
+
+		pathQPS:     d("peer_path_queries_per_second", "Queries per second on the path to the peer (dns transport).", peer...),
+		pathLoss:    d("peer_path_loss_ratio", "Share of exchanges lost on the path to the peer, 0 to 1 (dns transport).", peer...),
+		pathRTT:     d("peer_path_rtt_seconds", "Round-trip time of the path to the peer (dns transport).", peer...),
+		pathQueries: d("peer_path_queries_total", "Queries on the path to the peer (dns transport).", peer...),
 	}
 }
 
 func (s *statusCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{s.up, s.rxFrames, s.rxBytes, s.txFrames, s.txBytes, s.handshakes,
-		s.fragmented, s.wireMTU, s.macs, s.drops, s.fdb, s.clamped, s.cableDrops} {
+		s.fragmented, s.wireMTU, s.macs, s.drops, s.fdb, s.clamped, s.cableDrops, s.pathQPS, s.pathLoss, s.pathRTT, s.pathQueries} {
 		ch <- d
 	}
 }
@@ -75,6 +82,12 @@ func (s *statusCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(s.macs, gauge, float64(p.MACs), p.Name)
 		for reason, n := range p.Drops {
 			ch <- prometheus.MustNewConstMetric(s.drops, counter, float64(n), p.Name, reason)
+		}
+		if ps := p.Path; ps != nil {
+			ch <- prometheus.MustNewConstMetric(s.pathQPS, gauge, ps.QueriesPerSecond, p.Name)
+			ch <- prometheus.MustNewConstMetric(s.pathLoss, gauge, ps.Loss, p.Name)
+			ch <- prometheus.MustNewConstMetric(s.pathRTT, gauge, ps.RTT.Seconds(), p.Name)
+			ch <- prometheus.MustNewConstMetric(s.pathQueries, counter, float64(ps.Queries), p.Name)
 		}
 	}
 	ch <- prometheus.MustNewConstMetric(s.fdb, gauge, float64(st.FDB))

@@ -136,6 +136,7 @@ var settingNames = map[string]string{
 	"name": "name", "logFormat": "log_format", "verbose": "verbose (-v)", "vdeShared": "vde_shared_port",
 	"sshCommand": "ssh_command", "sshRemote": "ssh_remote", "quicCert": "quic_cert", "quicKey": "quic_key",
 	"quicALPN": "quic_alpn", "quicSNI": "quic_sni",
+	"dnsZone": "dns_zone", "dnsListen": "dns_listen", "resolver": "resolver", "dnsNoData": "dns_nodata",
 }
 
 // monotonicUsec is CLOCK_MONOTONIC in microseconds, which systemd wants

@@ -16,6 +16,7 @@ import (
 	"cab"
 	"cab/crypto"
 	"cab/transport"
+	"cab/transport/dnstun"
 	"cab/transport/quic"
 	"cab/transport/stream"
 	"cab/transport/udp"
@@ -115,6 +116,41 @@ func openTransports(o *options, server bool, addrs []string, log *slog.Logger) (
 			} else {
 				t.addClient(stream.DialUnix(path))
 			}
+		case scheme == "dns" && server:
+			zone := o.dnsZone
+			if hasRest {
+				zone = rest
+			}
+			if zone == "" {
+				return fail(fmt.Errorf("--transport dns: give the zone the server answers for, e.g. --dns-zone t.example.com (delegated to this host by NS records)"))
+			}
+			if _, err := dnstun.CanonicalZone(zone); err != nil {
+				return fail(fmt.Errorf("--dns-zone: %w", err))
+			}
+			s, err := dnstun.Listen(o.dnsListen, zone, log)
+			if err != nil {
+				return fail(fmt.Errorf("%w (another name server on the port? pick another with --dns-listen ADDR)", err))
+			}
+			s.SetNoData(o.dnsNoData)
+			t.add(s, "dns "+s.LocalAddr().String()+" zone "+zone)
+		case scheme == "dns" && !server:
+			if !hasRest || rest == "" {
+				return fail(fmt.Errorf("--transport dns: give the tunnel's zone, e.g. --transport dns://t.example.com"))
+			}
+			resolver := o.resolver
+			if resolver == "" {
+				r, err := dnstun.SystemResolver()
+				if err != nil {
+					return fail(err)
+				}
+				resolver = r
+			}
+			c, err := dnstun.Dial(rest, resolver, log)
+			if err != nil {
+				return fail(err)
+			}
+			t.add(c, "dns://"+rest+" via "+resolver)
+			t.dialers = append(t.dialers, &cab.Dialer{Conn: c, Resolve: func() (transport.Addr, error) { return c.Remote(), nil }})
 		case scheme == "ssh" && hasRest && !server:
 			argv, err := sshArgv(o, item)
 			if err != nil {
@@ -123,10 +159,16 @@ func openTransports(o *options, server bool, addrs []string, log *slog.Logger) (
 			t.addClient(stream.DialCommand("ssh", rest, argv[0], argv[1:]...))
 		default:
 			if server {
-				return fail(fmt.Errorf("--transport %q: a server listens on udp, quic[://[HOST]:PORT], tcp and unix:///PATH (SSH clients come through the pipe socket)", item))
+				return fail(fmt.Errorf("--transport %q: a server listens on udp, quic[://[HOST]:PORT], tcp, dns (with --dns-zone) and unix:///PATH (SSH clients come through the pipe socket)", item))
 			}
-			return fail(fmt.Errorf("--transport %q: use udp, quic[://[HOST][:PORT]], tcp, ssh://[USER@]HOST[:PORT] or unix:///PATH", item))
+			return fail(fmt.Errorf("--transport %q: use udp, quic[://[HOST][:PORT]], tcp, ssh://[USER@]HOST[:PORT], unix:///PATH or dns://ZONE", item))
 		}
+	}
+	switch hasDNS := seen["dns"] || strings.Contains(o.transports, "dns://"); {
+	case server && o.dnsZone != "" && !hasDNS:
+		return fail(fmt.Errorf("--dns-zone %s: add dns to --transport (e.g. --transport udp,dns) for the server to answer for it", o.dnsZone))
+	case !server && o.resolver != "" && !hasDNS:
+		return fail(fmt.Errorf("--resolver %s: only dns://ZONE transports use it; add one to --transport (e.g. --transport udp,dns://t.example.com)", o.resolver))
 	}
 	if server {
 		// The far end of ssh:// transports: `cab pipe` joins an SSH

@@ -9,6 +9,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"cab"
+	"cab/transport"
 )
 
 func TestSSHArgv(t *testing.T) {
@@ -37,17 +40,25 @@ func TestTransportListErrors(t *testing.T) {
 		server bool
 		list   string
 		want   string
+		zone   string
 	}{
-		{false, "udp,quick", "use udp, quic[://[HOST][:PORT]], tcp, ssh://"},
-		{false, "quic://:99999", "not a port"},
-		{false, "quic://:0", "not a port"},
-		{false, "quic://host/path", "use quic://[HOST][:PORT]"},
-		{true, "quic://127.0.0.1:x", "not a port"},
-		{false, "tcp,tcp", "twice"},
-		{false, "unix://relative", "unix:///ABSOLUTE/PATH"},
-		{true, "ssh://host", "a server listens on udp, quic[://[HOST]:PORT], tcp and unix:///PATH"},
+		{false, "udp,quick", "use udp, quic[://[HOST][:PORT]], tcp, ssh://", ""},
+		{false, "quic://:99999", "not a port", ""},
+		{false, "quic://:0", "not a port", ""},
+		{false, "quic://host/path", "use quic://[HOST][:PORT]", ""},
+		{true, "quic://127.0.0.1:x", "not a port", ""},
+		{false, "tcp,tcp", "twice", ""},
+		{false, "unix://relative", "unix:///ABSOLUTE/PATH", ""},
+		{true, "ssh://host", "a server listens on udp, quic[://[HOST]:PORT], tcp, dns (with --dns-zone) and unix:///PATH", ""},
+		{true, "dns", "--dns-zone t.example.com", ""},
+		{true, "dns://bad..zone", "bad label", ""},
+		{false, "dns", "--transport dns://t.example.com", ""},
+		{false, "dns://t.example.com", "--resolver", ""}, // the resolver below is not HOST[:PORT]
+		{true, "dns", "--dns-zone: dnstun: zone \"bad..zone\": bad label", "bad..zone"},
+		{true, "udp", "add dns to --transport", "t.example.com"},
+		{false, "udp", "only dns://ZONE transports use it", ""},
 	} {
-		o := &options{transports: c.list, name: "cabtest-x", listen: "127.0.0.1"}
+		o := &options{transports: c.list, name: "cabtest-x", listen: "127.0.0.1", port: 0, dnsListen: "127.0.0.1:0", resolver: "quic://192.0.2.1", dnsZone: c.zone}
 		_, err := openTransports(o, c.server, []string{"127.0.0.1:1"}, nil)
 		if err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("server=%v %q: %v, want %q", c.server, c.list, err, c.want)
@@ -151,10 +162,11 @@ func TestPipe(t *testing.T) {
 	}
 }
 
-// TestTransportOrder: a client with two server addresses and udp,tcp tries
-// UDP to each, then TCP to each.
+// TestTransportOrder: a client with two server addresses and
+// udp,tcp,dns://ZONE tries UDP to each, then TCP to each, then the DNS
+// tunnel.
 func TestTransportOrder(t *testing.T) {
-	o := &options{transports: "udp,tcp", listen: "127.0.0.1", name: "cabtest-order"}
+	o := &options{transports: "udp,tcp,dns://t.example.com", listen: "127.0.0.1", name: "cabtest-order", resolver: "127.0.0.1:1053"}
 	tr, err := openTransports(o, false, []string{"127.0.0.1:1001", "127.0.0.1:1002"}, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -168,7 +180,7 @@ func TestTransportOrder(t *testing.T) {
 		}
 		got = append(got, transportScheme(d.Conn)+" "+a.String())
 	}
-	want := []string{"udp 127.0.0.1:1001", "udp 127.0.0.1:1002", "tcp tcp://127.0.0.1:1001", "tcp tcp://127.0.0.1:1002"}
+	want := []string{"udp 127.0.0.1:1001", "udp 127.0.0.1:1002", "tcp tcp://127.0.0.1:1001", "tcp tcp://127.0.0.1:1002", "dns dns://t.example.com"}
 	if strings.Join(got, ", ") != strings.Join(want, ", ") {
 		t.Errorf("dialers %q, want %q", got, want)
 	}
@@ -179,4 +191,23 @@ func transportScheme(c any) string {
 		return s.Scheme()
 	}
 	return "?"
+}
+
+// TestPrintStatusPath: a peer whose transport reports its path gets a line
+// with the figures; others get none.
+func TestPrintStatusPath(t *testing.T) {
+	st := &cab.Status{Peers: []cab.PeerStatus{
+		{Name: "hq", PublicKey: "JjT+47rR0HJPbM+N3wNmoCf194DvI9B1RbqeGPcllVs=", Up: true, Transport: "dns",
+			Path: &transport.PathStats{QueriesPerSecond: 12.5, Loss: 0.031, RTT: 42 * time.Millisecond, Queries: 900}},
+		{Name: "branch", PublicKey: "JjT+47rR0HJPbM+N3wNmoCf194DvI9B1RbqeGPcllVs=", Transport: "udp"},
+	}}
+	var b bytes.Buffer
+	printStatus(&b, st)
+	out := b.String()
+	if !strings.Contains(out, "hq over dns: 12.5 queries/s, 3.1% lost, rtt 42ms, 900 queries") {
+		t.Errorf("no path line for hq:\n%s", out)
+	}
+	if strings.Contains(out, "branch over") {
+		t.Errorf("a path line for a udp peer:\n%s", out)
+	}
 }
