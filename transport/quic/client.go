@@ -5,7 +5,6 @@ import (
 	"crypto/tls"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"net"
 	"sync"
 	"time"
@@ -40,8 +39,7 @@ type Client struct {
 	stop   context.CancelFunc
 
 	log     *slog.Logger
-	errMu   sync.Mutex
-	lastErr error
+	lastErr transport.LastError
 	logged  string    // the dial error last logged
 	loggedT time.Time // and when
 }
@@ -91,50 +89,30 @@ func (c *Client) Connected() bool { return c.e.cur.Load() != nil }
 
 // LastError returns why the last dial failed or the last connection
 // ended, or nil.
-func (c *Client) LastError() error {
-	c.errMu.Lock()
-	defer c.errMu.Unlock()
-	return c.lastErr
-}
+func (c *Client) LastError() error { return c.lastErr.Get() }
 
-func (c *Client) setErr(err error) {
-	c.errMu.Lock()
-	c.lastErr = err
-	c.errMu.Unlock()
-}
+func (c *Client) setErr(err error) { c.lastErr.Set(err) }
 
-// Backoff between dials: from 100 ms, doubling to 5 s, with jitter; a
-// connection that lived less than minLife counts as a failed dial.
-const (
-	minBackoff  = 100 * time.Millisecond
-	maxBackoff  = 5 * time.Second
-	minLife     = 2 * time.Second
-	dialTimeout = 10 * time.Second
-)
+// dialTimeout bounds one dial; transport.Redial paces the dials.
+const dialTimeout = 10 * time.Second
 
 func (c *Client) dialLoop() {
 	defer c.wg.Done()
-	failures := 0
+	var pace transport.Redial
 	for {
 		select {
 		case <-c.want:
 		case <-c.closed:
 			return
 		}
-		if failures > 0 {
-			d := min(minBackoff<<min(failures-1, 6), maxBackoff)
-			d = d/2 + time.Duration(rand.Int64N(int64(d/2)+1))
-			select {
-			case <-time.After(d):
-			case <-c.closed:
-				return
-			}
+		if !pace.Wait(c.closed) {
+			return
 		}
 		qc, err := c.dial()
 		if err != nil {
 			c.setErr(err)
 			c.logDialError(err)
-			failures++
+			pace.Failed()
 			c.wake()
 			continue
 		}
@@ -161,11 +139,7 @@ func (c *Client) dialLoop() {
 		wg.Wait()
 		c.e.cur.Store(nil)
 		c.setErr(fmt.Errorf("quic://%s: %w", c.remote, context.Cause(qc.Context())))
-		if time.Since(began) < minLife {
-			failures++
-		} else {
-			failures = 0
-		}
+		pace.Ended(began)
 		if c.e.queue.len() > 0 {
 			c.wake()
 		}

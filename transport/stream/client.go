@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"net"
 	"os/exec"
 	"sync"
@@ -28,8 +27,7 @@ type Client struct {
 	ctx   context.Context
 	stop  context.CancelFunc
 
-	errMu   sync.Mutex
-	lastErr error
+	lastErr transport.LastError
 }
 
 var _ transport.Conn = (*Client)(nil)
@@ -155,50 +153,28 @@ func (c *Client) Connected() bool { return c.cur.Load() != nil }
 
 // LastError returns why the last dial failed or the last stream ended, or
 // nil.
-func (c *Client) LastError() error {
-	c.errMu.Lock()
-	defer c.errMu.Unlock()
-	return c.lastErr
-}
+func (c *Client) LastError() error { return c.lastErr.Get() }
 
-func (c *Client) setErr(err error) {
-	c.errMu.Lock()
-	c.lastErr = err
-	c.errMu.Unlock()
-}
-
-// Backoff between dials: from 100 ms, doubling to 5 s, with jitter; a
-// stream that lived less than minLife counts as a failed dial.
-const (
-	minBackoff = 100 * time.Millisecond
-	maxBackoff = 5 * time.Second
-	minLife    = 2 * time.Second
-)
+func (c *Client) setErr(err error) { c.lastErr.Set(err) }
 
 func (c *Client) dialLoop() {
 	defer c.wg.Done()
-	failures := 0
+	var pace transport.Redial
 	for {
 		select {
 		case <-c.want:
 		case <-c.closed:
 			return
 		}
-		if failures > 0 {
-			d := min(minBackoff<<min(failures-1, 6), maxBackoff)
-			d = d/2 + time.Duration(rand.Int64N(int64(d/2)+1))
-			select {
-			case <-time.After(d):
-			case <-c.closed:
-				return
-			}
+		if !pace.Wait(c.closed) {
+			return
 		}
 		dctx, cancel := context.WithTimeout(c.ctx, 15*time.Second)
 		rw, err := c.dial(dctx)
 		cancel()
 		if err != nil {
 			c.setErr(err)
-			failures++
+			pace.Failed()
 			c.wake()
 			continue
 		}
@@ -215,11 +191,7 @@ func (c *Client) dialLoop() {
 		} else {
 			c.setErr(fmt.Errorf("%s: stream closed", c.addr))
 		}
-		if time.Since(began) < minLife {
-			failures++
-		} else {
-			failures = 0
-		}
+		pace.Ended(began)
 		if len(c.queue) > 0 {
 			c.wake()
 		}
