@@ -6,6 +6,7 @@ package transport
 
 import (
 	"fmt"
+	"net"
 	"time"
 )
 
@@ -67,4 +68,38 @@ type PathStats struct {
 // PathStatser is a Conn that reports PathStats for its Addrs.
 type PathStatser interface {
 	PathStats(Addr) (PathStats, bool)
+}
+
+// ReadQueued is ReadBatch for a conn whose receivers queue the packets
+// they take on rx: it waits for one packet (or for closed, then it returns
+// net.ErrClosed), then takes what else is queued, up to len(ps). A packet
+// longer than its buffer is dropped. release, when set, gets each queued
+// packet's buffer back once it has been copied or dropped.
+func ReadQueued(rx <-chan Packet, closed <-chan struct{}, ps []Packet, release func([]byte)) (int, error) {
+	n := 0
+	for n < len(ps) {
+		var p Packet
+		if n == 0 {
+			select {
+			case p = <-rx:
+			case <-closed:
+				return 0, net.ErrClosed
+			}
+		} else {
+			select {
+			case p = <-rx:
+			default:
+				return n, nil
+			}
+		}
+		if len(p.B) <= cap(ps[n].B) {
+			ps[n].B = append(ps[n].B[:0], p.B...)
+			ps[n].Addr = p.Addr
+			n++
+		}
+		if release != nil {
+			release(p.B)
+		}
+	}
+	return n, nil
 }

@@ -152,36 +152,7 @@ func (s *Server) logBad(from net.Addr, err error) {
 
 // ReadBatch implements transport.Conn.
 func (s *Server) ReadBatch(ps []transport.Packet) (int, error) {
-	return readBatch(s.core.rx, s.done, ps)
-}
-
-func readBatch(rx chan transport.Packet, done chan struct{}, ps []transport.Packet) (int, error) {
-	if len(ps) == 0 {
-		return 0, nil
-	}
-	n := 0
-	for n < len(ps) {
-		var p transport.Packet
-		if n == 0 {
-			select {
-			case p = <-rx:
-			case <-done:
-				return 0, net.ErrClosed
-			}
-		} else {
-			select {
-			case p = <-rx:
-			default:
-				return n, nil
-			}
-		}
-		if len(p.B) <= cap(ps[n].B) { // a longer one is dropped
-			ps[n].B = append(ps[n].B[:0], p.B...)
-			ps[n].Addr = p.Addr
-			n++
-		}
-	}
-	return n, nil
+	return transport.ReadQueued(s.core.rx, s.done, ps, nil)
 }
 
 // WriteBatch implements transport.Conn: packets to a client wait in its
@@ -388,7 +359,7 @@ func (c *Client) Remote() transport.Addr { return c.core.addr }
 
 // ReadBatch implements transport.Conn.
 func (c *Client) ReadBatch(ps []transport.Packet) (int, error) {
-	return readBatch(c.core.rx, c.done, ps)
+	return transport.ReadQueued(c.core.rx, c.done, ps, nil)
 }
 
 // WriteBatch implements transport.Conn; packets to Addrs other than Remote

@@ -126,7 +126,7 @@ type packet struct {
 // base is what the server and the client share: the inbox, counters and
 // closing.
 type base struct {
-	inbox  chan packet
+	inbox  chan transport.Packet
 	closed chan struct{}
 	once   sync.Once
 	wg     sync.WaitGroup
@@ -134,7 +134,7 @@ type base struct {
 }
 
 func newBase() base {
-	return base{inbox: make(chan packet, inboxPackets), closed: make(chan struct{})}
+	return base{inbox: make(chan transport.Packet, inboxPackets), closed: make(chan struct{})}
 }
 
 // Scheme returns "quic".
@@ -181,31 +181,9 @@ func (b *base) isClosed() bool {
 
 // ReadBatch implements transport.Conn.
 func (b *base) ReadBatch(ps []transport.Packet) (int, error) {
-	if len(ps) == 0 {
-		return 0, nil
-	}
-	n := 0
-	for n < len(ps) {
-		var p packet
-		if n == 0 {
-			select {
-			case p = <-b.inbox:
-			case <-b.closed:
-				return 0, fmt.Errorf("quic read: %w", net.ErrClosed)
-			}
-		} else {
-			select {
-			case p = <-b.inbox:
-			default:
-				return n, nil
-			}
-		}
-		if len(p.b) > cap(ps[n].B) {
-			continue // longer than the caller's buffer
-		}
-		ps[n].B = append(ps[n].B[:0], p.b...)
-		ps[n].Addr = p.addr
-		n++
+	n, err := transport.ReadQueued(b.inbox, b.closed, ps, nil)
+	if err != nil {
+		return 0, fmt.Errorf("quic read: %w", err)
 	}
 	return n, nil
 }
@@ -240,7 +218,7 @@ func (b *base) receive(qc *quic.Conn, e *end) {
 			continue
 		}
 		select {
-		case b.inbox <- packet{b: d, addr: Addr{e}}:
+		case b.inbox <- transport.Packet{B: d, Addr: Addr{e}}:
 		case <-ctx.Done():
 			return
 		case <-b.closed:

@@ -128,7 +128,7 @@ func (s *stream) close() {
 // base is what servers and clients share: the inbox, counters, Close.
 type base struct {
 	scheme string
-	inbox  chan packet
+	inbox  chan transport.Packet
 	closed chan struct{}
 	once   sync.Once
 	wg     sync.WaitGroup
@@ -139,7 +139,7 @@ type base struct {
 }
 
 func newBase(scheme string) base {
-	return base{scheme: scheme, inbox: make(chan packet, inboxPackets), closed: make(chan struct{})}
+	return base{scheme: scheme, inbox: make(chan transport.Packet, inboxPackets), closed: make(chan struct{})}
 }
 
 // Scheme names the transport: tcp, unix or ssh.
@@ -167,33 +167,9 @@ func (b *base) isClosed() bool {
 
 // ReadBatch implements transport.Conn.
 func (b *base) ReadBatch(ps []transport.Packet) (int, error) {
-	if len(ps) == 0 {
-		return 0, nil
-	}
-	n := 0
-	for n < len(ps) {
-		var p packet
-		if n == 0 {
-			select {
-			case p = <-b.inbox:
-			case <-b.closed:
-				return 0, fmt.Errorf("%s read: %w", b.scheme, net.ErrClosed)
-			}
-		} else {
-			select {
-			case p = <-b.inbox:
-			default:
-				return n, nil
-			}
-		}
-		if len(p.b) > cap(ps[n].B) {
-			putBuf(p.b)
-			continue // longer than the caller's buffer
-		}
-		ps[n].B = append(ps[n].B[:0], p.b...)
-		ps[n].Addr = p.addr
-		putBuf(p.b)
-		n++
+	n, err := transport.ReadQueued(b.inbox, b.closed, ps, putBuf)
+	if err != nil {
+		return 0, fmt.Errorf("%s read: %w", b.scheme, err)
 	}
 	return n, nil
 }
@@ -245,7 +221,7 @@ func (b *base) readLoop(s *stream) {
 			return
 		}
 		select {
-		case b.inbox <- packet{b: buf, addr: s.addr}:
+		case b.inbox <- transport.Packet{B: buf, Addr: s.addr}:
 		case <-s.done:
 			return
 		case <-b.closed:

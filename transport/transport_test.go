@@ -2,6 +2,7 @@ package transport
 
 import (
 	"errors"
+	"net"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -66,3 +67,39 @@ func TestRedial(t *testing.T) {
 		t.Fatal("LastError lost its error")
 	}
 }
+
+// TestReadQueued: it waits for one packet, then takes what is queued up
+// to the batch's size; a packet longer than its buffer is dropped; every
+// buffer is released; after closed, net.ErrClosed.
+func TestReadQueued(t *testing.T) {
+	rx := make(chan Packet, 8)
+	closed := make(chan struct{})
+	var released int
+	release := func([]byte) { released++ }
+	rx <- Packet{B: []byte("one"), Addr: testAddr("a")}
+	rx <- Packet{B: make([]byte, 100), Addr: testAddr("b")} // too long for its buffer
+	rx <- Packet{B: []byte("three"), Addr: testAddr("c")}
+	rx <- Packet{B: []byte("four"), Addr: testAddr("d")}
+	ps := make([]Packet, 2)
+	for i := range ps {
+		ps[i].B = make([]byte, 0, 10)
+	}
+	n, err := ReadQueued(rx, closed, ps, release)
+	if err != nil || n != 2 || string(ps[0].B) != "one" || string(ps[1].B) != "three" || ps[1].Addr != testAddr("c") {
+		t.Fatalf("ReadQueued: %d %v %q %q", n, err, ps[0].B, ps[1].B)
+	}
+	if released != 3 {
+		t.Fatalf("%d buffers released, want 3", released)
+	}
+	if n, _ := ReadQueued(rx, closed, ps, nil); n != 1 || string(ps[0].B) != "four" {
+		t.Fatalf("the rest: %d %q", n, ps[0].B)
+	}
+	close(closed)
+	if _, err := ReadQueued(rx, closed, ps, nil); !errors.Is(err, net.ErrClosed) {
+		t.Fatalf("after close: %v", err)
+	}
+}
+
+type testAddr string
+
+func (a testAddr) String() string { return string(a) }
