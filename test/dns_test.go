@@ -536,6 +536,16 @@ func TestDNSTunnelHostile(t *testing.T) {
 	if n := ping(t, d.cli.ns, overlayA, 5); n != 5 {
 		t.Errorf("after the attack: %d of 5 pings", n)
 	}
+	// The server's status counts what it refused.
+	out = mustRun(t, "ip", "netns", "exec", d.srv.ns, cabBin, "status", "--json", "--name", d.srv.ns)
+	var st struct{ Drops map[string]uint64 }
+	if err := json.Unmarshal([]byte(out), &st); err != nil {
+		t.Fatalf("cab status --json: %v\n%s", err, out)
+	}
+	t.Logf("server drops: %v", st.Drops)
+	if st.Drops["dns_nxdomain"] < 1000 {
+		t.Errorf("server status counts %d NXDOMAIN answers after thousands of hostile queries: %v", st.Drops["dns_nxdomain"], st.Drops)
+	}
 }
 
 // writeCert writes a self-signed certificate for ip and its key as PEM

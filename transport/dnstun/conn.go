@@ -111,6 +111,18 @@ func (s *Server) udpLoop() {
 	}
 }
 
+// DropCounts says, by reason, what the server refused or dropped: names
+// that do not decode or name no session (NXDOMAIN), messages that do not
+// parse, opens while the session table was full, and packets lost to full
+// queues. cab status shows them.
+func (s *Server) DropCounts() map[string]uint64 {
+	s.core.mu.Lock()
+	st := s.core.stats
+	s.core.mu.Unlock()
+	return map[string]uint64{"nxdomain": st.nxdomain, "undecodable": st.badQueries, "opens_while_full": st.full,
+		"rx_queue_full": st.rxDrops, "tx_dropped": st.txDrops}
+}
+
 // reportLoop forgets idle sessions, and logs, once a minute when they grew, the queries the server
 // refused: names that do not decode or name no session (NXDOMAIN),
 // messages that do not parse (dropped), opens while full, packets lost to
@@ -401,6 +413,16 @@ func (c *Client) PathStats(a transport.Addr) (transport.PathStats, bool) {
 		return transport.PathStats{}, false
 	}
 	return c.core.pathStats(time.Now()), true
+}
+
+// DropCounts says, by reason, what the client dropped: answers that did
+// not decode, packets that found no room or waited too long on the way up,
+// and packets that found the receive queue full. cab status shows them.
+func (c *Client) DropCounts() map[string]uint64 {
+	c.core.mu.Lock()
+	st := c.core.stats
+	c.core.mu.Unlock()
+	return map[string]uint64{"bad_answers": st.badAnswers, "up_dropped": st.upDrops, "rx_queue_full": st.rxDrops}
 }
 
 // Close implements transport.Conn.

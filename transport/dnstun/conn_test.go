@@ -85,6 +85,21 @@ func TestConnLoopback(t *testing.T) {
 	if err != nil || r.Rcode != dns.RcodeSuccess || len(r.Answer) != 1 || !r.Authoritative {
 		t.Errorf("SOA over TCP: %v %v", r, err)
 	}
+	// A name under the zone that does not decode: NXDOMAIN, and counted
+	// where cab status shows it.
+	before := s.DropCounts()["nxdomain"]
+	m = new(dns.Msg)
+	m.SetQuestion("not-base32!.t.example.com.", dns.TypeTXT)
+	uc := &dns.Client{Net: "udp", Timeout: 2 * time.Second}
+	if r, _, err := uc.Exchange(m, s.LocalAddr().String()); err != nil || r.Rcode != dns.RcodeNameError {
+		t.Errorf("undecodable name: %v %v", r, err)
+	}
+	if got := s.DropCounts()["nxdomain"]; got != before+1 {
+		t.Errorf("server counted %d NXDOMAIN answers, want %d", got, before+1)
+	}
+	if dc := c.DropCounts(); len(dc) != 3 || dc["bad_answers"] != 0 {
+		t.Errorf("client drop counts %v", dc)
+	}
 	c.Close()
 	if _, err := c.ReadBatch(make([]transport.Packet, 1)); !errors.Is(err, net.ErrClosed) {
 		t.Errorf("read after close: %v", err)
