@@ -275,12 +275,14 @@ func TestIsolate(t *testing.T) {
 	}
 }
 
-// TestRoaming: a NAT router between client and server changes the
-// client's source port mid-ping; the pings go on and the server's path
-// follows the new port.
-func TestRoaming(t *testing.T) {
-	t.Parallel()
-	cli, rtr, srv := newNetns(t, "c"), newNetns(t, "r"), newNetns(t, "s")
+// natSites makes a client, a NAT router and a server
+// (client 198.51.100.2/25 — .1/25 router .129/25 — 198.51.100.130/25
+// server), and a function that makes the router masquerade the
+// client's UDP to dport behind the source ports ports ("40000-40010"),
+// forgetting the mappings it had.
+func natSites(t *testing.T, dport string) (cli, rtr, srv *site, nat func(ports string)) {
+	t.Helper()
+	cli, rtr, srv = newNetns(t, "c"), newNetns(t, "r"), newNetns(t, "s")
 	id := randomID(t)
 	// client 198.51.100.2/25 — .1/25 router .129/25 — 198.51.100.130/25 server
 	mustRun(t, "ip", "link", "add", "rc"+id, "netns", rtr.ns, "type", "veth", "peer", "name", "eth0", "netns", cli.ns)
@@ -298,15 +300,24 @@ func TestRoaming(t *testing.T) {
 	}
 	mustRun(t, "ip", "-n", cli.ns, "route", "add", "default", "via", "198.51.100.1")
 	mustRun(t, "ip", "netns", "exec", rtr.ns, "sysctl", "-qw", "net.ipv4.ip_forward=1")
-	nat := func(ports string) {
+	nat = func(ports string) {
 		t.Helper()
 		mustRun(t, "ip", "netns", "exec", rtr.ns, "nft",
 			"flush ruleset; add table ip nat; add chain ip nat post { type nat hook postrouting priority 100; }; "+
-				"add rule ip nat post ip saddr 198.51.100.0/25 udp dport "+port+" snat to 198.51.100.129:"+ports)
+				"add rule ip nat post ip saddr 198.51.100.0/25 udp dport "+dport+" snat to 198.51.100.129:"+ports)
 		if out, err := run(5*time.Second, "ip", "netns", "exec", rtr.ns, "conntrack", "-F"); err != nil {
 			t.Logf("conntrack -F: %v %s", err, out)
 		}
 	}
+	return cli, rtr, srv, nat
+}
+
+// TestRoaming: a NAT router between client and server changes the
+// client's source port mid-ping; the pings go on and the server's path
+// follows the new port.
+func TestRoaming(t *testing.T) {
+	t.Parallel()
+	cli, rtr, srv, nat := natSites(t, port)
 	nat("40000-40010")
 
 	psk := genkey(t, srv.path("site.psk"))

@@ -193,33 +193,7 @@ func TestQUICCapture(t *testing.T) {
 // middle of a ping; the server's QUIC connection follows it (the same
 // connection: the cable sees no path change), and the pings go on.
 func TestQUICNATRebinding(t *testing.T) {
-	cli, rtr, srv := newNetns(t, "c"), newNetns(t, "r"), newNetns(t, "s")
-	id := randomID(t)
-	// client 198.51.100.2/25 — .1/25 router .129/25 — 198.51.100.130/25 server
-	mustRun(t, "ip", "link", "add", "rc"+id, "netns", rtr.ns, "type", "veth", "peer", "name", "eth0", "netns", cli.ns)
-	mustRun(t, "ip", "link", "add", "rs"+id, "netns", rtr.ns, "type", "veth", "peer", "name", "eth0", "netns", srv.ns)
-	cli.ulIf, srv.ulIf = "eth0", "eth0"
-	cli.v4, rtr.v4, srv.v4 = "198.51.100.2", "198.51.100.129", "198.51.100.130"
-	for _, l := range []struct{ ns, dev, addr string }{
-		{cli.ns, "eth0", "198.51.100.2/25"},
-		{rtr.ns, "rc" + id, "198.51.100.1/25"},
-		{rtr.ns, "rs" + id, "198.51.100.129/25"},
-		{srv.ns, "eth0", "198.51.100.130/25"},
-	} {
-		mustRun(t, "ip", "-n", l.ns, "addr", "add", l.addr, "dev", l.dev)
-		mustRun(t, "ip", "-n", l.ns, "link", "set", l.dev, "up")
-	}
-	mustRun(t, "ip", "-n", cli.ns, "route", "add", "default", "via", "198.51.100.1")
-	mustRun(t, "ip", "netns", "exec", rtr.ns, "sysctl", "-qw", "net.ipv4.ip_forward=1")
-	nat := func(ports string) {
-		t.Helper()
-		mustRun(t, "ip", "netns", "exec", rtr.ns, "nft",
-			"flush ruleset; add table ip nat; add chain ip nat post { type nat hook postrouting priority 100; }; "+
-				"add rule ip nat post ip saddr 198.51.100.0/25 udp dport 443 snat to 198.51.100.129:"+ports)
-		if out, err := run(5*time.Second, "ip", "netns", "exec", rtr.ns, "conntrack", "-F"); err != nil {
-			t.Logf("conntrack -F: %v %s", err, out)
-		}
-	}
+	cli, rtr, srv, nat := natSites(t, "443")
 	nat("40000-40010")
 
 	psk := genkey(t, srv.path("site.psk"))
