@@ -312,6 +312,38 @@ func natSites(t *testing.T, dport string) (cli, rtr, srv *site, nat func(ports s
 	return cli, rtr, srv, nat
 }
 
+// roam pings the server's overlay address from cli 60 times, 5 a second,
+// and has the NAT router move the client from source ports 40000-40010 to
+// 50000-50010 four seconds in. addrPort says where the server sees the
+// client now; the path must move within moveWithin. It returns the ports
+// before and after and the pings sent and answered.
+func roam(t *testing.T, cli, rtr *site, nat func(string), addrPort func() (string, int), moveWithin time.Duration) (before, after, sent, got int) {
+	t.Helper()
+	host, before := addrPort()
+	if host != rtr.v4 || before < 40000 || before > 40010 {
+		t.Fatalf("server's path before the change: %s:%d, want %s:40000-40010", host, before, rtr.v4)
+	}
+	pinger := start(t, cli.ns, "ping", "-n", "-i", "0.2", "-c", "60", "-W", "1", overlayA)
+	time.Sleep(4 * time.Second)
+	nat("50000-50010")
+	moved := waitFor(moveWithin, func() bool {
+		_, p := addrPort()
+		return p >= 50000 && p <= 50010
+	})
+	if !pinger.wait(25 * time.Second) {
+		t.Fatal("ping -c 60 -i 0.2 did not finish within 25 s")
+	}
+	host, after = addrPort()
+	if !moved || host != rtr.v4 || after < 50000 || after > 50010 {
+		t.Errorf("server's path after the change: %s:%d, want %s:50000-50010", host, after, rtr.v4)
+	}
+	sent, got = pingSummary(pinger.stdout.String())
+	if sent != 60 {
+		t.Errorf("ping sent %d, want 60\n%s", sent, pinger.stdout.String())
+	}
+	return before, after, sent, got
+}
+
 // TestRoaming: a NAT router between client and server changes the
 // client's source port mid-ping; the pings go on and the server's path
 // follows the new port.
@@ -341,28 +373,9 @@ func TestRoaming(t *testing.T) {
 		n, _ := strconv.Atoi(p)
 		return host, n
 	}
-	host, before := addrPort()
-	if host != rtr.v4 || before < 40000 || before > 40010 {
-		t.Fatalf("server's path before the change: %s:%d, want %s:40000-40010", host, before, rtr.v4)
-	}
-
-	pinger := start(t, cli.ns, "ping", "-n", "-i", "0.2", "-c", "60", "-W", "1", overlayA)
-	time.Sleep(4 * time.Second)
-	nat("50000-50010")
-	moved := waitFor(5*time.Second, func() bool {
-		_, p := addrPort()
-		return p >= 50000 && p <= 50010
-	})
-	if !pinger.wait(25 * time.Second) {
-		t.Fatal("ping -c 60 -i 0.2 did not finish within 25 s")
-	}
-	host, after := addrPort()
-	if !moved || host != rtr.v4 || after < 50000 || after > 50010 {
-		t.Errorf("server's path after the change: %s:%d, want %s:50000-50010", host, after, rtr.v4)
-	}
-	sent, got := pingSummary(pinger.stdout.String())
-	if sent != 60 || got < 57 {
-		t.Errorf("pings across the port change: %d of %d answered, want at least 57 of 60\n%s", got, sent, pinger.stdout.String())
+	before, after, sent, got := roam(t, cli, rtr, nat, addrPort, 5*time.Second)
+	if got < 57 {
+		t.Errorf("pings across the port change: %d of %d answered, want at least 57 of 60", got, sent)
 	}
 	if st := statusJSON(t, srv); !st.Peers[0].Up {
 		t.Errorf("peer down after roaming: %+v", st.Peers[0])
