@@ -215,23 +215,20 @@ func countPackets(t *testing.T, file, filter string) int {
 	return n
 }
 
-func TestCaptureShowsNoPlaintext(t *testing.T) {
-	t.Parallel()
-	a, b := newPair(t)
-	pskPair(t, a, b, a.v4+":"+port)
-	waitPing(t, upTimeout, b.ns, overlayA)
-
+// pingPatternHidden pings A from B with a byte pattern in 1000-byte
+// pings while the TAP of B is captured, stops wireCap (a capture of the
+// underlay into wire), and checks that the pattern is on the TAP (so the
+// check can fail) and nowhere on the wire.
+func pingPatternHidden(t *testing.T, a, b *site, wireCap *proc, wire string) {
+	t.Helper()
 	const pattern = "c0ffee11c0ffee22"
-	wire := a.path("underlay.pcap")
 	inside := b.path("tap.pcap")
-	wireCap := startCapture(t, a, a.ulIf, wire)
 	tapCap := startCapture(t, b, tapDev, inside)
 	if n := ping(t, b.ns, overlayA, 5, "-p", pattern, "-s", "1000"); n != 5 {
 		t.Errorf("ping with pattern: %d of 5 replies", n)
 	}
 	wireBytes := stopCapture(t, wireCap, wire)
 	tapBytes := stopCapture(t, tapCap, inside)
-
 	raw := []byte{0xc0, 0xff, 0xee, 0x11, 0xc0, 0xff, 0xee, 0x22}
 	if !bytes.Contains(tapBytes, raw) {
 		t.Fatalf("the pattern %s is not in the capture on the TAP, so the check below would prove nothing", pattern)
@@ -239,6 +236,17 @@ func TestCaptureShowsNoPlaintext(t *testing.T) {
 	if bytes.Contains(wireBytes, raw) {
 		t.Errorf("the pattern %s crossed the underlay in plain text", pattern)
 	}
+}
+
+func TestCaptureShowsNoPlaintext(t *testing.T) {
+	t.Parallel()
+	a, b := newPair(t)
+	pskPair(t, a, b, a.v4+":"+port)
+	waitPing(t, upTimeout, b.ns, overlayA)
+
+	wire := a.path("underlay.pcap")
+	wireCap := startCapture(t, a, a.ulIf, wire)
+	pingPatternHidden(t, a, b, wireCap, wire)
 	for _, dir := range [][2]string{{b.v4, a.v4}, {a.v4, b.v4}} {
 		filter := "udp and src host " + dir[0] + " and dst host " + dir[1] + " and greater 1000"
 		if n := countPackets(t, wire, filter); n < 5 {

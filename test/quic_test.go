@@ -1,7 +1,6 @@
 package cabtest
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"encoding/json"
@@ -59,18 +58,26 @@ func quicStatusOf(t *testing.T, s *site) []quicStatus {
 	return st.Peers
 }
 
+// quicPair starts a cab server on a listening on serverTransports and a
+// client on b dialling quic to serverAddr, with PSK, TAPs and addresses,
+// and waits until both see the peer up.
+func quicPair(t *testing.T, a, b *site, serverTransports, serverAddr string) {
+	t.Helper()
+	psk := genkey(t, a.path("site.psk"))
+	srv := a.cab(t, "server", "-p", port, "-s", "tap:"+tapDev, "--psk", psk, "--transport", serverTransports)
+	cli := b.cab(t, "client", "-s", "tap:"+tapDev, "--psk", psk, "--transport", "quic", serverAddr)
+	setupTap(t, a, srv, overlayA)
+	setupTap(t, b, cli, overlayB)
+	waitPeerUp(t, upTimeout, srv, cli)
+}
+
 // TestQUICTransport: a server on udp and quic, a client on quic only:
 // ping and a TCP transfer cross; both sides' status says quic, with an
 // RTT and a wire MTU no larger than a QUIC datagram; the plain-text
 // status shows the RTT too.
 func TestQUICTransport(t *testing.T) {
 	a, b := newPair(t)
-	psk := genkey(t, a.path("site.psk"))
-	srv := a.cab(t, "server", "-p", port, "-s", "tap:"+tapDev, "--psk", psk, "--transport", "udp,quic")
-	cli := b.cab(t, "client", "-s", "tap:"+tapDev, "--psk", psk, "--transport", "quic", a.v4)
-	setupTap(t, a, srv, overlayA)
-	setupTap(t, b, cli, overlayB)
-	waitPeerUp(t, upTimeout, srv, cli)
+	quicPair(t, a, b, "udp,quic", a.v4)
 	checkPing(t, a, b)
 	checkTCP(t, a, b)
 	for _, s := range []*site{a, b} {
@@ -91,12 +98,7 @@ func TestQUICTransport(t *testing.T) {
 // TestQUICIPv6: the cable over QUIC on an IPv6 underlay.
 func TestQUICIPv6(t *testing.T) {
 	a, b := newPair(t)
-	psk := genkey(t, a.path("site.psk"))
-	srv := a.cab(t, "server", "-p", port, "-s", "tap:"+tapDev, "--psk", psk, "--transport", "quic")
-	cli := b.cab(t, "client", "-s", "tap:"+tapDev, "--psk", psk, "--transport", "quic", "["+a.v6+"]")
-	setupTap(t, a, srv, overlayA)
-	setupTap(t, b, cli, overlayB)
-	waitPeerUp(t, upTimeout, srv, cli)
+	quicPair(t, a, b, "quic", "["+a.v6+"]")
 	checkPing(t, a, b)
 	if ps := quicStatusOf(t, a); len(ps) != 1 || !strings.HasPrefix(ps[0].Addr, "quic://["+b.v6+"]:") {
 		t.Errorf("server status %+v, want the client at quic://[%s]:PORT", ps, b.v6)
@@ -146,29 +148,10 @@ func TestQUICCapture(t *testing.T) {
 	a, b := newPair(t)
 	wire := a.path("underlay.pcap")
 	wireCap := startCapture(t, a, a.ulIf, wire)
-	psk := genkey(t, a.path("site.psk"))
-	srv := a.cab(t, "server", "-p", port, "-s", "tap:"+tapDev, "--psk", psk, "--transport", "udp,quic")
-	cli := b.cab(t, "client", "-s", "tap:"+tapDev, "--psk", psk, "--transport", "quic", a.v4)
-	setupTap(t, a, srv, overlayA)
-	setupTap(t, b, cli, overlayB)
-	waitPeerUp(t, upTimeout, srv, cli)
+	quicPair(t, a, b, "udp,quic", a.v4)
 	waitPing(t, upTimeout, b.ns, overlayA)
 
-	const pattern = "c0ffee11c0ffee22"
-	inside := b.path("tap.pcap")
-	tapCap := startCapture(t, b, tapDev, inside)
-	if n := ping(t, b.ns, overlayA, 5, "-p", pattern, "-s", "1000"); n != 5 {
-		t.Errorf("ping with pattern: %d of 5 replies", n)
-	}
-	wireBytes := stopCapture(t, wireCap, wire)
-	tapBytes := stopCapture(t, tapCap, inside)
-	raw := []byte{0xc0, 0xff, 0xee, 0x11, 0xc0, 0xff, 0xee, 0x22}
-	if !bytes.Contains(tapBytes, raw) {
-		t.Fatalf("the pattern %s is not in the capture on the TAP, so the check below would prove nothing", pattern)
-	}
-	if bytes.Contains(wireBytes, raw) {
-		t.Errorf("the pattern %s crossed the underlay in plain text", pattern)
-	}
+	pingPatternHidden(t, a, b, wireCap, wire)
 	between := "host " + a.v4 + " and host " + b.v4
 	for _, c := range []struct {
 		filter string
@@ -238,12 +221,7 @@ func TestQUICNATRebinding(t *testing.T) {
 // server closes every one of them within its 10 s timeout.
 func TestQUICIdleClients(t *testing.T) {
 	a, b := newPair(t)
-	psk := genkey(t, a.path("site.psk"))
-	srv := a.cab(t, "server", "-p", port, "-s", "tap:"+tapDev, "--psk", psk, "--transport", "quic")
-	cli := b.cab(t, "client", "-s", "tap:"+tapDev, "--psk", psk, "--transport", "quic", a.v4)
-	setupTap(t, a, srv, overlayA)
-	setupTap(t, b, cli, overlayB)
-	waitPeerUp(t, upTimeout, srv, cli)
+	quicPair(t, a, b, "quic", a.v4)
 	waitPing(t, upTimeout, b.ns, overlayA)
 
 	pinger := start(t, b.ns, "ping", "-n", "-i", "0.2", "-c", "75", "-W", "1", overlayA)
