@@ -695,24 +695,8 @@ func (c *Cable) connLoop(conn transport.Conn) error {
 			time.Sleep(10 * time.Millisecond)
 			continue
 		}
-		now := time.Now().UnixNano()
 		sc.used = 0
-		portBufs = portBufs[:0]
-		for i := 0; i < n; i++ {
-			pk := &ps[i]
-			typ, idx, ok := crypto.ParseHeader(pk.B)
-			if ok && sealedType(typ) {
-				if s := c.sessionOf(idx, now); s != nil {
-					ob.opens = append(ob.opens, openJob{i: i, s: s, pkt: pk.B})
-				}
-				continue
-			}
-			// A handshake message changes sessions: the packets before it
-			// are done first, as they came.
-			portBufs = c.finishOpens(conn, ps, &ob, portBufs, &out, &sc, now)
-			c.handshake(conn, pk, typ, idx, ok, now)
-		}
-		portBufs = c.finishOpens(conn, ps, &ob, portBufs, &out, &sc, now)
+		portBufs = c.receiveBatch(conn, ps[:n], &ob, &out, &sc, portBufs[:0], time.Now().UnixNano())
 		if len(portBufs) > 0 {
 			if _, err := c.port.WriteBatch(portBufs, crypto.HeaderLen); err != nil && errors.Is(err, net.ErrClosed) {
 				return nil
@@ -741,20 +725,26 @@ func (c *Cable) finishOpens(conn transport.Conn, ps []transport.Packet, ob *cryp
 	return portBufs
 }
 
-// receive handles one packet. It returns the buffer to deliver to the port
-// (the frame at offset HeaderLen), or nil.
-func (c *Cable) receive(conn transport.Conn, pk *transport.Packet, out *outBatch, sc *scratch, now int64) []byte {
-	typ, idx, ok := crypto.ParseHeader(pk.B)
-	if !ok || !sealedType(typ) {
+// receiveBatch handles the packets ps read from conn, in order: it opens
+// the sealed ones (spread over the crypto workers), handles handshakes,
+// queues relays and replies on out, and appends the buffers to deliver to
+// the port (the frame at offset HeaderLen) to portBufs.
+func (c *Cable) receiveBatch(conn transport.Conn, ps []transport.Packet, ob *cryptoBatch, out *outBatch, sc *scratch, portBufs [][]byte, now int64) [][]byte {
+	for i := range ps {
+		pk := &ps[i]
+		typ, idx, ok := crypto.ParseHeader(pk.B)
+		if ok && sealedType(typ) {
+			if s := c.sessionOf(idx, now); s != nil {
+				ob.opens = append(ob.opens, openJob{i: i, s: s, pkt: pk.B})
+			}
+			continue
+		}
+		// A handshake message changes sessions: the packets before it
+		// are done first, as they came.
+		portBufs = c.finishOpens(conn, ps, ob, portBufs, out, sc, now)
 		c.handshake(conn, pk, typ, idx, ok, now)
-		return nil
 	}
-	s := c.sessionOf(idx, now)
-	if s == nil {
-		return nil
-	}
-	frame, err := s.Open(pk.B)
-	return c.opened(conn, pk, s, frame, err, out, sc, now)
+	return c.finishOpens(conn, ps, ob, portBufs, out, sc, now)
 }
 
 // sealedType reports whether packets of type typ are sealed with a

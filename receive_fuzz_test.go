@@ -40,13 +40,14 @@ func FuzzReceive(f *testing.F) {
 		}
 		var out outBatch
 		var sc scratch
+		var ob cryptoBatch
 		rec.sizes = rec.sizes[:0]
 		b := buf[:copy(buf, pkt)]
-		got := c.receive(rec, &transport.Packet{B: b, Addr: evil.Addr()}, &out, &sc, time.Now().UnixNano())
-		if got != nil {
+		got := c.receiveBatch(rec, []transport.Packet{{B: b, Addr: evil.Addr()}}, &ob, &out, &sc, nil, time.Now().UnixNano())
+		if len(got) != 0 {
 			t.Fatalf("delivered a frame from %d random bytes", len(pkt))
 		}
-		if len(out.conns) != 0 {
+		if len(out.cb.seals) != 0 || len(out.conns) != 0 {
 			t.Fatal("relayed a frame from random bytes")
 		}
 		for _, n := range rec.sizes {
