@@ -170,8 +170,19 @@ func (s *Server) ReadBatch(ps []transport.Packet) (int, error) {
 // WriteBatch implements transport.Conn: packets to a client wait in its
 // queue for its next query.
 func (s *Server) WriteBatch(ps []transport.Packet) error {
+	return writeBatch(s.done, ps, func(p transport.Packet, now time.Time) {
+		if a, ok := p.Addr.(ClientAddr); ok {
+			s.core.write(a.sid, p.B, now)
+		}
+	})
+}
+
+// writeBatch is WriteBatch for a conn closed by done: it hands each packet
+// no longer than MaxPacket to write, and reports the first one that is
+// longer (the rest still go).
+func writeBatch(done chan struct{}, ps []transport.Packet, write func(transport.Packet, time.Time)) error {
 	select {
-	case <-s.done:
+	case <-done:
 		return net.ErrClosed
 	default:
 	}
@@ -184,9 +195,7 @@ func (s *Server) WriteBatch(ps []transport.Packet) error {
 			}
 			continue
 		}
-		if a, ok := p.Addr.(ClientAddr); ok {
-			s.core.write(a.sid, p.B, now)
-		}
+		write(p, now)
 	}
 	return err
 }
@@ -377,25 +386,11 @@ func (c *Client) ReadBatch(ps []transport.Packet) (int, error) {
 // WriteBatch implements transport.Conn; packets to Addrs other than Remote
 // are lost.
 func (c *Client) WriteBatch(ps []transport.Packet) error {
-	select {
-	case <-c.done:
-		return net.ErrClosed
-	default:
-	}
-	var err error
-	now := time.Now()
-	for _, p := range ps {
-		if len(p.B) > MaxPacket {
-			if err == nil {
-				err = &transport.TooBigError{Len: len(p.B), Max: MaxPacket}
-			}
-			continue
-		}
+	return writeBatch(c.done, ps, func(p transport.Packet, now time.Time) {
 		if p.Addr == transport.Addr(c.core.addr) {
 			c.core.write(p.B, now)
 		}
-	}
-	return err
+	})
 }
 
 // MaxPacket implements transport.Conn.
