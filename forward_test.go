@@ -137,34 +137,6 @@ func BenchmarkFDBLookup(b *testing.B) {
 	})
 }
 
-func TestRateLimiter(t *testing.T) {
-	r := newRateLimiter()
-	a, b := testAddr("a"), testAddr("b")
-	now := int64(time.Hour)
-	allowed := 0
-	for i := 0; i < 100; i++ {
-		if r.allow(a, now) {
-			allowed++
-		}
-	}
-	if allowed != handshakeBurst {
-		t.Fatalf("burst: %d allowed, want %d", allowed, handshakeBurst)
-	}
-	if !r.allow(b, now) {
-		t.Fatal("one source's flood blocked another")
-	}
-	if r.allow(a, now+int64(100*time.Millisecond)) {
-		t.Fatal("refilled too fast")
-	}
-	if !r.allow(a, now+int64(time.Second)) {
-		t.Fatal("not refilled after a second")
-	}
-	r.prune(now + int64(time.Minute))
-	if len(r.buckets) != 0 {
-		t.Fatalf("%d buckets left after prune", len(r.buckets))
-	}
-}
-
 type testAddr string
 
 func (a testAddr) String() string { return string(a) }

@@ -1,0 +1,70 @@
+package cab
+
+import (
+	"context"
+	"log/slog"
+	"sync/atomic"
+	"time"
+)
+
+// atomicCounter is one counter of drops.
+type atomicCounter = atomic.Uint64
+
+// dropReason says why a packet or frame was dropped.
+type dropReason int
+
+const (
+	dropRunt dropReason = iota
+	dropNoSession
+	dropAuth
+	dropReplay
+	dropTooBig
+	dropRateLimited
+	dropQueueFull
+	dropNotAllowed
+	dropHandshakeReplay
+	dropMACLimit
+	dropIsolated
+	dropMACConflict
+	dropBPDU
+	dropFragment
+	numDropReasons
+)
+
+var dropNames = [numDropReasons]string{
+	dropRunt:            "runt",
+	dropNoSession:       "no session",
+	dropAuth:            "auth",
+	dropReplay:          "replay",
+	dropTooBig:          "too big",
+	dropRateLimited:     "rate limited",
+	dropQueueFull:       "queue full",
+	dropNotAllowed:      "not allowed",
+	dropHandshakeReplay: "handshake replay",
+	dropMACLimit:        "mac limit",
+	dropIsolated:        "isolated",
+	dropMACConflict:     "mac conflict",
+	dropBPDU:            "bpdu",
+	dropFragment:        "fragment",
+}
+
+func (r dropReason) String() string { return dropNames[r] }
+
+func (c *Cable) drop(p *peer, r dropReason) {
+	if p != nil {
+		p.drops[r].Add(1)
+	} else {
+		c.drops[r].Add(1)
+	}
+	if c.log.Enabled(context.Background(), slog.LevelDebug) {
+		now := time.Now().UnixNano()
+		last := c.debugGate.Load()
+		if now-last > int64(time.Second) && c.debugGate.CompareAndSwap(last, now) {
+			name := ""
+			if p != nil {
+				name = p.name
+			}
+			c.log.Debug("dropped", "reason", r.String(), "peer", name)
+		}
+	}
+}

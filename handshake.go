@@ -1,0 +1,215 @@
+package cab
+
+import (
+	"crypto/rand"
+	"encoding/binary"
+	"time"
+
+	"cab/crypto"
+	"cab/transport"
+)
+
+// handshake handles a packet that is not sealedType: a handshake message,
+// or something to drop.
+func (c *Cable) handshake(conn transport.Conn, pk *transport.Packet, typ byte, idx uint32, ok bool, now int64) {
+	switch {
+	case !ok:
+		c.drop(nil, dropRunt)
+	case typ == crypto.TypeInit:
+		c.handleInit(conn, pk.Addr, pk.B, now)
+	case typ == crypto.TypeResponse:
+		c.handleResponse(conn, pk.Addr, pk.B, idx, now)
+	default:
+		c.drop(nil, dropRunt)
+	}
+}
+
+// handleInit answers a handshake initiation from an allowed peer.
+func (c *Cable) handleInit(conn transport.Conn, addr transport.Addr, msg []byte, now int64) {
+	if c.responder == nil {
+		c.drop(nil, dropNotAllowed)
+		return
+	}
+	if !c.responder.CheckMAC(msg) {
+		c.drop(nil, dropAuth)
+		return
+	}
+	if !c.limiter.Allow(addr, now) {
+		c.drop(nil, dropRateLimited)
+		return
+	}
+	pi, err := c.responder.ReadInit(msg)
+	if err != nil {
+		c.drop(nil, dropAuth)
+		return
+	}
+	p := c.peerFor(pi.Peer())
+	if p == nil {
+		c.drop(nil, dropNotAllowed)
+		return
+	}
+	p.mu.Lock()
+	if pi.Timestamp() <= p.lastInitTS {
+		p.mu.Unlock()
+		c.drop(p, dropHandshakeReplay)
+		return
+	}
+	idx := c.newIndex()
+	msg2, cs, err := pi.Respond(p.psk, idx)
+	if err != nil {
+		p.mu.Unlock()
+		c.drop(p, dropAuth)
+		return
+	}
+	p.lastInitTS = pi.Timestamp()
+	s := &session{Session: cs, peer: p}
+	if p.nextOld != nil {
+		c.unregister(p.nextOld.LocalIndex())
+	}
+	p.nextOld, p.next = p.next, s
+	c.register(idx, s)
+	p.mu.Unlock()
+	c.log.Debug("handshake response sent", "peer", p.name, "addr", addr.String())
+	conn.WriteBatch([]transport.Packet{{B: msg2, Addr: addr}})
+}
+
+// handleResponse completes a handshake this cable initiated.
+func (c *Cable) handleResponse(conn transport.Conn, addr transport.Addr, msg []byte, idx uint32, now int64) {
+	c.imu.Lock()
+	p := c.pending[idx]
+	c.imu.Unlock()
+	if p == nil {
+		c.drop(nil, dropNoSession)
+		return
+	}
+	p.mu.Lock()
+	h := p.initiator
+	if h == nil || h.LocalIndex() != idx {
+		h = p.prevInit
+	}
+	if h == nil || h.LocalIndex() != idx {
+		p.mu.Unlock()
+		c.drop(p, dropNoSession)
+		return
+	}
+	cs, err := h.Consume(msg)
+	if err != nil {
+		p.mu.Unlock()
+		c.drop(p, dropAuth)
+		return
+	}
+	s := &session{Session: cs, peer: p}
+	c.imu.Lock()
+	for _, in := range []*crypto.Initiator{p.initiator, p.prevInit} {
+		if in != nil {
+			delete(c.pending, in.LocalIndex())
+		}
+	}
+	c.index.Store(idx, s)
+	c.imu.Unlock()
+	p.initiator, p.prevInit = nil, nil
+	p.attempts = 0
+	p.wentStale = false
+	c.rotateLocked(p, s)
+	p.mu.Unlock()
+
+	p.lastRecv.Store(now)
+	p.unanswered.Store(0)
+	p.path.Store(&path{conn: conn, addr: addr})
+	c.noteTransport(p, conn)
+	c.updateMTU(p)
+	p.handshakes.Add(1)
+	p.lastHandshake.Store(now)
+	c.log.Info("handshake complete", "peer", p.name, "cipher", cs.Cipher().String(), "addr", addr.String())
+	c.setUp(p, true, "")
+	c.sendKeepalive(p, now) // confirms the session to the responder
+}
+
+// noteTransport makes the dialer over conn p's active one, when p has
+// dialers: the transport the peer answers over is the one in use.
+func (c *Cable) noteTransport(p *peer, conn transport.Conn) {
+	for i, d := range p.dialers {
+		if d.Conn == conn {
+			if old := int(p.active.Swap(int32(i))); old != i {
+				c.log.Info("transport changed", "peer", p.name, "from", transportName(p.dialers[old].Conn), "to", transportName(conn))
+			}
+			return
+		}
+	}
+}
+
+// initiate sends a handshake initiation to p over its dialer via, as the
+// timers decided when p's current session was seen. It runs on its own
+// goroutine because resolving the peer's address may block.
+func (c *Cable) initiate(p *peer, via int, seen *session) {
+	defer func() {
+		p.mu.Lock()
+		p.dialing = false
+		p.mu.Unlock()
+	}()
+	d := p.dialers[via]
+	addr, err := d.Resolve()
+	if err != nil {
+		c.log.Warn("handshake: cannot resolve peer", "peer", p.name, "err", err)
+		return
+	}
+	idx := c.newIndex()
+	now := time.Now()
+	h, msg1, err := crypto.NewInitiator(c.cfg.PrivateKey, p.key, p.psk, idx, c.ciphers, now)
+	if err != nil {
+		c.log.Warn("handshake: cannot initiate", "peer", p.name, "err", err)
+		return
+	}
+	p.mu.Lock()
+	if p.removed.Load() {
+		p.mu.Unlock()
+		return
+	}
+	if p.cur.Load() != seen {
+		// A handshake completed (the answer to an earlier initiation) since
+		// the timers decided on this one: a new initiation now would make
+		// the responder drop the session just confirmed.
+		p.mu.Unlock()
+		return
+	}
+	if p.prevInit != nil {
+		c.imu.Lock()
+		delete(c.pending, p.prevInit.LocalIndex())
+		c.imu.Unlock()
+	}
+	p.prevInit, p.initiator = p.initiator, h
+	c.imu.Lock()
+	c.pending[idx] = p
+	c.imu.Unlock()
+	p.mu.Unlock()
+	c.log.Debug("handshake initiation sent", "peer", p.name, "addr", addr.String(), "transport", transportName(d.Conn))
+	d.Conn.WriteBatch([]transport.Packet{{B: msg1, Addr: addr}})
+}
+
+// newIndex returns a random receiver index not in use.
+func (c *Cable) newIndex() uint32 {
+	var b [4]byte
+	for {
+		rand.Read(b[:])
+		idx := binary.LittleEndian.Uint32(b[:])
+		c.imu.Lock()
+		_, used := c.index.Load(idx)
+		_, pend := c.pending[idx]
+		c.imu.Unlock()
+		if !used && !pend && idx != 0 {
+			return idx
+		}
+	}
+}
+
+func (c *Cable) register(idx uint32, s *session) {
+	c.imu.Lock()
+	c.index.Store(idx, s)
+	c.imu.Unlock()
+}
+
+func (c *Cable) unregister(idx uint32) {
+	c.imu.Lock()
+	c.index.Delete(idx)
+	c.imu.Unlock()
+}

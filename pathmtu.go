@@ -1,0 +1,57 @@
+package cab
+
+import "cab/transport"
+
+// kernelWire returns the wire MTU of pt as the OS knows it: the conn's
+// MaxPacket, lowered to the path MTU (interface MTU, ICMP too-big), or to
+// what fits a 1500-byte underlay when the OS does not say.
+func (c *Cable) kernelWire(pt *path) int {
+	wire := defaultWireMTU
+	if pm, ok := pt.conn.(pathMTUer); ok {
+		if m := pm.PathMTU(pt.addr); m > 0 {
+			wire = m
+		}
+	}
+	return max(min(wire, pt.conn.MaxPacket()), minWireMTU)
+}
+
+// pathMTUer is a conn that knows the largest packet it can send to an addr
+// without fragmentation (0: unknown), from what the OS learned.
+type pathMTUer interface {
+	PathMTU(transport.Addr) int
+}
+
+// selfProber is a conn whose PathMTU the carrier has confirmed itself
+// (QUIC's path MTU discovery raises its datagram limit only for sizes the
+// peer acknowledged), so cab's own probes would add nothing.
+type selfProber interface {
+	ProbesPathMTU() bool
+}
+
+func selfProbing(conn transport.Conn) bool {
+	sp, ok := conn.(selfProber)
+	return ok && sp.ProbesPathMTU()
+}
+
+// updateMTU sets p's wire MTU from its path: the conn's MaxPacket, lowered
+// to the path MTU that the OS knows (interface MTU, ICMP too-big), or to
+// what fits a 1500-byte underlay when the OS does not say.
+func (c *Cable) updateMTU(p *peer) {
+	pt := p.path.Load()
+	if pt == nil {
+		return
+	}
+	wire := c.kernelWire(pt)
+	p.mu.Lock()
+	if l := p.probe.limit; l > 0 && l < wire && !selfProbing(pt.conn) {
+		wire = l // a black hole below what the kernel believes
+	}
+	p.mu.Unlock()
+	if old := p.wireMTU.Swap(int64(wire)); old != int64(wire) && p.up.Load() {
+		c.log.Info("path mtu", "peer", p.name, "wire_mtu", wire)
+	}
+}
+
+// FrameMTU returns the largest frame that crosses to every peer without
+// being cut into fragments: the frame MTU of the smallest path.
+func (c *Cable) FrameMTU() int { return FrameMTU(int(c.minWire.Load())) }

@@ -1,0 +1,212 @@
+package cab
+
+import (
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"cab/bridgeif"
+	"cab/crypto"
+	"cab/internal/ratelimit"
+	"cab/transport"
+)
+
+// session binds a crypto session to the peer it is with.
+type session struct {
+	*crypto.Session
+	peer *peer
+}
+
+// path is where a peer is reached.
+type path struct {
+	conn transport.Conn
+	addr transport.Addr
+}
+
+// peer is one remote cab.
+type peer struct {
+	name    string
+	key     crypto.PublicKey
+	dial    *Dialer   // the preferred way to reach the peer; nil on the responder side
+	dialers []*Dialer // dial, then the fallbacks
+	active  atomic.Int32
+	dynamic bool        // created for an initiator that was not configured
+	removed atomic.Bool // taken out of the configuration by SetPeers
+	conf    PeerConfig  // as configured (zero for a dynamic peer)
+	psk     *crypto.Secret
+	allow   map[macKey]bool // source MAC and VLAN pairs allowed; nil: any
+	macsOK  map[[6]byte]bool
+	vlansOK map[uint16]bool
+
+	path atomic.Pointer[path]
+	cur  atomic.Pointer[session] // the session frames are sealed with
+
+	mu          sync.Mutex        // guards the following fields
+	prev, next  *session          // prev: still accepted; next: responder side, awaiting confirmation
+	nextOld     *session          // the unconfirmed session before next: on a slow path the initiator may complete that one
+	initiator   *crypto.Initiator // the newest initiation in flight
+	prevInit    *crypto.Initiator // the one before: its answer is still welcome on a slow path
+	nextAttempt time.Time
+	attempts    int
+	wentStale   bool // the session went stale; no handshake completed since
+	lastInitTS  uint64
+	dialing     bool
+	lastPrefer  time.Time // the last handshake tried over dial while on a fallback
+	probe       probeState
+
+	up      atomic.Bool
+	upSince atomic.Int64 // unix nanoseconds
+
+	lastRecv      atomic.Int64 // unix nanoseconds of the last authenticated packet
+	lastSent      atomic.Int64 // ... of the last data or keepalive sent
+	unanswered    atomic.Int64 // first send since the last receive, 0 if none
+	recvData      atomic.Bool  // a packet arrived that wants a passive keepalive
+	lastHandshake atomic.Int64
+
+	macs int // learned MACs; guarded by fdb.mu
+
+	wireMTU    atomic.Int64  // largest packet on the peer's path
+	fragID     atomic.Uint32 // id of the last frame sent in fragments
+	fragmented atomic.Uint64 // frames sent in fragments
+	reasm      reassembly    // frames from the peer in fragments
+
+	own     atomic.Pointer[ownPort] // the peer's own port (Config.PortPerPeer)
+	opening atomic.Bool             // an own port is being opened
+
+	floodMu sync.Mutex       // guards flood
+	flood   ratelimit.Bucket // frames this peer may have flooded
+
+	rxFrames, rxBytes, txFrames, txBytes atomic.Uint64
+	handshakes                           atomic.Uint64
+	drops                                [numDropReasons]atomic.Uint64
+}
+
+// configuredPeer makes the peer that pc describes.
+func (c *Cable) configuredPeer(pc PeerConfig) *peer {
+	if pc.Name == "" {
+		pc.Name = pc.PublicKey.Short()
+	}
+	p := c.newPeer(pc.Name, pc.PublicKey, pc.Dial)
+	p.conf = pc
+	if pc.Dial != nil {
+		p.dialers = append([]*Dialer{pc.Dial}, pc.Fallback...)
+	}
+	if pc.PSK != nil {
+		p.psk = pc.PSK
+	}
+	if len(pc.AllowedMACs) > 0 {
+		p.macsOK = map[[6]byte]bool{}
+		for _, m := range pc.AllowedMACs {
+			var k [6]byte
+			copy(k[:], m)
+			p.macsOK[k] = true
+		}
+	}
+	if len(pc.AllowedVLANs) > 0 {
+		p.vlansOK = map[uint16]bool{}
+		for _, v := range pc.AllowedVLANs {
+			p.vlansOK[v] = true
+		}
+	}
+	return p
+}
+
+// allows reports whether a frame from p with source src may enter.
+func (p *peer) allows(src macKey) bool {
+	return (p.macsOK == nil || p.macsOK[src.mac]) && (p.vlansOK == nil || p.vlansOK[src.vlan])
+}
+
+// keepalive is p's keepalive interval.
+func (c *Cable) keepaliveOf(p *peer) time.Duration {
+	if p.conf.Keepalive > 0 {
+		return p.conf.Keepalive
+	}
+	return c.cfg.keepalive()
+}
+
+func (c *Cable) newPeer(name string, key crypto.PublicKey, dial *Dialer) *peer {
+	p := &peer{name: name, key: key, dial: dial, psk: c.cfg.PSK}
+	p.wireMTU.Store(defaultWireMTU)
+	p.reasm.total = &c.inReasm
+	return p
+}
+
+// flags returns the header flags of a packet to p sent at now: FlagHeard
+// when p was heard from within heardWindow.
+func (p *peer) flags(now int64) byte {
+	if now-p.lastRecv.Load() < int64(heardWindow) {
+		return crypto.FlagHeard
+	}
+	return 0
+}
+
+func (p *peer) noteSent(now int64) {
+	p.lastSent.Store(now)
+	p.unanswered.CompareAndSwap(0, now)
+}
+
+// setUp marks p up or down and logs the change. Going down forgets the
+// MACs learned behind p.
+func (c *Cable) setUp(p *peer, up bool, reason string) {
+	if !p.up.CompareAndSwap(!up, up) {
+		return
+	}
+	if up {
+		p.upSince.Store(time.Now().UnixNano())
+		pt := p.path.Load()
+		addr := ""
+		if pt != nil {
+			addr = pt.addr.String()
+		}
+		c.log.Info("peer up", "peer", p.name, "key", p.key.Short(), "addr", addr)
+		if c.cfg.PortPerPeer != nil && !c.closing.Load() {
+			c.openOwnPort(p)
+		}
+		return
+	}
+	c.fdb.forget(p)
+	c.closeOwnPort(p)
+	c.log.Info("peer down", "peer", p.name, "reason", reason)
+}
+
+// ownPort is a port opened for one peer alone (Config.PortPerPeer).
+type ownPort struct {
+	port bridgeif.Port
+}
+
+// openOwnPort opens p's own port and starts its loop. It runs on its own
+// goroutine, as opening may block (a switch that is slow to answer).
+func (c *Cable) openOwnPort(p *peer) {
+	if !p.opening.CompareAndSwap(false, true) {
+		return
+	}
+	c.ownWG.Add(1)
+	go func() {
+		defer c.ownWG.Done()
+		defer p.opening.Store(false)
+		if p.own.Load() != nil {
+			return
+		}
+		port, err := c.cfg.PortPerPeer(p.name)
+		if err != nil {
+			c.log.Warn("cannot open the peer's own port", "peer", p.name, "err", err)
+			return
+		}
+		op := &ownPort{port: port}
+		p.own.Store(op)
+		if !p.up.Load() || c.closing.Load() { // went down meanwhile
+			c.closeOwnPort(p)
+		}
+		c.log.Info("peer port open", "peer", p.name)
+		if err := c.portLoop(port, p); err != nil {
+			c.log.Warn("peer port failed", "peer", p.name, "err", err)
+		}
+	}()
+}
+
+// closeOwnPort closes p's own port, if it has one.
+func (c *Cable) closeOwnPort(p *peer) {
+	if op := p.own.Swap(nil); op != nil {
+		op.port.Close()
+	}
+}

@@ -1,0 +1,137 @@
+package cab
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+
+	"cab/crypto"
+)
+
+// SetPeers replaces the configured peers, for a live reload. A peer whose
+// key, name and dialer are unchanged keeps its sessions and loses no frame;
+// one that is gone, or changed, goes down (its sessions and MACs are
+// forgotten); a new one is added, and a client starts its handshake at
+// once. Peers that came in through Allow or AllowAny are left alone unless
+// the new configuration names them.
+func (c *Cable) SetPeers(peers []PeerConfig) (added, removed int, err error) {
+	want := make(map[crypto.PublicKey]PeerConfig, len(peers))
+	for _, pc := range peers {
+		if pc.PublicKey == (crypto.PublicKey{}) {
+			return 0, 0, errors.New("cable: a peer without a public key")
+		}
+		if _, dup := want[pc.PublicKey]; dup {
+			return 0, 0, fmt.Errorf("cable: peer %s listed twice", pc.PublicKey.Short())
+		}
+		if pc.Name == "" {
+			pc.Name = pc.PublicKey.Short()
+		}
+		want[pc.PublicKey] = pc
+	}
+	c.pmu.Lock()
+	var keep, drop []*peer
+	for _, p := range c.peerList() {
+		pc, listed := want[p.key]
+		switch {
+		case p.dynamic && !listed:
+			keep = append(keep, p)
+		case listed && !p.dynamic && samePeer(pc, p.conf):
+			keep = append(keep, p)
+			delete(want, p.key)
+		default:
+			drop = append(drop, p)
+			delete(c.byKey, p.key)
+		}
+	}
+	for _, pc := range peers {
+		if _, ok := want[pc.PublicKey]; !ok {
+			continue // kept
+		}
+		p := c.configuredPeer(want[pc.PublicKey])
+		c.byKey[p.key] = p
+		keep = append(keep, p)
+		added++
+	}
+	c.peers.Store(&keep)
+	c.pmu.Unlock()
+	for _, p := range drop {
+		c.retire(p)
+	}
+	c.kickTimers()
+	return added, len(drop), nil
+}
+
+// samePeer reports whether two configurations of a peer are the same.
+func samePeer(a, b PeerConfig) bool {
+	if a.Name != b.Name || a.PublicKey != b.PublicKey || a.Dial != b.Dial || a.Keepalive != b.Keepalive ||
+		!slices.Equal(a.Fallback, b.Fallback) || !slices.Equal(a.AllowedVLANs, b.AllowedVLANs) ||
+		(a.PSK == nil) != (b.PSK == nil) || a.PSK != nil && *a.PSK != *b.PSK ||
+		len(a.AllowedMACs) != len(b.AllowedMACs) {
+		return false
+	}
+	for i := range a.AllowedMACs {
+		if a.AllowedMACs[i].String() != b.AllowedMACs[i].String() {
+			return false
+		}
+	}
+	return true
+}
+
+// retire takes a peer that SetPeers removed down for good.
+func (c *Cable) retire(p *peer) {
+	p.removed.Store(true)
+	c.setUp(p, false, "removed from the configuration")
+	p.mu.Lock()
+	c.imu.Lock()
+	for _, in := range []*crypto.Initiator{p.initiator, p.prevInit} {
+		if in != nil {
+			delete(c.pending, in.LocalIndex())
+		}
+	}
+	c.imu.Unlock()
+	for _, s := range []*session{p.prev, p.next, p.nextOld, p.cur.Swap(nil)} {
+		if s != nil {
+			c.unregister(s.LocalIndex())
+		}
+	}
+	p.prev, p.next, p.nextOld, p.initiator, p.prevInit = nil, nil, nil, nil, nil
+	p.mu.Unlock()
+	c.fdb.forget(p)
+	c.closeOwnPort(p)
+}
+
+// peerFor returns the peer with key, creating it when the configuration
+// allows that key, or nil.
+func (c *Cable) peerFor(key crypto.PublicKey) *peer {
+	c.pmu.Lock()
+	defer c.pmu.Unlock()
+	p := c.byKey[key]
+	if p != nil && !p.dynamic {
+		return p
+	}
+	name, ok := "", false
+	switch {
+	case c.cfg.Allow != nil:
+		name, ok = c.cfg.Allow(key)
+	case c.cfg.AllowAny:
+		name, ok = key.Short(), true
+	}
+	if !ok {
+		return nil // a dynamic peer no longer allowed gets no new session
+	}
+	if p != nil {
+		return p
+	}
+	if len(c.byKey) >= c.cfg.maxPeers() {
+		return nil
+	}
+	if name == "" {
+		name = key.Short()
+	}
+	p = c.newPeer(name, key, nil)
+	p.dynamic = true
+	c.byKey[key] = p
+	list := append(append([]*peer(nil), c.peerList()...), p)
+	c.peers.Store(&list)
+	return p
+}

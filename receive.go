@@ -1,0 +1,271 @@
+package cab
+
+import (
+	"errors"
+	"net"
+	"time"
+
+	"cab/crypto"
+	"cab/transport"
+)
+
+// connLoop reads packets from conn, opens them and delivers their frames.
+func (c *Cable) connLoop(conn transport.Conn) error {
+	ps := make([]transport.Packet, batch)
+	for i := range ps {
+		ps[i].B = make([]byte, bufSize)
+	}
+	var portBufs [][]byte
+	var out outBatch
+	var sc scratch
+	var ob cryptoBatch // the batch's opens
+	for {
+		for i := range ps {
+			ps[i].B = ps[i].B[:cap(ps[i].B)]
+		}
+		n, err := conn.ReadBatch(ps)
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return nil
+			}
+			c.log.Warn("read failed", "err", err)
+			time.Sleep(10 * time.Millisecond)
+			continue
+		}
+		sc.used = 0
+		portBufs = c.receiveBatch(conn, ps[:n], &ob, &out, &sc, portBufs[:0], time.Now().UnixNano())
+		if len(portBufs) > 0 {
+			if _, err := c.port.WriteBatch(portBufs, crypto.HeaderLen); err != nil && errors.Is(err, net.ErrClosed) {
+				return nil
+			}
+		}
+		out.flush(c)
+	}
+}
+
+// finishOpens opens the packets queued in ob (spread over the crypto
+// workers) and handles them in the order they came, appending what goes to
+// the port to portBufs.
+func (c *Cable) finishOpens(conn transport.Conn, ps []transport.Packet, ob *cryptoBatch, portBufs [][]byte, out *outBatch, sc *scratch, now int64) [][]byte {
+	if len(ob.opens) == 0 {
+		return portBufs
+	}
+	ob.run(c.pool)
+	for k := range ob.opens {
+		j := &ob.opens[k]
+		if b := c.opened(conn, &ps[j.i], j.s, j.frame, j.err, out, sc, now); b != nil {
+			portBufs = append(portBufs, b)
+		}
+	}
+	clear(ob.opens)
+	ob.opens = ob.opens[:0]
+	return portBufs
+}
+
+// receiveBatch handles the packets ps read from conn, in order: it opens
+// the sealed ones (spread over the crypto workers), handles handshakes,
+// queues relays and replies on out, and appends the buffers to deliver to
+// the port (the frame at offset HeaderLen) to portBufs.
+func (c *Cable) receiveBatch(conn transport.Conn, ps []transport.Packet, ob *cryptoBatch, out *outBatch, sc *scratch, portBufs [][]byte, now int64) [][]byte {
+	for i := range ps {
+		pk := &ps[i]
+		typ, idx, ok := crypto.ParseHeader(pk.B)
+		if ok && sealedType(typ) {
+			if s := c.sessionOf(idx, now); s != nil {
+				ob.opens = append(ob.opens, openJob{i: i, s: s, pkt: pk.B})
+			}
+			continue
+		}
+		// A handshake message changes sessions: the packets before it
+		// are done first, as they came.
+		portBufs = c.finishOpens(conn, ps, ob, portBufs, out, sc, now)
+		c.handshake(conn, pk, typ, idx, ok, now)
+	}
+	return c.finishOpens(conn, ps, ob, portBufs, out, sc, now)
+}
+
+// sealedType reports whether packets of type typ are sealed with a
+// session's keys (data, fragments, probes).
+func sealedType(typ byte) bool {
+	return typ == crypto.TypeData || typ == crypto.TypeFragment || typ == crypto.TypeProbe
+}
+
+// sessionOf returns the usable session with local index idx, or nil (and
+// counts the drop).
+func (c *Cable) sessionOf(idx uint32, now int64) *session {
+	v, _ := c.index.Load(idx)
+	s, _ := v.(*session)
+	if s == nil {
+		c.drop(nil, dropNoSession)
+		return nil
+	}
+	if now-s.Created().UnixNano() >= int64(crypto.RejectAfterTime) {
+		c.drop(s.peer, dropNoSession)
+		return nil
+	}
+	return s
+}
+
+// opened handles packet pk after s.Open(pk.B) returned frame and err: it
+// returns the buffer to deliver to the port (the frame at offset
+// HeaderLen), or nil.
+func (c *Cable) opened(conn transport.Conn, pk *transport.Packet, s *session, frame []byte, err error, out *outBatch, sc *scratch, now int64) []byte {
+	p := s.peer
+	if err != nil {
+		if errors.Is(err, crypto.ErrReplay) {
+			c.drop(p, dropReplay)
+		} else {
+			c.drop(p, dropAuth)
+		}
+		return nil
+	}
+	typ := pk.B[0]
+	c.authenticated(p, s, conn, pk.Addr, now, crypto.Flags(pk.B))
+	if typ == crypto.TypeProbe {
+		c.handleProbe(p, s, conn, pk.Addr, frame)
+		return nil
+	}
+	buf := pk.B
+	if typ == crypto.TypeFragment {
+		whole := c.reassemble(p, frame, now)
+		if whole == nil {
+			return nil
+		}
+		buf = sc.get()
+		frame = buf[crypto.HeaderLen : crypto.HeaderLen+copy(buf[crypto.HeaderLen:], whole)]
+	}
+	if len(frame) == 0 { // keepalive
+		if p.dial == nil {
+			p.recvData.Store(true)
+		}
+		return nil
+	}
+	p.recvData.Store(true)
+	if len(frame) < ethHeaderLen {
+		c.drop(p, dropRunt)
+		return nil
+	}
+	p.rxFrames.Add(1)
+	p.rxBytes.Add(uint64(len(frame)))
+	dst, src := frameKeys(frame)
+	if !p.allows(src) {
+		c.drop(p, dropNotAllowed)
+		return nil
+	}
+	if op := p.own.Load(); op != nil { // the peer has a port of its own
+		op.port.WriteBatch([][]byte{buf[:crypto.HeaderLen+len(frame)]}, crypto.HeaderLen)
+		return nil
+	}
+	if c.port == nil {
+		c.drop(p, dropNoSession)
+		return nil
+	}
+	if c.cfg.DropBPDU && dst.isBPDU() {
+		c.drop(p, dropBPDU)
+		return nil
+	}
+	switch c.fdb.learn(src, p, now) {
+	case overCap:
+		c.drop(p, dropMACLimit) // counted; the frame still goes
+	case conflict:
+		c.drop(p, dropMACConflict)
+		return nil
+	}
+	size := len(frame)
+	buf = buf[:crypto.HeaderLen+size]
+	if to, known := c.fdb.lookup(dst); known {
+		switch {
+		case to == nil:
+			return buf
+		case to == p:
+			return nil
+		case c.cfg.Isolate:
+			c.drop(p, dropIsolated)
+			return nil
+		default:
+			b := sc.get()
+			copy(b[crypto.HeaderLen:], frame)
+			c.seal(to, b, size, out, sc, now)
+			return nil
+		}
+	}
+	if rate := c.cfg.floodRate(); rate > 0 {
+		p.floodMu.Lock()
+		ok := p.flood.Take(now, float64(rate), float64(2*rate))
+		p.floodMu.Unlock()
+		if !ok {
+			c.drop(p, dropRateLimited)
+			return nil
+		}
+	}
+	if !c.cfg.Isolate {
+		b := sc.get()
+		copy(b[crypto.HeaderLen:], frame)
+		c.flood(p, b, size, out, sc, now)
+	}
+	return buf
+}
+
+// authenticated records that a packet from p opened with s on (conn, addr):
+// it confirms a responder's new session, moves the path, and marks the peer
+// up.
+func (c *Cable) authenticated(p *peer, s *session, conn transport.Conn, addr transport.Addr, now int64, flags byte) {
+	p.lastRecv.Store(now)
+	if flags&crypto.FlagHeard != 0 {
+		// Only a peer that hears us answers our questions: traffic that
+		// flows one way only (UDP blocked towards the peer) leaves ours
+		// unanswered, and the path goes stale.
+		p.unanswered.Store(0)
+	}
+	if pt := p.path.Load(); pt != nil && pt.conn != conn && len(p.dialers) > 1 {
+		// A client with fallbacks moves between transports by handshakes
+		// alone: a packet that still comes over the old transport says
+		// nothing of whether ours get through there.
+	} else if pt == nil || pt.conn != conn || pt.addr != addr {
+		p.path.Store(&path{conn: conn, addr: addr})
+		c.noteTransport(p, conn)
+		c.updateMTU(p)
+		if pt != nil {
+			c.log.Info("path changed", "peer", p.name, "addr", addr.String())
+		}
+	}
+	if p.cur.Load() == s {
+		// A peer we dial that went down for want of answers is up again
+		// only when it says it hears us: its packets alone may flow one
+		// way.
+		if !p.up.Load() && (p.dial == nil || flags&crypto.FlagHeard != 0) {
+			c.setUp(p, true, "")
+		}
+		return
+	}
+	p.mu.Lock()
+	confirmed := false
+	if p.next == s || p.nextOld == s {
+		c.rotateLocked(p, s)
+		for _, o := range []*session{p.next, p.nextOld} {
+			if o != nil && o != s {
+				c.unregister(o.LocalIndex())
+			}
+		}
+		p.next, p.nextOld = nil, nil
+		confirmed = true
+	}
+	p.mu.Unlock()
+	if confirmed {
+		p.handshakes.Add(1)
+		p.lastHandshake.Store(now)
+		c.log.Info("handshake complete", "peer", p.name, "cipher", s.Cipher().String(), "addr", addr.String())
+		c.setUp(p, true, "")
+	}
+}
+
+// rotateLocked makes s p's current session; the current one becomes the
+// previous one, still accepted until it expires, and the previous one is
+// forgotten. p.mu must be held.
+func (c *Cable) rotateLocked(p *peer, s *session) {
+	if p.prev != nil {
+		c.unregister(p.prev.LocalIndex())
+	}
+	p.prev = p.cur.Load()
+	p.cur.Store(s)
+}

@@ -1,0 +1,213 @@
+package cab
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"time"
+
+	"cab/bridgeif"
+	"cab/crypto"
+	"cab/transport"
+)
+
+// outBatch collects the packets a loop sends, per conn, so each conn gets
+// one WriteBatch per loop iteration. Their seals are deferred to flush,
+// which may spread them over the cable's crypto workers; the packets still
+// go out in the order they were queued.
+type outBatch struct {
+	conns []transport.Conn
+	ps    [][]transport.Packet
+	cb    cryptoBatch
+}
+
+// seal queues j's frame, to be sealed and sent at flush.
+func (o *outBatch) seal(j sealJob) { o.cb.seals = append(o.cb.seals, j) }
+
+func (o *outBatch) add(pt *path, b []byte) {
+	for i, conn := range o.conns {
+		if conn == pt.conn {
+			o.ps[i] = append(o.ps[i], transport.Packet{B: b, Addr: pt.addr})
+			return
+		}
+	}
+	o.conns = append(o.conns, pt.conn)
+	o.ps = append(o.ps, []transport.Packet{{B: b, Addr: pt.addr}})
+}
+
+func (o *outBatch) flush(c *Cable) {
+	if len(o.cb.seals) > 0 {
+		o.cb.run(c.pool)
+		for i := range o.cb.seals {
+			j := &o.cb.seals[i]
+			if j.err != nil { // the session is used up: a new one is due
+				c.drop(j.p, dropNoSession)
+				c.kickTimers()
+				continue
+			}
+			o.add(j.pt, j.pkt)
+		}
+		clear(o.cb.seals)
+		o.cb.seals = o.cb.seals[:0]
+	}
+	for i, conn := range o.conns {
+		if len(o.ps[i]) == 0 {
+			continue
+		}
+		if err := conn.WriteBatch(o.ps[i]); err != nil {
+			var tb *transport.TooBigError
+			if errors.As(err, &tb) {
+				c.drop(nil, dropTooBig)
+			}
+		}
+		clear(o.ps[i])
+		o.ps[i] = o.ps[i][:0]
+	}
+}
+
+// scratch is a loop-owned free list of packet buffers for frames that go
+// to more than one place.
+type scratch struct {
+	bufs [][]byte
+	used int
+}
+
+func (s *scratch) get() []byte {
+	if s.used == len(s.bufs) {
+		s.bufs = append(s.bufs, make([]byte, bufSize))
+	}
+	b := s.bufs[s.used]
+	s.used++
+	return b
+}
+
+// bufSize fits the largest frame with its header and tag.
+const bufSize = crypto.HeaderLen + bridgeif.MaxFrame + crypto.TagLen
+
+// portLoop reads frames from port and sends them to the peers they are
+// for: through the fdb for the cable's port, or all to owner for a peer's
+// own port.
+func (c *Cable) portLoop(port bridgeif.Port, owner *peer) error {
+	bufs := make([][]byte, batch)
+	for i := range bufs {
+		bufs[i] = make([]byte, bufSize)
+	}
+	sizes := make([]int, batch)
+	var out outBatch
+	var sc scratch
+	failures := 0
+	for {
+		n, err := port.ReadBatch(bufs, sizes, crypto.HeaderLen)
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return nil
+			}
+			if errors.Is(err, io.EOF) {
+				return io.EOF
+			}
+			failures++
+			if failures > 100 {
+				return fmt.Errorf("port: %w", err)
+			}
+			time.Sleep(10 * time.Millisecond)
+			continue
+		}
+		failures = 0
+		now := time.Now().UnixNano()
+		sc.used = 0
+		for i := 0; i < n; i++ {
+			size := sizes[i]
+			frame := bufs[i][crypto.HeaderLen : crypto.HeaderLen+size]
+			if size < ethHeaderLen {
+				c.drop(nil, dropRunt)
+				continue
+			}
+			dst, src := frameKeys(frame)
+			if c.cfg.DropBPDU && dst.isBPDU() {
+				c.drop(nil, dropBPDU)
+				continue
+			}
+			if mtu := c.cfg.clampFrameMTU(int(c.minWire.Load())); mtu > 0 && clampMSS(frame, mtu) {
+				c.clamped.Add(1)
+			}
+			if owner != nil {
+				c.seal(owner, bufs[i], size, &out, &sc, now)
+				continue
+			}
+			c.fdb.learn(src, nil, now)
+			if p, ok := c.fdb.lookup(dst); ok {
+				if p != nil {
+					c.seal(p, bufs[i], size, &out, &sc, now)
+				}
+				continue
+			}
+			c.flood(nil, bufs[i], size, &out, &sc, now)
+		}
+		out.flush(c)
+	}
+}
+
+// flood sends the frame at buf[HeaderLen:HeaderLen+size] to every peer with
+// a session except from. The last peer seals buf in place; the others get
+// copies.
+func (c *Cable) flood(from *peer, buf []byte, size int, out *outBatch, sc *scratch, now int64) {
+	var last *peer
+	for _, p := range c.peerList() {
+		if p == from || p.cur.Load() == nil {
+			continue
+		}
+		if last != nil {
+			b := sc.get()
+			copy(b[crypto.HeaderLen:], buf[crypto.HeaderLen:crypto.HeaderLen+size])
+			c.seal(last, b, size, out, sc, now)
+		}
+		last = p
+	}
+	if last != nil {
+		c.seal(last, buf, size, out, sc, now)
+	}
+}
+
+// seal seals the frame at buf[HeaderLen:HeaderLen+size] for p in place and
+// queues the packet on p's path.
+func (c *Cable) seal(p *peer, buf []byte, size int, out *outBatch, sc *scratch, now int64) {
+	s := p.cur.Load()
+	pt := p.path.Load()
+	if s == nil || pt == nil || now-s.Created().UnixNano() >= int64(crypto.RejectAfterTime) {
+		c.drop(p, dropNoSession)
+		if p.dial != nil {
+			c.kickTimers()
+		}
+		return
+	}
+	if wire := int(p.wireMTU.Load()); crypto.Overhead+size > wire {
+		if !c.fragment(p, s, pt, buf, size, wire, out, sc) {
+			c.drop(p, dropTooBig)
+			return
+		}
+		p.txFrames.Add(1)
+		p.txBytes.Add(uint64(size))
+		p.noteSent(now)
+		return
+	}
+	out.seal(sealJob{p: p, s: s, pt: pt, typ: crypto.TypeData, flags: p.flags(now), buf: buf, size: size})
+	p.txFrames.Add(1)
+	p.txBytes.Add(uint64(size))
+	p.noteSent(now)
+}
+
+// sendKeepalive sends an empty data packet to p.
+func (c *Cable) sendKeepalive(p *peer, now int64) {
+	s, pt := p.cur.Load(), p.path.Load()
+	if s == nil || pt == nil {
+		return
+	}
+	var buf [crypto.Overhead]byte
+	pkt, err := s.SealFlags(crypto.TypeData, p.flags(now), buf[:], 0)
+	if err != nil {
+		return
+	}
+	p.noteSent(now)
+	pt.conn.WriteBatch([]transport.Packet{{B: pkt, Addr: pt.addr}})
+}
