@@ -178,7 +178,7 @@ func (c *Cable) Run(ctx context.Context) error {
 	wg.Wait()
 	c.ownWG.Wait()
 	for _, p := range c.peerList() {
-		if p.up.CompareAndSwap(true, false) {
+		if p.live.up.CompareAndSwap(true, false) {
 			c.log.Info("peer down", "peer", p.name, "reason", "shutdown")
 		}
 	}

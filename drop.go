@@ -52,7 +52,7 @@ func (r dropReason) String() string { return dropNames[r] }
 
 func (c *Cable) drop(p *peer, r dropReason) {
 	if p != nil {
-		p.drops[r].Add(1)
+		p.stats.drops[r].Add(1)
 	} else {
 		c.drops[r].Add(1)
 	}

@@ -58,7 +58,7 @@ func (c *Cable) fragment(p *peer, s *session, pt *path, buf []byte, size, wire i
 	if chunk <= 0 || count > maxFragments {
 		return false
 	}
-	id := p.fragID.Add(1)
+	id := p.route.fragID.Add(1)
 	flags := p.flags(time.Now().UnixNano())
 	frame := buf[crypto.HeaderLen : crypto.HeaderLen+size]
 	for i := 0; i < count; i++ {
@@ -71,7 +71,7 @@ func (c *Cable) fragment(p *peer, s *session, pt *path, buf []byte, size, wire i
 		copy(h[fragHeaderLen:], part)
 		out.seal(sealJob{p: p, s: s, pt: pt, typ: crypto.TypeFragment, flags: flags, buf: b, size: fragHeaderLen + len(part)})
 	}
-	p.fragmented.Add(1)
+	p.route.fragmented.Add(1)
 	return true
 }
 
@@ -91,7 +91,7 @@ func (c *Cable) reassemble(p *peer, pl []byte, now int64) []byte {
 		c.drop(p, dropFragment)
 		return nil
 	}
-	r := &p.reasm
+	r := &p.route.reasm
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	e := r.m[id]

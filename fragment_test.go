@@ -93,16 +93,16 @@ func TestReassemblyBadInput(t *testing.T) {
 	for id := uint32(100); id < 10100; id++ {
 		c.reassemble(p, fragPl(id, 0, 2, 0, []byte("x")), now)
 	}
-	if len(p.reasm.m) > fragPerPeer || c.inReasm.Load() > fragPerPeer {
-		t.Fatalf("%d frames in reassembly, bound %d", len(p.reasm.m), fragPerPeer)
+	if len(p.route.reasm.m) > fragPerPeer || c.inReasm.Load() > fragPerPeer {
+		t.Fatalf("%d frames in reassembly, bound %d", len(p.route.reasm.m), fragPerPeer)
 	}
 	// They expire.
-	p.reasm.expire(now+int64(fragTimeout)+1, c, p)
-	if len(p.reasm.m) != 0 || c.inReasm.Load() != 0 {
-		t.Fatalf("%d left after the timeout", len(p.reasm.m))
+	p.route.reasm.expire(now+int64(fragTimeout)+1, c, p)
+	if len(p.route.reasm.m) != 0 || c.inReasm.Load() != 0 {
+		t.Fatalf("%d left after the timeout", len(p.route.reasm.m))
 	}
-	if p.drops[dropFragment].Load() < 10000 {
-		t.Fatalf("only %d fragment drops counted", p.drops[dropFragment].Load())
+	if p.stats.drops[dropFragment].Load() < 10000 {
+		t.Fatalf("only %d fragment drops counted", p.stats.drops[dropFragment].Load())
 	}
 }
 
@@ -129,10 +129,10 @@ func FuzzReassemble(f *testing.F) {
 				t.Fatalf("frame of %d bytes", len(got))
 			}
 		}
-		if len(p.reasm.m) > fragPerPeer {
+		if len(p.route.reasm.m) > fragPerPeer {
 			t.Fatal("over the bound")
 		}
-		p.reasm.expire(now+int64(fragTimeout)+1, c, p)
+		p.route.reasm.expire(now+int64(fragTimeout)+1, c, p)
 	})
 }
 

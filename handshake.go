@@ -48,27 +48,27 @@ func (c *Cable) handleInit(conn transport.Conn, addr transport.Addr, msg []byte,
 		c.drop(nil, dropNotAllowed)
 		return
 	}
-	p.mu.Lock()
-	if pi.Timestamp() <= p.lastInitTS {
-		p.mu.Unlock()
+	p.hs.mu.Lock()
+	if pi.Timestamp() <= p.hs.lastInitTS {
+		p.hs.mu.Unlock()
 		c.drop(p, dropHandshakeReplay)
 		return
 	}
 	idx := c.newIndex()
 	msg2, cs, err := pi.Respond(p.psk, idx)
 	if err != nil {
-		p.mu.Unlock()
+		p.hs.mu.Unlock()
 		c.drop(p, dropAuth)
 		return
 	}
-	p.lastInitTS = pi.Timestamp()
+	p.hs.lastInitTS = pi.Timestamp()
 	s := &session{Session: cs, peer: p}
-	if p.nextOld != nil {
-		c.unregister(p.nextOld.LocalIndex())
+	if p.hs.nextOld != nil {
+		c.unregister(p.hs.nextOld.LocalIndex())
 	}
-	p.nextOld, p.next = p.next, s
+	p.hs.nextOld, p.hs.next = p.hs.next, s
 	c.register(idx, s)
-	p.mu.Unlock()
+	p.hs.mu.Unlock()
 	c.log.Debug("handshake response sent", "peer", p.name, "addr", addr.String())
 	conn.WriteBatch([]transport.Packet{{B: msg2, Addr: addr}})
 }
@@ -82,44 +82,44 @@ func (c *Cable) handleResponse(conn transport.Conn, addr transport.Addr, msg []b
 		c.drop(nil, dropNoSession)
 		return
 	}
-	p.mu.Lock()
-	h := p.initiator
+	p.hs.mu.Lock()
+	h := p.hs.initiator
 	if h == nil || h.LocalIndex() != idx {
-		h = p.prevInit
+		h = p.hs.prevInit
 	}
 	if h == nil || h.LocalIndex() != idx {
-		p.mu.Unlock()
+		p.hs.mu.Unlock()
 		c.drop(p, dropNoSession)
 		return
 	}
 	cs, err := h.Consume(msg)
 	if err != nil {
-		p.mu.Unlock()
+		p.hs.mu.Unlock()
 		c.drop(p, dropAuth)
 		return
 	}
 	s := &session{Session: cs, peer: p}
 	c.imu.Lock()
-	for _, in := range []*crypto.Initiator{p.initiator, p.prevInit} {
+	for _, in := range []*crypto.Initiator{p.hs.initiator, p.hs.prevInit} {
 		if in != nil {
 			delete(c.pending, in.LocalIndex())
 		}
 	}
 	c.index.Store(idx, s)
 	c.imu.Unlock()
-	p.initiator, p.prevInit = nil, nil
-	p.attempts = 0
-	p.wentStale = false
+	p.hs.initiator, p.hs.prevInit = nil, nil
+	p.hs.attempts = 0
+	p.hs.wentStale = false
 	c.rotateLocked(p, s)
-	p.mu.Unlock()
+	p.hs.mu.Unlock()
 
-	p.lastRecv.Store(now)
-	p.unanswered.Store(0)
-	p.path.Store(&path{conn: conn, addr: addr})
+	p.live.lastRecv.Store(now)
+	p.live.unanswered.Store(0)
+	p.route.path.Store(&path{conn: conn, addr: addr})
 	c.noteTransport(p, conn)
 	c.updateMTU(p)
-	p.handshakes.Add(1)
-	p.lastHandshake.Store(now)
+	p.stats.handshakes.Add(1)
+	p.live.lastHandshake.Store(now)
 	c.log.Info("handshake complete", "peer", p.name, "cipher", cs.Cipher().String(), "addr", addr.String())
 	c.setUp(p, true, "")
 	c.sendKeepalive(p, now) // confirms the session to the responder
@@ -130,7 +130,7 @@ func (c *Cable) handleResponse(conn transport.Conn, addr transport.Addr, msg []b
 func (c *Cable) noteTransport(p *peer, conn transport.Conn) {
 	for i, d := range p.dialers {
 		if d.Conn == conn {
-			if old := int(p.active.Swap(int32(i))); old != i {
+			if old := int(p.route.active.Swap(int32(i))); old != i {
 				c.log.Info("transport changed", "peer", p.name, "from", transportName(p.dialers[old].Conn), "to", transportName(conn))
 			}
 			return
@@ -143,9 +143,9 @@ func (c *Cable) noteTransport(p *peer, conn transport.Conn) {
 // goroutine because resolving the peer's address may block.
 func (c *Cable) initiate(p *peer, via int, seen *session) {
 	defer func() {
-		p.mu.Lock()
-		p.dialing = false
-		p.mu.Unlock()
+		p.hs.mu.Lock()
+		p.hs.dialing = false
+		p.hs.mu.Unlock()
 	}()
 	d := p.dialers[via]
 	addr, err := d.Resolve()
@@ -160,28 +160,28 @@ func (c *Cable) initiate(p *peer, via int, seen *session) {
 		c.log.Warn("handshake: cannot initiate", "peer", p.name, "err", err)
 		return
 	}
-	p.mu.Lock()
+	p.hs.mu.Lock()
 	if p.removed.Load() {
-		p.mu.Unlock()
+		p.hs.mu.Unlock()
 		return
 	}
-	if p.cur.Load() != seen {
+	if p.hs.cur.Load() != seen {
 		// A handshake completed (the answer to an earlier initiation) since
 		// the timers decided on this one: a new initiation now would make
 		// the responder drop the session just confirmed.
-		p.mu.Unlock()
+		p.hs.mu.Unlock()
 		return
 	}
-	if p.prevInit != nil {
+	if p.hs.prevInit != nil {
 		c.imu.Lock()
-		delete(c.pending, p.prevInit.LocalIndex())
+		delete(c.pending, p.hs.prevInit.LocalIndex())
 		c.imu.Unlock()
 	}
-	p.prevInit, p.initiator = p.initiator, h
+	p.hs.prevInit, p.hs.initiator = p.hs.initiator, h
 	c.imu.Lock()
 	c.pending[idx] = p
 	c.imu.Unlock()
-	p.mu.Unlock()
+	p.hs.mu.Unlock()
 	c.log.Debug("handshake initiation sent", "peer", p.name, "addr", addr.String(), "transport", transportName(d.Conn))
 	d.Conn.WriteBatch([]transport.Packet{{B: msg1, Addr: addr}})
 }

@@ -37,17 +37,17 @@ func selfProbing(conn transport.Conn) bool {
 // to the path MTU that the OS knows (interface MTU, ICMP too-big), or to
 // what fits a 1500-byte underlay when the OS does not say.
 func (c *Cable) updateMTU(p *peer) {
-	pt := p.path.Load()
+	pt := p.route.path.Load()
 	if pt == nil {
 		return
 	}
 	wire := c.kernelWire(pt)
-	p.mu.Lock()
-	if l := p.probe.limit; l > 0 && l < wire && !selfProbing(pt.conn) {
+	p.hs.mu.Lock()
+	if l := p.hs.probe.limit; l > 0 && l < wire && !selfProbing(pt.conn) {
 		wire = l // a black hole below what the kernel believes
 	}
-	p.mu.Unlock()
-	if old := p.wireMTU.Swap(int64(wire)); old != int64(wire) && p.up.Load() {
+	p.hs.mu.Unlock()
+	if old := p.route.wireMTU.Swap(int64(wire)); old != int64(wire) && p.live.up.Load() {
 		c.log.Info("path mtu", "peer", p.name, "wire_mtu", wire)
 	}
 }

@@ -27,19 +27,27 @@ type path struct {
 type peer struct {
 	name    string
 	key     crypto.PublicKey
-	dial    *Dialer   // the preferred way to reach the peer; nil on the responder side
-	dialers []*Dialer // dial, then the fallbacks
-	active  atomic.Int32
-	dynamic bool        // created for an initiator that was not configured
-	removed atomic.Bool // taken out of the configuration by SetPeers
-	conf    PeerConfig  // as configured (zero for a dynamic peer)
-	psk     *crypto.Secret
-	allow   map[macKey]bool // source MAC and VLAN pairs allowed; nil: any
-	macsOK  map[[6]byte]bool
-	vlansOK map[uint16]bool
+	conf    PeerConfig     // as configured (zero for a dynamic peer)
+	psk     *crypto.Secret // mixed into its handshakes; nil: none
+	dial    *Dialer        // the preferred way to reach the peer; nil on the responder side
+	dialers []*Dialer      // dial, then the fallbacks
+	dynamic bool           // created for an initiator that was not configured
+	removed atomic.Bool    // taken out of the configuration by SetPeers
 
-	path atomic.Pointer[path]
-	cur  atomic.Pointer[session] // the session frames are sealed with
+	hs     handshakeState // sessions and handshakes in flight
+	route  routeState     // where the peer is, and how large a packet gets there
+	live   liveness       // up or down, and when packets last went each way
+	policy policy         // what the peer may send in
+	own    ownPortState   // the peer's own port (Config.PortPerPeer)
+	stats  peerStats
+
+	macs int // learned MACs; guarded by fdb.mu
+}
+
+// handshakeState is a peer's sessions and the handshakes in flight. cur is
+// read without the lock on every packet; the rest is guarded by mu.
+type handshakeState struct {
+	cur atomic.Pointer[session] // the session frames are sealed with
 
 	mu          sync.Mutex        // guards the following fields
 	prev, next  *session          // prev: still accepted; next: responder side, awaiting confirmation
@@ -51,31 +59,48 @@ type peer struct {
 	wentStale   bool // the session went stale; no handshake completed since
 	lastInitTS  uint64
 	dialing     bool
-	lastPrefer  time.Time // the last handshake tried over dial while on a fallback
-	probe       probeState
+	lastPrefer  time.Time  // the last handshake tried over dial while on a fallback
+	probe       probeState // path MTU probes (plpmtud.go)
+}
 
-	up      atomic.Bool
-	upSince atomic.Int64 // unix nanoseconds
-
-	lastRecv      atomic.Int64 // unix nanoseconds of the last authenticated packet
-	lastSent      atomic.Int64 // ... of the last data or keepalive sent
-	unanswered    atomic.Int64 // first send since the last receive, 0 if none
-	recvData      atomic.Bool  // a packet arrived that wants a passive keepalive
-	lastHandshake atomic.Int64
-
-	macs int // learned MACs; guarded by fdb.mu
-
+// routeState is where a peer is reached and what fits the way there.
+type routeState struct {
+	path       atomic.Pointer[path]
+	active     atomic.Int32  // index in dialers of the transport in use
 	wireMTU    atomic.Int64  // largest packet on the peer's path
 	fragID     atomic.Uint32 // id of the last frame sent in fragments
 	fragmented atomic.Uint64 // frames sent in fragments
 	reasm      reassembly    // frames from the peer in fragments
+}
 
-	own     atomic.Pointer[ownPort] // the peer's own port (Config.PortPerPeer)
-	opening atomic.Bool             // an own port is being opened
+// liveness is whether a peer is up, and the times (unix nanoseconds) the
+// timers judge it by.
+type liveness struct {
+	up            atomic.Bool
+	upSince       atomic.Int64
+	lastRecv      atomic.Int64 // the last authenticated packet
+	lastSent      atomic.Int64 // the last data or keepalive sent
+	unanswered    atomic.Int64 // first send since the last receive, 0 if none
+	recvData      atomic.Bool  // a packet arrived that wants a passive keepalive
+	lastHandshake atomic.Int64
+}
 
+// policy is what a peer may send into the cable.
+type policy struct {
+	macsOK  map[[6]byte]bool // source MACs allowed; nil: any
+	vlansOK map[uint16]bool  // VLANs allowed; nil: any
 	floodMu sync.Mutex       // guards flood
 	flood   ratelimit.Bucket // frames this peer may have flooded
+}
 
+// ownPortState is a peer's own port, while it has one.
+type ownPortState struct {
+	port    atomic.Pointer[ownPort]
+	opening atomic.Bool // being opened
+}
+
+// peerStats are a peer's counters, shown by Status.
+type peerStats struct {
 	rxFrames, rxBytes, txFrames, txBytes atomic.Uint64
 	handshakes                           atomic.Uint64
 	drops                                [numDropReasons]atomic.Uint64
@@ -95,17 +120,17 @@ func (c *Cable) configuredPeer(pc PeerConfig) *peer {
 		p.psk = pc.PSK
 	}
 	if len(pc.AllowedMACs) > 0 {
-		p.macsOK = map[[6]byte]bool{}
+		p.policy.macsOK = map[[6]byte]bool{}
 		for _, m := range pc.AllowedMACs {
 			var k [6]byte
 			copy(k[:], m)
-			p.macsOK[k] = true
+			p.policy.macsOK[k] = true
 		}
 	}
 	if len(pc.AllowedVLANs) > 0 {
-		p.vlansOK = map[uint16]bool{}
+		p.policy.vlansOK = map[uint16]bool{}
 		for _, v := range pc.AllowedVLANs {
-			p.vlansOK[v] = true
+			p.policy.vlansOK[v] = true
 		}
 	}
 	return p
@@ -113,7 +138,7 @@ func (c *Cable) configuredPeer(pc PeerConfig) *peer {
 
 // allows reports whether a frame from p with source src may enter.
 func (p *peer) allows(src macKey) bool {
-	return (p.macsOK == nil || p.macsOK[src.mac]) && (p.vlansOK == nil || p.vlansOK[src.vlan])
+	return (p.policy.macsOK == nil || p.policy.macsOK[src.mac]) && (p.policy.vlansOK == nil || p.policy.vlansOK[src.vlan])
 }
 
 // keepalive is p's keepalive interval.
@@ -126,34 +151,34 @@ func (c *Cable) keepaliveOf(p *peer) time.Duration {
 
 func (c *Cable) newPeer(name string, key crypto.PublicKey, dial *Dialer) *peer {
 	p := &peer{name: name, key: key, dial: dial, psk: c.cfg.PSK}
-	p.wireMTU.Store(defaultWireMTU)
-	p.reasm.total = &c.inReasm
+	p.route.wireMTU.Store(defaultWireMTU)
+	p.route.reasm.total = &c.inReasm
 	return p
 }
 
 // flags returns the header flags of a packet to p sent at now: FlagHeard
 // when p was heard from within heardWindow.
 func (p *peer) flags(now int64) byte {
-	if now-p.lastRecv.Load() < int64(heardWindow) {
+	if now-p.live.lastRecv.Load() < int64(heardWindow) {
 		return crypto.FlagHeard
 	}
 	return 0
 }
 
 func (p *peer) noteSent(now int64) {
-	p.lastSent.Store(now)
-	p.unanswered.CompareAndSwap(0, now)
+	p.live.lastSent.Store(now)
+	p.live.unanswered.CompareAndSwap(0, now)
 }
 
 // setUp marks p up or down and logs the change. Going down forgets the
 // MACs learned behind p.
 func (c *Cable) setUp(p *peer, up bool, reason string) {
-	if !p.up.CompareAndSwap(!up, up) {
+	if !p.live.up.CompareAndSwap(!up, up) {
 		return
 	}
 	if up {
-		p.upSince.Store(time.Now().UnixNano())
-		pt := p.path.Load()
+		p.live.upSince.Store(time.Now().UnixNano())
+		pt := p.route.path.Load()
 		addr := ""
 		if pt != nil {
 			addr = pt.addr.String()
@@ -177,14 +202,14 @@ type ownPort struct {
 // openOwnPort opens p's own port and starts its loop. It runs on its own
 // goroutine, as opening may block (a switch that is slow to answer).
 func (c *Cable) openOwnPort(p *peer) {
-	if !p.opening.CompareAndSwap(false, true) {
+	if !p.own.opening.CompareAndSwap(false, true) {
 		return
 	}
 	c.ownWG.Add(1)
 	go func() {
 		defer c.ownWG.Done()
-		defer p.opening.Store(false)
-		if p.own.Load() != nil {
+		defer p.own.opening.Store(false)
+		if p.own.port.Load() != nil {
 			return
 		}
 		port, err := c.cfg.PortPerPeer(p.name)
@@ -193,8 +218,8 @@ func (c *Cable) openOwnPort(p *peer) {
 			return
 		}
 		op := &ownPort{port: port}
-		p.own.Store(op)
-		if !p.up.Load() || c.closing.Load() { // went down meanwhile
+		p.own.port.Store(op)
+		if !p.live.up.Load() || c.closing.Load() { // went down meanwhile
 			c.closeOwnPort(p)
 		}
 		c.log.Info("peer port open", "peer", p.name)
@@ -206,7 +231,7 @@ func (c *Cable) openOwnPort(p *peer) {
 
 // closeOwnPort closes p's own port, if it has one.
 func (c *Cable) closeOwnPort(p *peer) {
-	if op := p.own.Swap(nil); op != nil {
+	if op := p.own.port.Swap(nil); op != nil {
 		op.port.Close()
 	}
 }

@@ -81,21 +81,21 @@ func samePeer(a, b PeerConfig) bool {
 func (c *Cable) retire(p *peer) {
 	p.removed.Store(true)
 	c.setUp(p, false, "removed from the configuration")
-	p.mu.Lock()
+	p.hs.mu.Lock()
 	c.imu.Lock()
-	for _, in := range []*crypto.Initiator{p.initiator, p.prevInit} {
+	for _, in := range []*crypto.Initiator{p.hs.initiator, p.hs.prevInit} {
 		if in != nil {
 			delete(c.pending, in.LocalIndex())
 		}
 	}
 	c.imu.Unlock()
-	for _, s := range []*session{p.prev, p.next, p.nextOld, p.cur.Swap(nil)} {
+	for _, s := range []*session{p.hs.prev, p.hs.next, p.hs.nextOld, p.hs.cur.Swap(nil)} {
 		if s != nil {
 			c.unregister(s.LocalIndex())
 		}
 	}
-	p.prev, p.next, p.nextOld, p.initiator, p.prevInit = nil, nil, nil, nil, nil
-	p.mu.Unlock()
+	p.hs.prev, p.hs.next, p.hs.nextOld, p.hs.initiator, p.hs.prevInit = nil, nil, nil, nil, nil
+	p.hs.mu.Unlock()
 	c.fdb.forget(p)
 	c.closeOwnPort(p)
 }

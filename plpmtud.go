@@ -32,7 +32,7 @@ const (
 // IPv6+UDP header, and the smallest cab uses.
 var probeSizes = []int{1452, 1444, 1352, 1232, minWireMTU}
 
-// probeState is a peer's path MTU search; guarded by peer.mu.
+// probeState is a peer's path MTU search; guarded by peer.hs.mu.
 type probeState struct {
 	size      int       // size being probed; 0: no search under way
 	tries     int       // probes of size sent without an answer
@@ -44,21 +44,21 @@ type probeState struct {
 
 // probeTimers sends the next probe for p, or steps the size down, when due.
 func (c *Cable) probeTimers(p *peer, now time.Time) {
-	s, pt := p.cur.Load(), p.path.Load()
-	if s == nil || pt == nil || !p.up.Load() || selfProbing(pt.conn) {
+	s, pt := p.hs.cur.Load(), p.route.path.Load()
+	if s == nil || pt == nil || !p.live.up.Load() || selfProbing(pt.conn) {
 		return
 	}
 	kernel := c.kernelWire(pt)
-	p.mu.Lock()
-	ps := &p.probe
+	p.hs.mu.Lock()
+	ps := &p.hs.probe
 	switch {
 	case ps.size == 0 && (ps.confirmed == 0 || now.Sub(ps.checked) >= probeRecheck || ps.confirmed > kernel):
 		ps.size, ps.tries = kernel, 0 // start a search at what the kernel believes
 	case ps.size == 0:
-		p.mu.Unlock()
+		p.hs.mu.Unlock()
 		return
 	case now.Sub(ps.sent) < probeTimeout:
-		p.mu.Unlock()
+		p.hs.mu.Unlock()
 		return
 	case ps.tries >= probeTries: // a black hole at this size: step down
 		next := minWireMTU
@@ -70,20 +70,20 @@ func (c *Cable) probeTimers(p *peer, now time.Time) {
 		}
 		if next >= ps.size { // nothing smaller to try
 			ps.confirmed, ps.size, ps.checked, ps.limit = minWireMTU, 0, now, minWireMTU
-			p.mu.Unlock()
+			p.hs.mu.Unlock()
 			c.updateMTU(p)
 			return
 		}
 		c.log.Info("path mtu probe unanswered", "peer", p.name, "size", ps.size, "next", next)
 		ps.size, ps.tries, ps.limit = next, 0, next // stop sending into the hole meanwhile
-		p.mu.Unlock()
+		p.hs.mu.Unlock()
 		c.updateMTU(p)
-		p.mu.Lock()
+		p.hs.mu.Lock()
 	}
 	size := ps.size
 	ps.tries++
 	ps.sent = now
-	p.mu.Unlock()
+	p.hs.mu.Unlock()
 	buf := make([]byte, size)
 	pl := buf[crypto.HeaderLen : size-crypto.TagLen]
 	pl[0] = probeRequest
@@ -112,13 +112,13 @@ func (c *Cable) handleProbe(p *peer, s *session, conn transport.Conn, addr trans
 			conn.WriteBatch([]transport.Packet{{B: pkt, Addr: addr}})
 		}
 	case probeAnswer:
-		p.mu.Lock()
-		ps := &p.probe
+		p.hs.mu.Lock()
+		ps := &p.hs.probe
 		ok := ps.size != 0 && size == ps.size
 		if ok {
 			ps.confirmed, ps.size, ps.checked, ps.limit = size, 0, time.Now(), size
 		}
-		p.mu.Unlock()
+		p.hs.mu.Unlock()
 		if ok {
 			c.updateMTU(p)
 		}

@@ -136,23 +136,23 @@ func (c *Cable) opened(conn transport.Conn, pk *transport.Packet, s *session, fr
 	}
 	if len(frame) == 0 { // keepalive
 		if p.dial == nil {
-			p.recvData.Store(true)
+			p.live.recvData.Store(true)
 		}
 		return nil
 	}
-	p.recvData.Store(true)
+	p.live.recvData.Store(true)
 	if len(frame) < ethHeaderLen {
 		c.drop(p, dropRunt)
 		return nil
 	}
-	p.rxFrames.Add(1)
-	p.rxBytes.Add(uint64(len(frame)))
+	p.stats.rxFrames.Add(1)
+	p.stats.rxBytes.Add(uint64(len(frame)))
 	dst, src := frameKeys(frame)
 	if !p.allows(src) {
 		c.drop(p, dropNotAllowed)
 		return nil
 	}
-	if op := p.own.Load(); op != nil { // the peer has a port of its own
+	if op := p.own.port.Load(); op != nil { // the peer has a port of its own
 		op.port.WriteBatch([][]byte{buf[:crypto.HeaderLen+len(frame)]}, crypto.HeaderLen)
 		return nil
 	}
@@ -190,9 +190,9 @@ func (c *Cable) opened(conn transport.Conn, pk *transport.Packet, s *session, fr
 		}
 	}
 	if rate := c.cfg.floodRate(); rate > 0 {
-		p.floodMu.Lock()
-		ok := p.flood.Take(now, float64(rate), float64(2*rate))
-		p.floodMu.Unlock()
+		p.policy.floodMu.Lock()
+		ok := p.policy.flood.Take(now, float64(rate), float64(2*rate))
+		p.policy.floodMu.Unlock()
 		if !ok {
 			c.drop(p, dropRateLimited)
 			return nil
@@ -210,50 +210,50 @@ func (c *Cable) opened(conn transport.Conn, pk *transport.Packet, s *session, fr
 // it confirms a responder's new session, moves the path, and marks the peer
 // up.
 func (c *Cable) authenticated(p *peer, s *session, conn transport.Conn, addr transport.Addr, now int64, flags byte) {
-	p.lastRecv.Store(now)
+	p.live.lastRecv.Store(now)
 	if flags&crypto.FlagHeard != 0 {
 		// Only a peer that hears us answers our questions: traffic that
 		// flows one way only (UDP blocked towards the peer) leaves ours
 		// unanswered, and the path goes stale.
-		p.unanswered.Store(0)
+		p.live.unanswered.Store(0)
 	}
-	if pt := p.path.Load(); pt != nil && pt.conn != conn && len(p.dialers) > 1 {
+	if pt := p.route.path.Load(); pt != nil && pt.conn != conn && len(p.dialers) > 1 {
 		// A client with fallbacks moves between transports by handshakes
 		// alone: a packet that still comes over the old transport says
 		// nothing of whether ours get through there.
 	} else if pt == nil || pt.conn != conn || pt.addr != addr {
-		p.path.Store(&path{conn: conn, addr: addr})
+		p.route.path.Store(&path{conn: conn, addr: addr})
 		c.noteTransport(p, conn)
 		c.updateMTU(p)
 		if pt != nil {
 			c.log.Info("path changed", "peer", p.name, "addr", addr.String())
 		}
 	}
-	if p.cur.Load() == s {
+	if p.hs.cur.Load() == s {
 		// A peer we dial that went down for want of answers is up again
 		// only when it says it hears us: its packets alone may flow one
 		// way.
-		if !p.up.Load() && (p.dial == nil || flags&crypto.FlagHeard != 0) {
+		if !p.live.up.Load() && (p.dial == nil || flags&crypto.FlagHeard != 0) {
 			c.setUp(p, true, "")
 		}
 		return
 	}
-	p.mu.Lock()
+	p.hs.mu.Lock()
 	confirmed := false
-	if p.next == s || p.nextOld == s {
+	if p.hs.next == s || p.hs.nextOld == s {
 		c.rotateLocked(p, s)
-		for _, o := range []*session{p.next, p.nextOld} {
+		for _, o := range []*session{p.hs.next, p.hs.nextOld} {
 			if o != nil && o != s {
 				c.unregister(o.LocalIndex())
 			}
 		}
-		p.next, p.nextOld = nil, nil
+		p.hs.next, p.hs.nextOld = nil, nil
 		confirmed = true
 	}
-	p.mu.Unlock()
+	p.hs.mu.Unlock()
 	if confirmed {
-		p.handshakes.Add(1)
-		p.lastHandshake.Store(now)
+		p.stats.handshakes.Add(1)
+		p.live.lastHandshake.Store(now)
 		c.log.Info("handshake complete", "peer", p.name, "cipher", s.Cipher().String(), "addr", addr.String())
 		c.setUp(p, true, "")
 	}
@@ -261,11 +261,11 @@ func (c *Cable) authenticated(p *peer, s *session, conn transport.Conn, addr tra
 
 // rotateLocked makes s p's current session; the current one becomes the
 // previous one, still accepted until it expires, and the previous one is
-// forgotten. p.mu must be held.
+// forgotten. p.hs.mu must be held.
 func (c *Cable) rotateLocked(p *peer, s *session) {
-	if p.prev != nil {
-		c.unregister(p.prev.LocalIndex())
+	if p.hs.prev != nil {
+		c.unregister(p.hs.prev.LocalIndex())
 	}
-	p.prev = p.cur.Load()
-	p.cur.Store(s)
+	p.hs.prev = p.hs.cur.Load()
+	p.hs.cur.Store(s)
 }

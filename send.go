@@ -154,7 +154,7 @@ func (c *Cable) portLoop(port bridgeif.Port, owner *peer) error {
 func (c *Cable) flood(from *peer, buf []byte, size int, out *outBatch, sc *scratch, now int64) {
 	var last *peer
 	for _, p := range c.peerList() {
-		if p == from || p.cur.Load() == nil {
+		if p == from || p.hs.cur.Load() == nil {
 			continue
 		}
 		if last != nil {
@@ -172,8 +172,8 @@ func (c *Cable) flood(from *peer, buf []byte, size int, out *outBatch, sc *scrat
 // seal seals the frame at buf[HeaderLen:HeaderLen+size] for p in place and
 // queues the packet on p's path.
 func (c *Cable) seal(p *peer, buf []byte, size int, out *outBatch, sc *scratch, now int64) {
-	s := p.cur.Load()
-	pt := p.path.Load()
+	s := p.hs.cur.Load()
+	pt := p.route.path.Load()
 	if s == nil || pt == nil || now-s.Created().UnixNano() >= int64(crypto.RejectAfterTime) {
 		c.drop(p, dropNoSession)
 		if p.dial != nil {
@@ -181,25 +181,25 @@ func (c *Cable) seal(p *peer, buf []byte, size int, out *outBatch, sc *scratch, 
 		}
 		return
 	}
-	if wire := int(p.wireMTU.Load()); crypto.Overhead+size > wire {
+	if wire := int(p.route.wireMTU.Load()); crypto.Overhead+size > wire {
 		if !c.fragment(p, s, pt, buf, size, wire, out, sc) {
 			c.drop(p, dropTooBig)
 			return
 		}
-		p.txFrames.Add(1)
-		p.txBytes.Add(uint64(size))
+		p.stats.txFrames.Add(1)
+		p.stats.txBytes.Add(uint64(size))
 		p.noteSent(now)
 		return
 	}
 	out.seal(sealJob{p: p, s: s, pt: pt, typ: crypto.TypeData, flags: p.flags(now), buf: buf, size: size})
-	p.txFrames.Add(1)
-	p.txBytes.Add(uint64(size))
+	p.stats.txFrames.Add(1)
+	p.stats.txBytes.Add(uint64(size))
 	p.noteSent(now)
 }
 
 // sendKeepalive sends an empty data packet to p.
 func (c *Cable) sendKeepalive(p *peer, now int64) {
-	s, pt := p.cur.Load(), p.path.Load()
+	s, pt := p.hs.cur.Load(), p.route.path.Load()
 	if s == nil || pt == nil {
 		return
 	}

@@ -68,24 +68,24 @@ func (c *Cable) Status() Status {
 		ps := PeerStatus{
 			Name:       p.name,
 			PublicKey:  p.key.String(),
-			Up:         p.up.Load(),
-			Handshakes: p.handshakes.Load(),
-			RxFrames:   p.rxFrames.Load(),
-			RxBytes:    p.rxBytes.Load(),
-			TxFrames:   p.txFrames.Load(),
-			TxBytes:    p.txBytes.Load(),
-			Drops:      dropMap(&p.drops),
+			Up:         p.live.up.Load(),
+			Handshakes: p.stats.handshakes.Load(),
+			RxFrames:   p.stats.rxFrames.Load(),
+			RxBytes:    p.stats.rxBytes.Load(),
+			TxFrames:   p.stats.txFrames.Load(),
+			TxBytes:    p.stats.txBytes.Load(),
+			Drops:      dropMap(&p.stats.drops),
 			MACs:       macs[p],
-			WireMTU:    int(p.wireMTU.Load()),
-			Fragmented: p.fragmented.Load(),
+			WireMTU:    int(p.route.wireMTU.Load()),
+			Fragmented: p.route.fragmented.Load(),
 		}
 		if ps.Up {
-			ps.UpSince = time.Unix(0, p.upSince.Load())
+			ps.UpSince = time.Unix(0, p.live.upSince.Load())
 		}
-		if t := p.lastHandshake.Load(); t != 0 {
+		if t := p.live.lastHandshake.Load(); t != 0 {
 			ps.LastHandshake = time.Unix(0, t)
 		}
-		if pt := p.path.Load(); pt != nil {
+		if pt := p.route.path.Load(); pt != nil {
 			ps.Addr = pt.addr.String()
 			ps.Transport = transportName(pt.conn)
 			if r, ok := pt.conn.(rtter); ok {
@@ -100,7 +100,7 @@ func (c *Cable) Status() Status {
 				}
 			}
 		}
-		if s := p.cur.Load(); s != nil {
+		if s := p.hs.cur.Load(); s != nil {
 			ps.Cipher = s.Cipher().String()
 		}
 		st.Peers = append(st.Peers, ps)

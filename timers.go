@@ -38,11 +38,11 @@ func (c *Cable) timerLoop(ctx context.Context) {
 			}
 			minWire := int64(0)
 			for _, p := range c.peerList() {
-				if pt := p.path.Load(); recheck || pt != nil && selfProbing(pt.conn) {
+				if pt := p.route.path.Load(); recheck || pt != nil && selfProbing(pt.conn) {
 					c.updateMTU(p)
 				}
-				p.reasm.expire(now.UnixNano(), c, p)
-				if w := p.wireMTU.Load(); p.up.Load() && (minWire == 0 || w < minWire) {
+				p.route.reasm.expire(now.UnixNano(), c, p)
+				if w := p.route.wireMTU.Load(); p.live.up.Load() && (minWire == 0 || w < minWire) {
 					minWire = w
 				}
 			}
@@ -62,59 +62,59 @@ func (c *Cable) peerTimers(ctx context.Context, p *peer, now time.Time) {
 		return
 	}
 	nowNs := now.UnixNano()
-	cur := p.cur.Load()
+	cur := p.hs.cur.Load()
 	valid := cur != nil && now.Sub(cur.Created()) < crypto.RejectAfterTime
-	unanswered := p.unanswered.Load()
+	unanswered := p.live.unanswered.Load()
 	stale := unanswered != 0 && nowNs-unanswered > int64(staleAfter)
 
 	// Expire sessions that can no longer be used.
 	c.expire(p, now)
 
 	if p.dial != nil {
-		if stale && p.up.Load() {
+		if stale && p.live.up.Load() {
 			c.setUp(p, false, "no answer")
 			// Seconds of unanswered packets say more than one unanswered
 			// handshake: one more over this transport, then the next.
-			p.mu.Lock()
-			p.wentStale = true
-			p.mu.Unlock()
+			p.hs.mu.Lock()
+			p.hs.wentStale = true
+			p.hs.mu.Unlock()
 		}
 		need := !valid || stale || now.Sub(cur.Created()) >= crypto.RekeyAfterTime ||
 			cur.Sent() >= crypto.RekeyAfterMessages
-		p.mu.Lock()
-		start := need && !p.dialing && !now.Before(p.nextAttempt) && ctx.Err() == nil
-		via := int(p.active.Load())
+		p.hs.mu.Lock()
+		start := need && !p.hs.dialing && !now.Before(p.hs.nextAttempt) && ctx.Err() == nil
+		via := int(p.route.active.Load())
 		if start {
 			limit := fallbackAfter
-			if p.wentStale {
+			if p.hs.wentStale {
 				limit = 1
 			}
-			if p.attempts >= limit && len(p.dialers) > 1 {
+			if p.hs.attempts >= limit && len(p.dialers) > 1 {
 				// Handshakes over this transport do not complete: try the next.
 				via = (via + 1) % len(p.dialers)
-				p.active.Store(int32(via))
-				p.attempts = 0
-				p.wentStale = false
+				p.route.active.Store(int32(via))
+				p.hs.attempts = 0
+				p.hs.wentStale = false
 				c.log.Warn("no handshake completes, trying the next transport", "peer", p.name,
 					"transport", transportName(p.dialers[via].Conn))
 			}
-			p.dialing = true
-			p.nextAttempt = now.Add(backoff(p.attempts))
-			p.attempts++
-		} else if via > 0 && valid && !stale && !p.dialing && now.Sub(p.lastPrefer) >= preferRecheck && ctx.Err() == nil {
+			p.hs.dialing = true
+			p.hs.nextAttempt = now.Add(backoff(p.hs.attempts))
+			p.hs.attempts++
+		} else if via > 0 && valid && !stale && !p.hs.dialing && now.Sub(p.hs.lastPrefer) >= preferRecheck && ctx.Err() == nil {
 			// On a fallback: see whether the preferred transport works again.
 			start, via = true, 0
-			p.dialing = true
-			p.lastPrefer = now
+			p.hs.dialing = true
+			p.hs.lastPrefer = now
 		}
-		p.mu.Unlock()
+		p.hs.mu.Unlock()
 		if start {
 			go c.initiate(p, via, cur)
 		}
-		if valid && !stale && nowNs-p.lastSent.Load() >= int64(c.keepaliveOf(p)) {
+		if valid && !stale && nowNs-p.live.lastSent.Load() >= int64(c.keepaliveOf(p)) {
 			c.sendKeepalive(p, nowNs)
 		}
-	} else if p.up.Load() && nowNs-p.lastRecv.Load() > int64(3*c.keepaliveOf(p)+crypto.RekeyTimeout) {
+	} else if p.live.up.Load() && nowNs-p.live.lastRecv.Load() > int64(3*c.keepaliveOf(p)+crypto.RekeyTimeout) {
 		c.setUp(p, false, "silent")
 	}
 
@@ -124,34 +124,34 @@ func (c *Cable) peerTimers(ctx context.Context, p *peer, now time.Time) {
 
 	// Passive keepalive: answer a peer that sent something, so that it
 	// knows the cable is alive, when nothing else has been sent since.
-	if valid && p.recvData.Load() && p.lastRecv.Load() > p.lastSent.Load() &&
-		nowNs-p.lastSent.Load() >= int64(passiveKeepalive) {
-		p.recvData.Store(false)
+	if valid && p.live.recvData.Load() && p.live.lastRecv.Load() > p.live.lastSent.Load() &&
+		nowNs-p.live.lastSent.Load() >= int64(passiveKeepalive) {
+		p.live.recvData.Store(false)
 		c.sendKeepalive(p, nowNs)
-		p.unanswered.Store(0) // an answer is not a question
+		p.live.unanswered.Store(0) // an answer is not a question
 	}
 }
 
 // expire forgets p's sessions that are past RejectAfterTime.
 func (c *Cable) expire(p *peer, now time.Time) {
 	old := func(s *session) bool { return s != nil && now.Sub(s.Created()) >= crypto.RejectAfterTime }
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if old(p.prev) {
-		c.unregister(p.prev.LocalIndex())
-		p.prev = nil
+	p.hs.mu.Lock()
+	defer p.hs.mu.Unlock()
+	if old(p.hs.prev) {
+		c.unregister(p.hs.prev.LocalIndex())
+		p.hs.prev = nil
 	}
-	if old(p.nextOld) {
-		c.unregister(p.nextOld.LocalIndex())
-		p.nextOld = nil
+	if old(p.hs.nextOld) {
+		c.unregister(p.hs.nextOld.LocalIndex())
+		p.hs.nextOld = nil
 	}
-	if old(p.next) {
-		c.unregister(p.next.LocalIndex())
-		p.next = nil
+	if old(p.hs.next) {
+		c.unregister(p.hs.next.LocalIndex())
+		p.hs.next = nil
 	}
-	if cur := p.cur.Load(); old(cur) {
+	if cur := p.hs.cur.Load(); old(cur) {
 		c.unregister(cur.LocalIndex())
-		p.cur.Store(nil)
+		p.hs.cur.Store(nil)
 	}
 }
 
