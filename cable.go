@@ -19,6 +19,8 @@ import (
 // frames between them. A client is a cable with one peer that it dials; a
 // server is a responder cable that peers dial in to.
 type Cable struct {
+	dropper // drop counts what it drops
+
 	cfg       Config
 	log       *slog.Logger
 	port      bridgeif.Port
@@ -42,15 +44,13 @@ type Cable struct {
 	closing atomic.Bool    // Run is shutting down
 	ownWG   sync.WaitGroup // loops of the peers' own ports
 
-	drops   [numDropReasons]atomic.Uint64 // drops not attributable to a peer
-	clamped atomic.Uint64                 // TCP SYNs whose MSS was lowered
-	inReasm atomic.Int64                  // frames in reassembly, all peers
-	minWire atomic.Int64                  // smallest wire MTU of the peers, for the clamp
+	clamped atomic.Uint64 // TCP SYNs whose MSS was lowered
+	inReasm atomic.Int64  // frames in reassembly, all peers
+	minWire atomic.Int64  // smallest wire MTU of the peers, for the clamp
 
 	pool *cryptoPool // crypto workers, while Run runs
 
-	debugGate atomic.Int64 // rate limit of per-packet debug logs
-	lastTick  atomic.Int64 // when the timer loop last ran, unix nanoseconds
+	lastTick atomic.Int64 // when the timer loop last ran, unix nanoseconds
 }
 
 // Healthy reports whether the cable's loops are running: Run has not
@@ -111,6 +111,7 @@ func New(cfg Config, port bridgeif.Port, conns []transport.Conn) (*Cable, error)
 		byKey:   make(map[crypto.PublicKey]*peer),
 		pending: make(map[uint32]*peer),
 	}
+	c.dropper.log = c.log
 	c.minWire.Store(defaultWireMTU)
 	if cfg.Responder {
 		c.responder = crypto.NewResponder(cfg.PrivateKey, c.ciphers)

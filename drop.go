@@ -50,21 +50,30 @@ var dropNames = [numDropReasons]string{
 
 func (r dropReason) String() string { return dropNames[r] }
 
-func (c *Cable) drop(p *peer, r dropReason) {
+// dropper counts drops by peer and reason, and logs them at debug level,
+// once a second at most.
+type dropper struct {
+	unattributed [numDropReasons]atomic.Uint64 // drops of no known peer
+	log          *slog.Logger
+	gate         atomic.Int64 // when the last debug line was logged
+}
+
+// drop counts one packet or frame dropped for r, against p when known.
+func (d *dropper) drop(p *peer, r dropReason) {
 	if p != nil {
 		p.stats.drops[r].Add(1)
 	} else {
-		c.drops[r].Add(1)
+		d.unattributed[r].Add(1)
 	}
-	if c.log.Enabled(context.Background(), slog.LevelDebug) {
+	if d.log.Enabled(context.Background(), slog.LevelDebug) {
 		now := time.Now().UnixNano()
-		last := c.debugGate.Load()
-		if now-last > int64(time.Second) && c.debugGate.CompareAndSwap(last, now) {
+		last := d.gate.Load()
+		if now-last > int64(time.Second) && d.gate.CompareAndSwap(last, now) {
 			name := ""
 			if p != nil {
 				name = p.name
 			}
-			c.log.Debug("dropped", "reason", r.String(), "peer", name)
+			d.log.Debug("dropped", "reason", r.String(), "peer", name)
 		}
 	}
 }

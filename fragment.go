@@ -97,7 +97,7 @@ func (c *Cable) reassemble(p *peer, pl []byte, now int64) []byte {
 	e := r.m[id]
 	if e == nil {
 		if len(r.m) >= fragPerPeer || r.total.Load() >= fragTotal {
-			r.evictLocked(now, c, p)
+			r.evictLocked(now, &c.dropper, p)
 			if len(r.m) >= fragPerPeer || r.total.Load() >= fragTotal {
 				c.drop(p, dropFragment)
 				return nil
@@ -133,11 +133,11 @@ func (c *Cable) reassemble(p *peer, pl []byte, now int64) []byte {
 }
 
 // evictLocked drops the entries of r older than fragTimeout.
-func (r *reassembly) evictLocked(now int64, c *Cable, p *peer) {
+func (r *reassembly) evictLocked(now int64, d *dropper, p *peer) {
 	for id, e := range r.m {
 		if now-e.started > int64(fragTimeout) {
 			r.removeLocked(id, e)
-			c.drop(p, dropFragment)
+			d.drop(p, dropFragment)
 		}
 	}
 }
@@ -149,10 +149,10 @@ func (r *reassembly) removeLocked(id uint32, e *reasm) {
 }
 
 // expire drops p's fragments that waited too long.
-func (r *reassembly) expire(now int64, c *Cable, p *peer) {
+func (r *reassembly) expire(now int64, d *dropper, p *peer) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.evictLocked(now, c, p)
+	r.evictLocked(now, d, p)
 	if len(r.m) == 0 && len(r.free) > 0 {
 		r.free = nil // give the memory back when idle
 	}

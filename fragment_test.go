@@ -97,7 +97,7 @@ func TestReassemblyBadInput(t *testing.T) {
 		t.Fatalf("%d frames in reassembly, bound %d", len(p.route.reasm.m), fragPerPeer)
 	}
 	// They expire.
-	p.route.reasm.expire(now+int64(fragTimeout)+1, c, p)
+	p.route.reasm.expire(now+int64(fragTimeout)+1, &c.dropper, p)
 	if len(p.route.reasm.m) != 0 || c.inReasm.Load() != 0 {
 		t.Fatalf("%d left after the timeout", len(p.route.reasm.m))
 	}
@@ -132,7 +132,7 @@ func FuzzReassemble(f *testing.F) {
 		if len(p.route.reasm.m) > fragPerPeer {
 			t.Fatal("over the bound")
 		}
-		p.route.reasm.expire(now+int64(fragTimeout)+1, c, p)
+		p.route.reasm.expire(now+int64(fragTimeout)+1, &c.dropper, p)
 	})
 }
 

@@ -16,7 +16,7 @@ func (c *Cable) connLoop(conn transport.Conn) error {
 		ps[i].B = make([]byte, bufSize)
 	}
 	var portBufs [][]byte
-	var out outBatch
+	out := c.newOutBatch()
 	var sc scratch
 	var ob cryptoBatch // the batch's opens
 	for {
@@ -39,7 +39,7 @@ func (c *Cable) connLoop(conn transport.Conn) error {
 				return nil
 			}
 		}
-		out.flush(c)
+		out.flush()
 	}
 }
 

@@ -38,7 +38,7 @@ func FuzzReceive(f *testing.F) {
 		if len(pkt) > bufSize {
 			return
 		}
-		var out outBatch
+		out := c.newOutBatch()
 		var sc scratch
 		var ob cryptoBatch
 		rec.sizes = rec.sizes[:0]

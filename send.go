@@ -20,6 +20,15 @@ type outBatch struct {
 	conns []transport.Conn
 	ps    [][]transport.Packet
 	cb    cryptoBatch
+
+	pool  *cryptoPool // seals at flush; nil: on the loop alone
+	drops *dropper    // counts what cannot be sent
+	kick  func()      // wakes the timers when a session is used up
+}
+
+// newOutBatch returns an empty outBatch of the cable's loops.
+func (c *Cable) newOutBatch() outBatch {
+	return outBatch{pool: c.pool, drops: &c.dropper, kick: c.kickTimers}
 }
 
 // seal queues j's frame, to be sealed and sent at flush.
@@ -36,14 +45,16 @@ func (o *outBatch) add(pt *path, b []byte) {
 	o.ps = append(o.ps, []transport.Packet{{B: b, Addr: pt.addr}})
 }
 
-func (o *outBatch) flush(c *Cable) {
+// flush seals what was queued and sends every conn its packets in one
+// WriteBatch.
+func (o *outBatch) flush() {
 	if len(o.cb.seals) > 0 {
-		o.cb.run(c.pool)
+		o.cb.run(o.pool)
 		for i := range o.cb.seals {
 			j := &o.cb.seals[i]
 			if j.err != nil { // the session is used up: a new one is due
-				c.drop(j.p, dropNoSession)
-				c.kickTimers()
+				o.drops.drop(j.p, dropNoSession)
+				o.kick()
 				continue
 			}
 			o.add(j.pt, j.pkt)
@@ -58,7 +69,7 @@ func (o *outBatch) flush(c *Cable) {
 		if err := conn.WriteBatch(o.ps[i]); err != nil {
 			var tb *transport.TooBigError
 			if errors.As(err, &tb) {
-				c.drop(nil, dropTooBig)
+				o.drops.drop(nil, dropTooBig)
 			}
 		}
 		clear(o.ps[i])
@@ -94,7 +105,7 @@ func (c *Cable) portLoop(port bridgeif.Port, owner *peer) error {
 		bufs[i] = make([]byte, bufSize)
 	}
 	sizes := make([]int, batch)
-	var out outBatch
+	out := c.newOutBatch()
 	var sc scratch
 	failures := 0
 	for {
@@ -144,7 +155,7 @@ func (c *Cable) portLoop(port bridgeif.Port, owner *peer) error {
 			}
 			c.flood(nil, bufs[i], size, &out, &sc, now)
 		}
-		out.flush(c)
+		out.flush()
 	}
 }
 

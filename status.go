@@ -42,7 +42,7 @@ type Status struct {
 
 // Status returns a snapshot of the cable's peers and counters.
 func (c *Cable) Status() Status {
-	st := Status{Drops: dropMap(&c.drops), FDB: c.fdb.len(), MSSClamped: c.clamped.Load()}
+	st := Status{Drops: dropMap(&c.unattributed), FDB: c.fdb.len(), MSSClamped: c.clamped.Load()}
 	for _, conn := range c.conns {
 		dc, ok := conn.(dropCounter)
 		if !ok {

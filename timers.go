@@ -41,7 +41,7 @@ func (c *Cable) timerLoop(ctx context.Context) {
 				if pt := p.route.path.Load(); recheck || pt != nil && selfProbing(pt.conn) {
 					c.updateMTU(p)
 				}
-				p.route.reasm.expire(now.UnixNano(), c, p)
+				p.route.reasm.expire(now.UnixNano(), &c.dropper, p)
 				if w := p.route.wireMTU.Load(); p.live.up.Load() && (minWire == 0 || w < minWire) {
 					minWire = w
 				}
