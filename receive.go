@@ -108,8 +108,29 @@ func (c *Cable) sessionOf(idx uint32, now int64) *session {
 
 // opened handles packet pk after s.Open(pk.B) returned frame and err: it
 // returns the buffer to deliver to the port (the frame at offset
-// HeaderLen), or nil.
+// HeaderLen), or nil. Three steps: what the packet proves (authenticate),
+// whether the frame may enter (admit), and where it goes (forward).
 func (c *Cable) opened(conn transport.Conn, pk *transport.Packet, s *session, frame []byte, err error, out *outBatch, sc *scratch, now int64) []byte {
+	buf, frame := c.authenticate(conn, pk, s, frame, err, sc, now)
+	if buf == nil {
+		return nil
+	}
+	p := s.peer
+	if !c.admit(p, frame) {
+		return nil
+	}
+	if op := p.own.port.Load(); op != nil { // the peer has a port of its own
+		op.port.WriteBatch([][]byte{buf[:crypto.HeaderLen+len(frame)]}, crypto.HeaderLen)
+		return nil
+	}
+	return c.forward(p, buf[:crypto.HeaderLen+len(frame)], out, sc, now)
+}
+
+// authenticate takes what packet pk, opened with s, proves: the peer is
+// alive at that path; a probe is answered, a fragment reassembled, a
+// keepalive noted. It returns the buffer holding a whole frame at offset
+// HeaderLen, and that frame, or nil when there is no frame to handle.
+func (c *Cable) authenticate(conn transport.Conn, pk *transport.Packet, s *session, frame []byte, err error, sc *scratch, now int64) (buf, whole []byte) {
 	p := s.peer
 	if err != nil {
 		if errors.Is(err, crypto.ErrReplay) {
@@ -117,53 +138,68 @@ func (c *Cable) opened(conn transport.Conn, pk *transport.Packet, s *session, fr
 		} else {
 			c.drop(p, dropAuth)
 		}
-		return nil
+		return nil, nil
 	}
 	typ := pk.B[0]
 	c.authenticated(p, s, conn, pk.Addr, now, crypto.Flags(pk.B))
 	if typ == crypto.TypeProbe {
 		c.handleProbe(p, s, conn, pk.Addr, frame)
-		return nil
+		return nil, nil
 	}
-	buf := pk.B
+	buf = pk.B
 	if typ == crypto.TypeFragment {
-		whole := c.reassemble(p, frame, now)
-		if whole == nil {
-			return nil
+		w := c.reassemble(p, frame, now)
+		if w == nil {
+			return nil, nil
 		}
 		buf = sc.get()
-		frame = buf[crypto.HeaderLen : crypto.HeaderLen+copy(buf[crypto.HeaderLen:], whole)]
+		frame = buf[crypto.HeaderLen : crypto.HeaderLen+copy(buf[crypto.HeaderLen:], w)]
 	}
 	if len(frame) == 0 { // keepalive
 		if p.dial == nil {
 			p.live.recvData.Store(true)
 		}
-		return nil
+		return nil, nil
 	}
 	p.live.recvData.Store(true)
+	return buf, frame
+}
+
+// admit reports whether frame from p may enter the cable, counting the
+// drop when not.
+func (c *Cable) admit(p *peer, frame []byte) bool {
 	if len(frame) < ethHeaderLen {
 		c.drop(p, dropRunt)
-		return nil
+		return false
 	}
 	p.stats.rxFrames.Add(1)
 	p.stats.rxBytes.Add(uint64(len(frame)))
 	dst, src := frameKeys(frame)
 	if !p.allows(src) {
 		c.drop(p, dropNotAllowed)
-		return nil
+		return false
 	}
-	if op := p.own.port.Load(); op != nil { // the peer has a port of its own
-		op.port.WriteBatch([][]byte{buf[:crypto.HeaderLen+len(frame)]}, crypto.HeaderLen)
-		return nil
+	if p.own.port.Load() != nil {
+		return true
 	}
 	if c.port == nil {
 		c.drop(p, dropNoSession)
-		return nil
+		return false
 	}
 	if c.cfg.DropBPDU && dst.isBPDU() {
 		c.drop(p, dropBPDU)
-		return nil
+		return false
 	}
+	return true
+}
+
+// forward switches the frame from p at buf[HeaderLen:]: it learns its
+// source, and returns buf when the frame goes to the cable's port, after
+// queueing on out any copies relayed to other peers (split horizon; none
+// when isolated).
+func (c *Cable) forward(p *peer, buf []byte, out *outBatch, sc *scratch, now int64) []byte {
+	frame := buf[crypto.HeaderLen:]
+	dst, src := frameKeys(frame)
 	switch c.fdb.learn(src, p, now) {
 	case overCap:
 		c.drop(p, dropMACLimit) // counted; the frame still goes
@@ -171,8 +207,6 @@ func (c *Cable) opened(conn transport.Conn, pk *transport.Packet, s *session, fr
 		c.drop(p, dropMACConflict)
 		return nil
 	}
-	size := len(frame)
-	buf = buf[:crypto.HeaderLen+size]
 	if to, known := c.fdb.lookup(dst); known {
 		switch {
 		case to == nil:
@@ -183,9 +217,7 @@ func (c *Cable) opened(conn transport.Conn, pk *transport.Packet, s *session, fr
 			c.drop(p, dropIsolated)
 			return nil
 		default:
-			b := sc.get()
-			copy(b[crypto.HeaderLen:], frame)
-			c.seal(to, b, size, out, sc, now)
+			c.relay(to, frame, out, sc, now)
 			return nil
 		}
 	}
@@ -201,9 +233,16 @@ func (c *Cable) opened(conn transport.Conn, pk *transport.Packet, s *session, fr
 	if !c.cfg.Isolate {
 		b := sc.get()
 		copy(b[crypto.HeaderLen:], frame)
-		c.flood(p, b, size, out, sc, now)
+		c.flood(p, b, len(frame), out, sc, now)
 	}
 	return buf
+}
+
+// relay seals a copy of frame for peer to.
+func (c *Cable) relay(to *peer, frame []byte, out *outBatch, sc *scratch, now int64) {
+	b := sc.get()
+	copy(b[crypto.HeaderLen:], frame)
+	c.seal(to, b, len(frame), out, sc, now)
 }
 
 // authenticated records that a packet from p opened with s on (conn, addr):
