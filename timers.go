@@ -71,49 +71,7 @@ func (c *Cable) peerTimers(ctx context.Context, p *peer, now time.Time) {
 	c.expire(p, now)
 
 	if p.dial != nil {
-		if stale && p.live.up.Load() {
-			c.setUp(p, false, "no answer")
-			// Seconds of unanswered packets say more than one unanswered
-			// handshake: one more over this transport, then the next.
-			p.hs.mu.Lock()
-			p.hs.wentStale = true
-			p.hs.mu.Unlock()
-		}
-		need := !valid || stale || now.Sub(cur.Created()) >= crypto.RekeyAfterTime ||
-			cur.Sent() >= crypto.RekeyAfterMessages
-		p.hs.mu.Lock()
-		start := need && !p.hs.dialing && !now.Before(p.hs.nextAttempt) && ctx.Err() == nil
-		via := int(p.route.active.Load())
-		if start {
-			limit := fallbackAfter
-			if p.hs.wentStale {
-				limit = 1
-			}
-			if p.hs.attempts >= limit && len(p.dialers) > 1 {
-				// Handshakes over this transport do not complete: try the next.
-				via = (via + 1) % len(p.dialers)
-				p.route.active.Store(int32(via))
-				p.hs.attempts = 0
-				p.hs.wentStale = false
-				c.log.Warn("no handshake completes, trying the next transport", "peer", p.name,
-					"transport", transportName(p.dialers[via].Conn))
-			}
-			p.hs.dialing = true
-			p.hs.nextAttempt = now.Add(backoff(p.hs.attempts))
-			p.hs.attempts++
-		} else if via > 0 && valid && !stale && !p.hs.dialing && now.Sub(p.hs.lastPrefer) >= preferRecheck && ctx.Err() == nil {
-			// On a fallback: see whether the preferred transport works again.
-			start, via = true, 0
-			p.hs.dialing = true
-			p.hs.lastPrefer = now
-		}
-		p.hs.mu.Unlock()
-		if start {
-			go c.initiate(p, via, cur)
-		}
-		if valid && !stale && nowNs-p.live.lastSent.Load() >= int64(c.keepaliveOf(p)) {
-			c.sendKeepalive(p, nowNs)
-		}
+		c.dialerTimers(ctx, p, cur, valid, stale, now)
 	} else if p.live.up.Load() && nowNs-p.live.lastRecv.Load() > int64(3*c.keepaliveOf(p)+crypto.RekeyTimeout) {
 		c.setUp(p, false, "silent")
 	}
@@ -130,6 +88,65 @@ func (c *Cable) peerTimers(ctx context.Context, p *peer, now time.Time) {
 		c.sendKeepalive(p, nowNs)
 		p.live.unanswered.Store(0) // an answer is not a question
 	}
+}
+
+// dialerTimers does what is due at now for p, a peer this cable dials,
+// whose current session is cur (valid: still usable; stale: its packets
+// go unanswered): it takes p down when stale, starts a handshake when one
+// is needed (moving to the next transport when they do not complete, and
+// back to the preferred one when it works again), and sends keepalives.
+func (c *Cable) dialerTimers(ctx context.Context, p *peer, cur *session, valid, stale bool, now time.Time) {
+	if stale && p.live.up.Load() {
+		c.setUp(p, false, "no answer")
+		// Seconds of unanswered packets say more than one unanswered
+		// handshake: one more over this transport, then the next.
+		p.hs.mu.Lock()
+		p.hs.wentStale = true
+		p.hs.mu.Unlock()
+	}
+	need := !valid || stale || now.Sub(cur.Created()) >= crypto.RekeyAfterTime ||
+		cur.Sent() >= crypto.RekeyAfterMessages
+	p.hs.mu.Lock()
+	start := need && !p.hs.dialing && !now.Before(p.hs.nextAttempt) && ctx.Err() == nil
+	via := int(p.route.active.Load())
+	if start {
+		via = c.nextTransportLocked(p, via)
+		p.hs.dialing = true
+		p.hs.nextAttempt = now.Add(backoff(p.hs.attempts))
+		p.hs.attempts++
+	} else if via > 0 && valid && !stale && !p.hs.dialing && now.Sub(p.hs.lastPrefer) >= preferRecheck && ctx.Err() == nil {
+		// On a fallback: see whether the preferred transport works again.
+		start, via = true, 0
+		p.hs.dialing = true
+		p.hs.lastPrefer = now
+	}
+	p.hs.mu.Unlock()
+	if start {
+		go c.initiate(p, via, cur)
+	}
+	if nowNs := now.UnixNano(); valid && !stale && nowNs-p.live.lastSent.Load() >= int64(c.keepaliveOf(p)) {
+		c.sendKeepalive(p, nowNs)
+	}
+}
+
+// nextTransportLocked returns the dialer to try the next handshake with:
+// via, or the next one when handshakes over via do not complete. p.hs.mu
+// must be held.
+func (c *Cable) nextTransportLocked(p *peer, via int) int {
+	limit := fallbackAfter
+	if p.hs.wentStale {
+		limit = 1
+	}
+	if p.hs.attempts < limit || len(p.dialers) < 2 {
+		return via
+	}
+	via = (via + 1) % len(p.dialers)
+	p.route.active.Store(int32(via))
+	p.hs.attempts = 0
+	p.hs.wentStale = false
+	c.log.Warn("no handshake completes, trying the next transport", "peer", p.name,
+		"transport", transportName(p.dialers[via].Conn))
+	return via
 }
 
 // expire forgets p's sessions that are past RejectAfterTime.
