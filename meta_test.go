@@ -2,6 +2,7 @@ package cab
 
 import (
 	"bytes"
+	"go/ast"
 	"go/format"
 	"go/parser"
 	"go/token"
@@ -141,5 +142,95 @@ func TestImportDirection(t *testing.T) {
 	}
 	if checked == 0 {
 		t.Fatal("no internal imports found; the check checked nothing")
+	}
+}
+
+// TestCapabilityGuards keeps the promise of transport/capabilities.go: a
+// carrier type with the methods of a capability says so with a
+// `var _ transport.Capability = (*T)(nil)` guard, so that a renamed or
+// retyped method fails to compile instead of silently losing the
+// capability.
+func TestCapabilityGuards(t *testing.T) {
+	capOf := map[string]string{
+		"Scheme": "Schemer", "PathMTU": "PathMTUer", "ProbesPathMTU": "SelfProber",
+		"RTT": "RTTer", "DropCounts": "DropCounter", "PathStats": "PathStatser",
+	}
+	checked := 0
+	for dir, files := range goFiles(t) {
+		if !strings.HasPrefix(dir, "transport"+string(filepath.Separator)) || strings.HasSuffix(dir, "transporttest") {
+			continue
+		}
+		methods := map[string][]string{} // type → capability methods (incl. promoted from an embedded base)
+		guards := map[string]bool{}      // "Type Capability"
+		embeds := map[string][]string{}  // type → embedded types
+		for _, f := range files {
+			if strings.HasSuffix(f, "_test.go") {
+				continue
+			}
+			af, err := parser.ParseFile(token.NewFileSet(), f, nil, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, d := range af.Decls {
+				switch d := d.(type) {
+				case *ast.FuncDecl:
+					if d.Recv == nil || capOf[d.Name.Name] == "" {
+						continue
+					}
+					rt := d.Recv.List[0].Type
+					if s, ok := rt.(*ast.StarExpr); ok {
+						rt = s.X
+					}
+					if id, ok := rt.(*ast.Ident); ok {
+						methods[id.Name] = append(methods[id.Name], d.Name.Name)
+					}
+				case *ast.GenDecl:
+					for _, sp := range d.Specs {
+						switch sp := sp.(type) {
+						case *ast.ValueSpec:
+							sel, ok := sp.Type.(*ast.SelectorExpr)
+							if !ok || len(sp.Values) != 1 {
+								continue
+							}
+							if ce, ok := sp.Values[0].(*ast.CallExpr); ok {
+								if pe, ok := ce.Fun.(*ast.ParenExpr); ok {
+									if st, ok := pe.X.(*ast.StarExpr); ok {
+										if id, ok := st.X.(*ast.Ident); ok {
+											guards[id.Name+" "+sel.Sel.Name] = true
+										}
+									}
+								}
+							}
+						case *ast.TypeSpec:
+							if st, ok := sp.Type.(*ast.StructType); ok {
+								for _, fl := range st.Fields.List {
+									if len(fl.Names) == 0 {
+										if id, ok := fl.Type.(*ast.Ident); ok {
+											embeds[sp.Name.Name] = append(embeds[sp.Name.Name], id.Name)
+										}
+									}
+								}
+							}
+						}
+					}
+				}
+			}
+		}
+		for typ := range guards {
+			typ = strings.Fields(typ)[0]
+			all := append([]string(nil), methods[typ]...)
+			for _, e := range embeds[typ] {
+				all = append(all, methods[e]...)
+			}
+			for _, m := range all {
+				checked++
+				if !guards[typ+" "+capOf[m]] {
+					t.Errorf("%s: %s has %s but no `var _ transport.%s = (*%s)(nil)` guard", dir, typ, m, capOf[m], typ)
+				}
+			}
+		}
+	}
+	if checked < 10 {
+		t.Fatalf("checked only %d capability methods; is the test finding the carriers?", checked)
 	}
 }

@@ -7,7 +7,7 @@ import "cab/transport"
 // what fits a 1500-byte underlay when the OS does not say.
 func (c *Cable) kernelWire(pt *path) int {
 	wire := defaultWireMTU
-	if pm, ok := pt.conn.(pathMTUer); ok {
+	if pm, ok := pt.conn.(transport.PathMTUer); ok {
 		if m := pm.PathMTU(pt.addr); m > 0 {
 			wire = m
 		}
@@ -15,21 +15,9 @@ func (c *Cable) kernelWire(pt *path) int {
 	return max(min(wire, pt.conn.MaxPacket()), minWireMTU)
 }
 
-// pathMTUer is a conn that knows the largest packet it can send to an addr
-// without fragmentation (0: unknown), from what the OS learned.
-type pathMTUer interface {
-	PathMTU(transport.Addr) int
-}
-
-// selfProber is a conn whose PathMTU the carrier has confirmed itself
-// (QUIC's path MTU discovery raises its datagram limit only for sizes the
-// peer acknowledged), so cab's own probes would add nothing.
-type selfProber interface {
-	ProbesPathMTU() bool
-}
-
+// selfProbing reports whether conn confirms its own path MTU.
 func selfProbing(conn transport.Conn) bool {
-	sp, ok := conn.(selfProber)
+	sp, ok := conn.(transport.SelfProber)
 	return ok && sp.ProbesPathMTU()
 }
 

@@ -44,7 +44,7 @@ type Status struct {
 func (c *Cable) Status() Status {
 	st := Status{Drops: dropMap(&c.unattributed), FDB: c.fdb.len(), MSSClamped: c.clamped.Load()}
 	for _, conn := range c.conns {
-		dc, ok := conn.(dropCounter)
+		dc, ok := conn.(transport.DropCounter)
 		if !ok {
 			continue
 		}
@@ -88,7 +88,7 @@ func (c *Cable) Status() Status {
 		if pt := p.route.path.Load(); pt != nil {
 			ps.Addr = pt.addr.String()
 			ps.Transport = transportName(pt.conn)
-			if r, ok := pt.conn.(rtter); ok {
+			if r, ok := pt.conn.(transport.RTTer); ok {
 				ps.RTT = r.RTT(pt.addr)
 			}
 			if pr, ok := pt.conn.(transport.PathStatser); ok {
@@ -123,20 +123,8 @@ func dropMap(d *[numDropReasons]atomicCounter) map[string]uint64 {
 
 // transportName is a conn's URL scheme ("udp"), when it tells.
 func transportName(conn transport.Conn) string {
-	if s, ok := conn.(interface{ Scheme() string }); ok {
+	if s, ok := conn.(transport.Schemer); ok {
 		return s.Scheme()
 	}
 	return ""
-}
-
-// rtter is a conn that measures the round-trip time to an addr (0:
-// unknown).
-type rtter interface {
-	RTT(transport.Addr) time.Duration
-}
-
-// dropCounter is a conn that counts what it dropped, by reason
-// ("queue_full"); Status shows the counts prefixed with the scheme.
-type dropCounter interface {
-	DropCounts() map[string]uint64
 }

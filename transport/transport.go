@@ -7,7 +7,6 @@ package transport
 import (
 	"fmt"
 	"net"
-	"time"
 )
 
 // An Addr names a remote end within one Conn: a UDP address, an accepted
@@ -54,20 +53,6 @@ type TooBigError struct {
 
 func (e *TooBigError) Error() string {
 	return fmt.Sprintf("transport: packet of %d bytes exceeds the maximum of %d", e.Len, e.Max)
-}
-
-// PathStats describes how a path to one Addr behaves, for conns that know
-// (the DNS tunnel).
-type PathStats struct {
-	QueriesPerSecond float64       `json:"queries_per_sec"`
-	Loss             float64       `json:"loss"` // fraction of exchanges lost, 0..1
-	RTT              time.Duration `json:"rtt_ns"`
-	Queries          uint64        `json:"queries"`
-}
-
-// PathStatser is a Conn that reports PathStats for its Addrs.
-type PathStatser interface {
-	PathStats(Addr) (PathStats, bool)
 }
 
 // ReadQueued is ReadBatch for a conn whose receivers queue the packets

@@ -32,8 +32,14 @@ type Server struct {
 
 var (
 	_ transport.Conn        = (*Server)(nil)
+	_ transport.Schemer     = (*Server)(nil)
+	_ transport.PathMTUer   = (*Server)(nil)
+	_ transport.DropCounter = (*Server)(nil)
 	_ transport.PathStatser = (*Server)(nil)
 	_ transport.Conn        = (*Client)(nil)
+	_ transport.Schemer     = (*Client)(nil)
+	_ transport.PathMTUer   = (*Client)(nil)
+	_ transport.DropCounter = (*Client)(nil)
 	_ transport.PathStatser = (*Client)(nil)
 )
 

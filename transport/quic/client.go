@@ -44,7 +44,14 @@ type Client struct {
 	loggedT time.Time // and when
 }
 
-var _ transport.Conn = (*Client)(nil)
+var (
+	_ transport.Conn        = (*Client)(nil)
+	_ transport.Schemer     = (*Client)(nil)
+	_ transport.PathMTUer   = (*Client)(nil)
+	_ transport.SelfProber  = (*Client)(nil)
+	_ transport.RTTer       = (*Client)(nil)
+	_ transport.DropCounter = (*Client)(nil)
+)
 
 // Dial returns a Client of the QUIC server at remote ("host:port"). It
 // opens its own UDP socket; the first connection is dialled when the

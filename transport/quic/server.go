@@ -54,7 +54,14 @@ type Server struct {
 	conns map[*end]*quic.Conn
 }
 
-var _ transport.Conn = (*Server)(nil)
+var (
+	_ transport.Conn        = (*Server)(nil)
+	_ transport.Schemer     = (*Server)(nil)
+	_ transport.PathMTUer   = (*Server)(nil)
+	_ transport.SelfProber  = (*Server)(nil)
+	_ transport.RTTer       = (*Server)(nil)
+	_ transport.DropCounter = (*Server)(nil)
+)
 
 // Listen listens for QUIC on the UDP address addr ("host:port", ":port").
 func Listen(addr string, cfg ServerConfig) (*Server, error) {

@@ -30,7 +30,11 @@ type Client struct {
 	lastErr transport.LastError
 }
 
-var _ transport.Conn = (*Client)(nil)
+var (
+	_ transport.Conn      = (*Client)(nil)
+	_ transport.Schemer   = (*Client)(nil)
+	_ transport.PathMTUer = (*Client)(nil)
+)
 
 // Dial returns a Client that reaches remote (shown in logs as
 // scheme://remote) through dial.

@@ -33,7 +33,11 @@ type Server struct {
 	nextID  uint64
 }
 
-var _ transport.Conn = (*Server)(nil)
+var (
+	_ transport.Conn      = (*Server)(nil)
+	_ transport.Schemer   = (*Server)(nil)
+	_ transport.PathMTUer = (*Server)(nil)
+)
 
 // ListenTCP listens on the TCP address addr ("host:port", ":port").
 // Accepted connections get TCP_NODELAY, a small TCP_NOTSENT_LOWAT (so that

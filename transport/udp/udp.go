@@ -68,7 +68,11 @@ type Conn struct {
 	sys // the platform's batch I/O state
 }
 
-var _ transport.Conn = (*Conn)(nil)
+var (
+	_ transport.Conn      = (*Conn)(nil)
+	_ transport.Schemer   = (*Conn)(nil)
+	_ transport.PathMTUer = (*Conn)(nil)
+)
 
 // Listen opens a UDP socket bound to addr ("host:port", ":port", "[::]:0",
 // "0.0.0.0:7667"). With an empty host, or "::", the socket is dual-stack (an

@@ -1,0 +1,61 @@
+package transport
+
+import "time"
+
+// Capabilities: optional interfaces a Conn may implement. The cable asks
+// for each with a type assertion and does without when a conn lacks it, so
+// a new carrier needs only Conn to work; each capability makes it work
+// better. Every carrier has `var _` guards for the ones it implements.
+
+// Schemer is a Conn that names its URL scheme ("udp", "tcp", "quic",
+// "dns"), shown by cab status and in logs. Implemented by every carrier;
+// without it the transport shows as "".
+type Schemer interface {
+	Scheme() string
+}
+
+// PathMTUer is a Conn that knows the largest packet it can send to an Addr
+// without fragmentation (0: unknown), from what the OS or the carrier
+// learned: UDP (the kernel's path MTU), QUIC (its datagram limit), stream
+// and DNS carriers (their fixed limit). Without it, the cable assumes a
+// 1500-byte underlay until its own probes (plpmtud.go) say more.
+type PathMTUer interface {
+	PathMTU(Addr) int
+}
+
+// SelfProber is a Conn whose PathMTU the carrier confirms itself (QUIC:
+// its path MTU discovery raises the datagram limit only for sizes the peer
+// acknowledged), so the cable's own probes would add nothing and are not
+// sent. Without it, the cable probes.
+type SelfProber interface {
+	ProbesPathMTU() bool
+}
+
+// RTTer is a Conn that measures the round-trip time to an Addr (0:
+// unknown): QUIC. Without it, cab status shows no RTT for the path.
+type RTTer interface {
+	RTT(Addr) time.Duration
+}
+
+// DropCounter is a Conn that counts the packets it dropped itself, by
+// reason ("queue_full"): QUIC, the DNS tunnel. cab status shows the counts
+// prefixed with the scheme; without it, such drops are invisible.
+type DropCounter interface {
+	DropCounts() map[string]uint64
+}
+
+// PathStats describes how a path to one Addr behaves, for conns that know
+// (the DNS tunnel).
+type PathStats struct {
+	QueriesPerSecond float64       `json:"queries_per_sec"`
+	Loss             float64       `json:"loss"` // fraction of exchanges lost, 0..1
+	RTT              time.Duration `json:"rtt_ns"`
+	Queries          uint64        `json:"queries"`
+}
+
+// PathStatser is a Conn that reports PathStats for its Addrs: the DNS
+// tunnel, whose query rate and loss say more than an RTT. Without it, cab
+// status shows none.
+type PathStatser interface {
+	PathStats(Addr) (PathStats, bool)
+}
