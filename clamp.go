@@ -2,41 +2,7 @@ package cab
 
 import (
 	"encoding/binary"
-
-	"cab/crypto"
 )
-
-// MTU arithmetic, in one place (DESIGN.md, "MTU"):
-//
-//	WireMTU  = the conn's largest packet on the path
-//	FrameMTU = WireMTU − crypto.Overhead          largest frame in one packet
-//	L3MTU    = FrameMTU − 14 (− 4 per VLAN tag)    largest IP packet in that frame
-//	MSS      = L3MTU − 40 (IPv4) or − 60 (IPv6)
-//
-// computed with the worst-case outer header (IPv6 + UDP) so one value fits
-// every path.
-const (
-	// OuterUDPOverhead is the worst-case outer header of a UDP datagram:
-	// IPv6 (40) + UDP (8).
-	OuterUDPOverhead = 40 + 8
-	// DefaultUnderlayMTU is the MTU assumed of the underlay until measured.
-	DefaultUnderlayMTU = 1500
-)
-
-// FrameMTU returns the largest frame that fits one packet of wireMTU bytes.
-func FrameMTU(wireMTU int) int { return wireMTU - crypto.Overhead }
-
-// L3MTU returns the largest IP packet in a frame of frameMTU bytes with
-// tags VLAN tags.
-func L3MTU(frameMTU, tags int) int { return frameMTU - ethHeaderLen - 4*tags }
-
-// MSS returns the TCP MSS that fits an IP packet of l3MTU bytes.
-func MSS(l3MTU int, ipv6 bool) int {
-	if ipv6 {
-		return l3MTU - 60
-	}
-	return l3MTU - 40
-}
 
 // IP protocol numbers and ethertypes the clamp looks at.
 const (
@@ -55,7 +21,7 @@ const (
 // QinQ frames, and fixes the TCP checksum incrementally (RFC 1624). It
 // never changes the frame's length and reports whether it changed the
 // frame. Anything it does not understand is left alone.
-func clampMSS(frame []byte, frameMTU int) bool {
+func clampMSS(frame []byte, frameMTU FrameMTU) bool {
 	off, tags := ethHeaderLen, 0
 	if len(frame) < ethHeaderLen {
 		return false
@@ -69,9 +35,9 @@ func clampMSS(frame []byte, frameMTU int) bool {
 		off += 4
 		tags++
 	}
-	l3 := L3MTU(frameMTU, tags)
+	l3 := frameMTU.L3(tags)
 	var tcp []byte
-	var mss int
+	var mss MSS
 	switch etype {
 	case etherTypeIPv4:
 		ip := frame[off:]
@@ -87,7 +53,7 @@ func clampMSS(frame []byte, frameMTU int) bool {
 			return false
 		}
 		tcp = ip[ihl:total]
-		mss = MSS(l3, false)
+		mss = l3.MSS(false)
 	case etherTypeIPv6:
 		ip := frame[off:]
 		if len(ip) < 40 || ip[0]>>4 != 6 {
@@ -113,7 +79,7 @@ func clampMSS(frame []byte, frameMTU int) bool {
 			}
 		}
 		tcp = ip[p:end]
-		mss = MSS(l3, true)
+		mss = l3.MSS(true)
 	default:
 		return false
 	}
@@ -138,7 +104,7 @@ func clampMSS(frame []byte, frameMTU int) bool {
 		}
 		if opts[i] == tcpOptMSS && opts[i+1] == 4 {
 			old := binary.BigEndian.Uint16(opts[i+2 : i+4])
-			if int(old) <= mss {
+			if MSS(old) <= mss {
 				return false
 			}
 			binary.BigEndian.PutUint16(opts[i+2:i+4], uint16(mss))

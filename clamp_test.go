@@ -168,9 +168,13 @@ func tcpSumCheck(src, dst, seg []byte) uint16 {
 
 func TestMTUFormula(t *testing.T) {
 	// UDP over a 1500-byte underlay, worst-case IPv6 outer header.
-	wire := DefaultUnderlayMTU - OuterUDPOverhead
-	if wire != 1452 || FrameMTU(wire) != 1420 || L3MTU(1420, 0) != 1406 || MSS(1406, false) != 1366 || MSS(1406, true) != 1346 {
-		t.Fatalf("wire %d frame %d l3 %d mss %d/%d", wire, FrameMTU(wire), L3MTU(1420, 0), MSS(1406, false), MSS(1406, true))
+	wire := WireMTU(DefaultUnderlayMTU - OuterUDPOverhead)
+	if wire != 1452 || wire.Frame() != 1420 || FrameMTU(1420).L3(0) != 1406 || FrameMTU(1420).L3(1) != 1402 ||
+		L3MTU(1406).MSS(false) != 1366 || L3MTU(1406).MSS(true) != 1346 {
+		t.Fatalf("wire %d frame %d l3 %d mss %d/%d", wire, wire.Frame(), FrameMTU(1420).L3(0), L3MTU(1406).MSS(false), L3MTU(1406).MSS(true))
+	}
+	if wire.Frame().Wire() != wire || MSS(1366).Frame() != 1420 {
+		t.Fatalf("inverses: %d %d", wire.Frame().Wire(), MSS(1366).Frame())
 	}
 }
 
@@ -180,7 +184,7 @@ func FuzzClampMSS(f *testing.F) {
 	f.Add(synFrame(false, 1, 0x02, []byte{4, 2, 2, 4, 0x05, 0xb4}), 600)
 	f.Fuzz(func(t *testing.T, frame []byte, mtu int) {
 		orig := append([]byte(nil), frame...)
-		changed := clampMSS(frame, mtu)
+		changed := clampMSS(frame, FrameMTU(mtu))
 		if len(frame) != len(orig) {
 			t.Fatal("length changed")
 		}
@@ -188,7 +192,7 @@ func FuzzClampMSS(f *testing.F) {
 			t.Fatal("changed the frame but said it did not")
 		}
 		again := append([]byte(nil), frame...)
-		if clampMSS(again, mtu) {
+		if clampMSS(again, FrameMTU(mtu)) {
 			t.Fatal("not idempotent")
 		}
 		if changed && !bytes.Equal(again, frame) {

@@ -183,14 +183,14 @@ func (c *Config) floodRate() int {
 
 // clampFrameMTU returns the frame MTU the clamp works to, or 0 for none;
 // auto is the frame MTU of the smallest wire MTU among the peers.
-func (c *Config) clampFrameMTU(minWire int) int {
+func (c *Config) clampFrameMTU(minWire WireMTU) FrameMTU {
 	switch {
 	case c.MSSClamp < 0:
 		return 0
 	case c.MSSClamp > 0:
-		return c.MSSClamp + 40 + ethHeaderLen
+		return MSS(c.MSSClamp).Frame()
 	}
-	return FrameMTU(minWire)
+	return minWire.Frame()
 }
 
 func (c *Config) maxPeers() int {

@@ -26,8 +26,6 @@ const (
 	fragTimeout     = 2 * time.Second
 	fragPerPeer     = 16   // frames in reassembly per peer
 	fragTotal       = 1024 // frames in reassembly in the whole cable
-	minWireMTU      = 576 - OuterUDPOverhead
-	defaultWireMTU  = DefaultUnderlayMTU - OuterUDPOverhead
 	fragBufSize     = bridgeif.MaxFrame
 	fragMaxChunkOff = bridgeif.MaxFrame
 )
@@ -52,8 +50,8 @@ type reassembly struct {
 
 // fragment cuts the frame at buf[HeaderLen:HeaderLen+size] into fragments
 // that fit wire, seals each for p with s, and queues them on pt.
-func (c *Cable) fragment(p *peer, s *session, pt *path, buf []byte, size, wire int, out *outBatch, sc *scratch) bool {
-	chunk := wire - crypto.Overhead - fragHeaderLen
+func (c *Cable) fragment(p *peer, s *session, pt *path, buf []byte, size int, wire WireMTU, out *outBatch, sc *scratch) bool {
+	chunk := int(wire.Frame()) - fragHeaderLen
 	count := (size + chunk - 1) / chunk
 	if chunk <= 0 || count > maxFragments {
 		return false

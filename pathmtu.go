@@ -5,14 +5,14 @@ import "cab/transport"
 // kernelWire returns the wire MTU of pt as the OS knows it: the conn's
 // MaxPacket, lowered to the path MTU (interface MTU, ICMP too-big), or to
 // what fits a 1500-byte underlay when the OS does not say.
-func (c *Cable) kernelWire(pt *path) int {
+func (c *Cable) kernelWire(pt *path) WireMTU {
 	wire := defaultWireMTU
 	if pm, ok := pt.conn.(transport.PathMTUer); ok {
 		if m := pm.PathMTU(pt.addr); m > 0 {
-			wire = m
+			wire = WireMTU(m)
 		}
 	}
-	return max(min(wire, pt.conn.MaxPacket()), minWireMTU)
+	return max(min(wire, WireMTU(pt.conn.MaxPacket())), minWireMTU)
 }
 
 // selfProbing reports whether conn confirms its own path MTU.
@@ -42,4 +42,4 @@ func (c *Cable) updateMTU(p *peer) {
 
 // FrameMTU returns the largest frame that crosses to every peer without
 // being cut into fragments: the frame MTU of the smallest path.
-func (c *Cable) FrameMTU() int { return FrameMTU(int(c.minWire.Load())) }
+func (c *Cable) FrameMTU() FrameMTU { return WireMTU(c.minWire.Load()).Frame() }

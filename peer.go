@@ -151,7 +151,7 @@ func (c *Cable) keepaliveOf(p *peer) time.Duration {
 
 func (c *Cable) newPeer(name string, key crypto.PublicKey, dial *Dialer) *peer {
 	p := &peer{name: name, key: key, dial: dial, psk: c.cfg.PSK}
-	p.route.wireMTU.Store(defaultWireMTU)
+	p.route.wireMTU.Store(int64(defaultWireMTU))
 	p.route.reasm.total = &c.inReasm
 	return p
 }

@@ -30,16 +30,16 @@ const (
 // probeSizes are the wire sizes tried below the kernel's path MTU: common
 // underlays (1500, 1492 PPPoE, 1400, 1280 IPv6 minimum) less the outer
 // IPv6+UDP header, and the smallest cab uses.
-var probeSizes = []int{1452, 1444, 1352, 1232, minWireMTU}
+var probeSizes = []WireMTU{1452, 1444, 1352, 1232, minWireMTU}
 
 // probeState is a peer's path MTU search; guarded by peer.hs.mu.
 type probeState struct {
-	size      int       // size being probed; 0: no search under way
+	size      WireMTU   // size being probed; 0: no search under way
 	tries     int       // probes of size sent without an answer
 	sent      time.Time // when the last probe went
-	confirmed int       // largest size answered; 0: none yet
+	confirmed WireMTU   // largest size answered; 0: none yet
 	checked   time.Time // when the last search ended
-	limit     int       // ceiling on the wire MTU found by probing; 0: none
+	limit     WireMTU   // ceiling on the wire MTU found by probing; 0: none
 }
 
 // probeTimers sends the next probe for p, or steps the size down, when due.
@@ -80,7 +80,7 @@ func (c *Cable) probeTimers(p *peer, now time.Time) {
 		c.updateMTU(p)
 		p.hs.mu.Lock()
 	}
-	size := ps.size
+	size := int(ps.size)
 	ps.tries++
 	ps.sent = now
 	p.hs.mu.Unlock()
@@ -101,7 +101,7 @@ func (c *Cable) handleProbe(p *peer, s *session, conn transport.Conn, addr trans
 		c.drop(p, dropRunt)
 		return
 	}
-	size := int(binary.BigEndian.Uint16(pl[1:3]))
+	size := WireMTU(binary.BigEndian.Uint16(pl[1:3]))
 	switch pl[0] {
 	case probeRequest:
 		var buf [crypto.Overhead + probeMinPlain]byte

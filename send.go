@@ -139,7 +139,7 @@ func (c *Cable) portLoop(port bridgeif.Port, owner *peer) error {
 				c.drop(nil, dropBPDU)
 				continue
 			}
-			if mtu := c.cfg.clampFrameMTU(int(c.minWire.Load())); mtu > 0 && clampMSS(frame, mtu) {
+			if mtu := c.cfg.clampFrameMTU(WireMTU(c.minWire.Load())); mtu > 0 && clampMSS(frame, mtu) {
 				c.clamped.Add(1)
 			}
 			if owner != nil {
@@ -192,7 +192,7 @@ func (c *Cable) seal(p *peer, buf []byte, size int, out *outBatch, sc *scratch, 
 		}
 		return
 	}
-	if wire := int(p.route.wireMTU.Load()); crypto.Overhead+size > wire {
+	if wire := WireMTU(p.route.wireMTU.Load()); FrameMTU(size).Wire() > wire {
 		if !c.fragment(p, s, pt, buf, size, wire, out, sc) {
 			c.drop(p, dropTooBig)
 			return

@@ -47,7 +47,7 @@ func (c *Cable) timerLoop(ctx context.Context) {
 				}
 			}
 			if minWire == 0 {
-				minWire = defaultWireMTU
+				minWire = int64(defaultWireMTU)
 			}
 			c.minWire.Store(minWire)
 			c.fdb.age(now.Add(-c.cfg.fdbMaxAge()).UnixNano())

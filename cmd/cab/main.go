@@ -919,13 +919,13 @@ func setMTU(ctx context.Context, spec string, port bridgeif.Port, c *cab.Cable, 
 	}
 	if spec != "auto" {
 		n, err := strconv.Atoi(spec)
-		if err != nil || n < 576 || n > bridgeif.MaxFrame-14 {
-			return fmt.Errorf("--mtu %q: use auto or a number from 576 to %d", spec, bridgeif.MaxFrame-14)
+		if err != nil || n < int(cab.MinL3MTU) || n > int(cab.MaxL3MTU) {
+			return fmt.Errorf("--mtu %q: use auto or a number from %d to %d", spec, cab.MinL3MTU, cab.MaxL3MTU)
 		}
 		return tap.SetMTU(n)
 	}
 	follow := func() int {
-		mtu := c.FrameMTU() - 14
+		mtu := int(c.FrameMTU().L3(0))
 		if cur, err := tap.MTU(); err == nil && cur != mtu {
 			if err := tap.SetMTU(mtu); err != nil {
 				log.Warn("cannot set the TAP's MTU", "err", err)
