@@ -1,7 +1,7 @@
 // Package crypto holds cab's cryptography: X25519 keys, the Noise IKpsk2
 // handshake (github.com/flynn/noise), data sessions that seal and open
-// packets in place with AES-256-GCM or ChaCha20-Poly1305, and the RFC 6479
-// replay window. Nothing here is invented: the primitives come from the Go
+// packets in place with AES-256-GCM or ChaCha20-Poly1305 behind an RFC 6479
+// replay window (package replay). Nothing here is invented: the primitives come from the Go
 // standard library, golang.org/x/crypto and flynn/noise.
 package crypto
 

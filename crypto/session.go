@@ -10,6 +10,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"cab/crypto/replay"
+
 	"golang.org/x/crypto/chacha20poly1305"
 	"golang.org/x/sys/cpu"
 )
@@ -79,7 +81,7 @@ type Session struct {
 	sent atomic.Uint64 // next send counter
 
 	mu     sync.Mutex // guards replay
-	replay ReplayWindow
+	replay replay.Window
 }
 
 func newSession(c Cipher, sendKey, recvKey [32]byte, local, remote uint32, initiator bool) (*Session, error) {
@@ -194,48 +196,4 @@ func (s *Session) Open(pkt []byte) ([]byte, error) {
 		return nil, ErrReplay
 	}
 	return frame, nil
-}
-
-// Replay window geometry: 128 blocks of 64 bits, of which 127 are the
-// window, so 8128 counters behind the newest are still accepted once.
-const (
-	replayBlockBits = 64
-	replayBlocks    = 128
-	// ReplayWindowSize is how far behind the newest counter a packet may
-	// arrive and still be accepted (once).
-	ReplayWindowSize = (replayBlocks - 1) * replayBlockBits
-)
-
-// ReplayWindow is the sliding window of RFC 6479. The zero value is ready.
-// It is not safe for concurrent use.
-type ReplayWindow struct {
-	last uint64 // newest counter seen, plus one; 0 before the first
-	ring [replayBlocks]uint64
-}
-
-// Check reports whether counter is new and within the window, and marks it
-// seen.
-func (w *ReplayWindow) Check(counter uint64) bool {
-	if counter >= RejectAfterMessages {
-		return false
-	}
-	counter++ // so that counter 0 is distinct from "nothing seen"
-	block := counter / replayBlockBits
-	if counter > w.last {
-		cur := w.last / replayBlockBits
-		diff := min(block-cur, replayBlocks)
-		for i := uint64(1); i <= diff; i++ {
-			w.ring[(cur+i)%replayBlocks] = 0
-		}
-		w.last = counter
-	} else if w.last-counter >= ReplayWindowSize {
-		return false
-	}
-	bit := uint64(1) << (counter % replayBlockBits)
-	idx := block % replayBlocks
-	if w.ring[idx]&bit != 0 {
-		return false
-	}
-	w.ring[idx] |= bit
-	return true
 }
