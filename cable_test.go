@@ -235,6 +235,7 @@ func exchange(t testing.TB, server, client *site, n int) {
 // TestCableEndToEnd is the same scenario on the in-memory fakes and on
 // loopback UDP, in PSK-only mode and public-key mode.
 func TestCableEndToEnd(t *testing.T) {
+	transporttest.CheckLeaks(t)
 	for _, real := range []bool{false, true} {
 		for _, mode := range []string{"psk", "pubkey", "pubkey+psk"} {
 			t.Run(fmt.Sprintf("real=%v/%s", real, mode), func(t *testing.T) {
@@ -417,6 +418,7 @@ func startPairOn(t testing.TB, n *transporttest.Network) (server, client *site) 
 
 // TestCableFanIn: clients reach each other through the server.
 func TestCableFanIn(t *testing.T) {
+	transporttest.CheckLeaks(t)
 	n := transporttest.NewNetwork(transporttest.Options{})
 	skey := mustKey(t)
 	server := startSite(t, Config{PrivateKey: skey, PSK: psk(6), Responder: true, AllowAny: true}, n.Conn("server"))
@@ -441,6 +443,7 @@ func TestCableFanIn(t *testing.T) {
 	// Each client announces its MAC with a broadcast; everyone else and the
 	// server's port see it.
 	for i, c := range clients {
+		before := txFrames(server)
 		b := testFrame(0xff, byte(0x10+i), 0, 64)
 		copy(b[0:6], []byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff})
 		c.port.Inject(b)
@@ -450,13 +453,24 @@ func TestCableFanIn(t *testing.T) {
 				expectFrames(t, o.port, [][]byte{b})
 			}
 		}
-		expectNoFrame(t, c.port, 50*time.Millisecond) // split horizon
+		// The flood sealed a copy for every other client in the same
+		// pass (all arrived): none was sealed for the sender.
+		after := txFrames(server)
+		if after[keyOf(c)] != before[keyOf(c)] {
+			t.Fatalf("split horizon: the server sent client %d's broadcast back to it", i)
+		}
+		expectNoFrame(t, c.port, 50*time.Millisecond)
 	}
 	// Now unicast goes only where the MAC lives.
+	before := txFrames(server)
 	f := testFrame(0x13, 0x10, 1, 100)
 	clients[0].port.Inject(f)
 	expectFrames(t, clients[3].port, [][]byte{f})
+	after := txFrames(server)
 	for j, o := range clients {
+		if want := before[keyOf(o)] + map[bool]uint64{true: 1}[j == 3]; after[keyOf(o)] != want {
+			t.Fatalf("unicast to client 3: the server sent client %d %d frames, want %d", j, after[keyOf(o)]-before[keyOf(o)], want-before[keyOf(o)])
+		}
 		if j != 3 {
 			expectNoFrame(t, o.port, 50*time.Millisecond)
 		}
@@ -485,3 +499,42 @@ func TestCableSlowPath(t *testing.T) {
 		exchange(t, server, client, 3)
 	})
 }
+
+// dropCount returns how many drops for reason s's cable counted, against
+// any peer or none.
+func dropCount(s *site, reason string) uint64 {
+	st := s.cable.Status()
+	n := st.Drops[reason]
+	for _, p := range st.Peers {
+		n += p.Drops[reason]
+	}
+	return n
+}
+
+// waitDrops waits until s's cable has counted more than before drops for
+// reason: proof that the frame in question was handled, and dropped, so a
+// check that nothing arrived is not merely a check that nothing arrived
+// yet.
+func waitDrops(t testing.TB, s *site, reason string, before uint64) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for dropCount(s, reason) <= before {
+		if time.Now().After(deadline) {
+			t.Fatalf("no %q drop counted (still %d)", reason, before)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// txFrames returns the frames s's cable has sent to each peer, by public
+// key.
+func txFrames(s *site) map[string]uint64 {
+	m := map[string]uint64{}
+	for _, p := range s.cable.Status().Peers {
+		m[p.PublicKey] = p.TxFrames
+	}
+	return m
+}
+
+// keyOf returns the public key of the site's cable, as Status shows it.
+func keyOf(s *site) string { return s.cable.cfg.PrivateKey.Public().String() }

@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"cab/transport/transporttest"
+
 	"github.com/miekg/dns"
 
 	"cab/transport"
@@ -36,6 +38,7 @@ func readOne(t *testing.T, c transport.Conn, timeout time.Duration) transport.Pa
 // server answers over TCP too; oversized packets are refused; Close ends
 // reads.
 func TestConnLoopback(t *testing.T) {
+	transporttest.CheckLeaks(t)
 	s, err := Listen("127.0.0.1:0", "T.Example.Com", discard)
 	if err != nil {
 		t.Fatal(err)

@@ -16,6 +16,8 @@ import (
 	"testing/synctest"
 	"time"
 
+	"cab/transport/transporttest"
+
 	"github.com/quic-go/quic-go"
 
 	"cab/transport"
@@ -201,6 +203,7 @@ func read(t *testing.T, c transport.Conn) transport.Packet {
 // datagram limit is in the range QUIC allows, and a packet over it is
 // dropped and counted, one over MaxPacket refused.
 func TestRoundTrip(t *testing.T) {
+	transporttest.CheckLeaks(t)
 	s, c := pair(t, ServerConfig{})
 	hello := []byte("hello over quic")
 	if err := c.WriteBatch([]transport.Packet{{B: hello, Addr: c.Remote()}}); err != nil {
@@ -275,6 +278,7 @@ func TestRoundTrip(t *testing.T) {
 // TestRedial: the client dials again when the server comes back on the
 // same port; its Addr stays the same.
 func TestRedial(t *testing.T) {
+	transporttest.CheckLeaks(t)
 	s, err := Listen("127.0.0.1:0", ServerConfig{})
 	if err != nil {
 		t.Fatal(err)

@@ -15,6 +15,8 @@ import (
 	"testing/iotest"
 	"time"
 
+	"cab/transport/transporttest"
+
 	"cab/transport"
 )
 
@@ -223,6 +225,7 @@ func exchange(t *testing.T, srv *Server, cl *Client, n int) {
 // TestTCPAndUnix: a client and a server exchange thousands of packets both
 // ways over TCP loopback and over a unix socket, and leave no goroutine.
 func TestTCPAndUnix(t *testing.T) {
+	transporttest.CheckLeaks(t)
 	before := runtime.NumGoroutine()
 	for _, kind := range []string{"tcp", "unix"} {
 		var srv *Server

@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"cab/transport/transporttest"
+
 	"cab/transport"
 )
 
@@ -102,6 +104,7 @@ func samePackets(t *testing.T, got, want []transport.Packet, from Addr) {
 }
 
 func TestRoundTrip(t *testing.T) {
+	transporttest.CheckLeaks(t)
 	cases := []struct {
 		name             string
 		listenA, listenB string
