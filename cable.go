@@ -188,12 +188,8 @@ func (c *Cable) Run(ctx context.Context) error {
 
 func (c *Cable) peerList() []*peer { return *c.peers.Load() }
 
-func (c *Cable) kickTimers() {
-	select {
-	case c.kick <- struct{}{}:
-	default:
-	}
-}
+// kickTimers wakes the timer loop early.
+func (c *Cable) kickTimers() { transport.Wake(c.kick) }
 
 // handshakeLimits bound handshake initiations per source addr and in
 // total, so that a flood of valid-looking initiations cannot use all the

@@ -6,14 +6,27 @@
 // between them. Every frame that leaves the machine is sealed with the keys
 // of a Noise IKpsk2 session (package crypto) with the peer it goes to.
 //
-// Frame flow:
+// Frame flow, with the file each step lives in:
 //
-//	port ──ReadBatch──▶ port loop: learn src MAC (local) · fdb lookup
-//	                    · seal per destination peer · WriteBatch per conn ──▶ wire
-//	wire ──ReadBatch──▶ conn loop: header · index → session · Open · update path
-//	                    · learn src MAC (peer) · deliver to port, or re-seal to
-//	                      another peer (split horizon; none if isolated) ──▶ port
-//	timer loop: keepalives, handshake retries, rekey, expiry, fdb aging
+//	port ──ReadBatch──▶ portLoop (send.go): learn src MAC (forward.go) · clamp MSS
+//	                    (clamp.go) · fdb lookup · seal per destination peer, or
+//	                    fragment (fragment.go) · outBatch.flush: seals spread
+//	                    over the crypto workers (parallel.go) · WriteBatch per conn ──▶ wire
+//	wire ──ReadBatch──▶ connLoop (receive.go): header · index → session · Open
+//	                    · authenticate: path, liveness, probes (plpmtud.go),
+//	                      reassembly (fragment.go)
+//	                    · admit: size, MAC and VLAN policy
+//	                    · forward: learn src MAC (peer) · deliver to port, or
+//	                      relay to another peer (split horizon; none if isolated) ──▶ port
+//	                    handshake messages ──▶ handshake.go: initiation, response,
+//	                      the index table; peers.go creates the peer it is for
+//	timerLoop (timers.go): keepalives, handshake retries and fallbacks, rekey,
+//	                    expiry, path MTU (pathmtu.go, mtu.go), fdb aging
+//
+// cable.go holds the Cable and its lifecycle; peer.go a peer's state, in
+// named groups (handshake, route, liveness, policy, own port, stats);
+// peers.go the peer table and its reload; drop.go the drop counters;
+// status.go the snapshot cab status shows.
 //
 // One goroutine per blocking reader; the work is done inline. A peer's path
 // (the conn and addr it is reached at) changes only after a packet from it

@@ -88,3 +88,23 @@ func ReadQueued(rx <-chan Packet, closed <-chan struct{}, ps []Packet, release f
 	}
 	return n, nil
 }
+
+// IsClosed reports, without blocking, whether ch is closed: the carriers
+// close a channel to say they are shutting down.
+func IsClosed(ch <-chan struct{}) bool {
+	select {
+	case <-ch:
+		return true
+	default:
+		return false
+	}
+}
+
+// Wake signals ch without blocking: a loop that waits on a channel of
+// capacity 1 is woken once, however often Wake is called before it runs.
+func Wake(ch chan<- struct{}) {
+	select {
+	case ch <- struct{}{}:
+	default:
+	}
+}

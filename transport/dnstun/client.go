@@ -101,12 +101,8 @@ func newClientCore(zone string, log *slog.Logger, send func([]byte) error) *clie
 	return c
 }
 
-func (c *clientCore) kick() {
-	select {
-	case c.wake <- struct{}{}:
-	default:
-	}
-}
+// kick wakes the client loop.
+func (c *clientCore) kick() { transport.Wake(c.wake) }
 
 // write queues pkt for the server.
 func (c *clientCore) write(pkt []byte, now time.Time) {

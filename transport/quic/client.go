@@ -183,12 +183,7 @@ func (c *Client) dial() (*quic.Conn, error) {
 }
 
 // wake asks the dial loop for a connection.
-func (c *Client) wake() {
-	select {
-	case c.want <- struct{}{}:
-	default:
-	}
-}
+func (c *Client) wake() { transport.Wake(c.want) }
 
 // WriteBatch implements transport.Conn: packets to Remote() are queued
 // for the connection, which is dialled when there is none. A full queue

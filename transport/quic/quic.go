@@ -170,14 +170,7 @@ func (b *base) Drops() uint64 {
 	return s.QueueFull + s.Stale + s.TooLarge + s.NoConn
 }
 
-func (b *base) isClosed() bool {
-	select {
-	case <-b.closed:
-		return true
-	default:
-		return false
-	}
-}
+func (b *base) isClosed() bool { return transport.IsClosed(b.closed) }
 
 // ReadBatch implements transport.Conn.
 func (b *base) ReadBatch(ps []transport.Packet) (int, error) {

@@ -203,12 +203,7 @@ func (c *Client) dialLoop() {
 }
 
 // wake asks the dial loop for a stream.
-func (c *Client) wake() {
-	select {
-	case c.want <- struct{}{}:
-	default:
-	}
-}
+func (c *Client) wake() { transport.Wake(c.want) }
 
 // WriteBatch implements transport.Conn: packets to Remote() are queued for
 // the stream, which is dialled when there is none. A full queue loses them.

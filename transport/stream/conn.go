@@ -156,14 +156,7 @@ func (b *base) PathMTU(transport.Addr) int { return MaxPacket }
 // stream to send them on.
 func (b *base) Drops() uint64 { return b.drops.Load() }
 
-func (b *base) isClosed() bool {
-	select {
-	case <-b.closed:
-		return true
-	default:
-		return false
-	}
-}
+func (b *base) isClosed() bool { return transport.IsClosed(b.closed) }
 
 // ReadBatch implements transport.Conn.
 func (b *base) ReadBatch(ps []transport.Packet) (int, error) {
