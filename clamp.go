@@ -35,57 +35,62 @@ func clampMSS(frame []byte, frameMTU FrameMTU) bool {
 		off += 4
 		tags++
 	}
-	l3 := frameMTU.L3(tags)
-	var tcp []byte
-	var mss MSS
+	tcp, mss := tcpSegment(frame[off:], etype, frameMTU.L3(tags))
+	if len(tcp) < 20 || tcp[13]&tcpFlagSYN == 0 || mss <= 0 {
+		return false
+	}
+	return lowerMSS(tcp, mss)
+}
+
+// tcpSegment returns the TCP segment in the IP packet ip of ethertype
+// etype, and the MSS that fits l3, or nil when ip holds no first segment
+// of a TCP connection that the clamp understands.
+func tcpSegment(ip []byte, etype uint16, l3 L3MTU) (tcp []byte, mss MSS) {
 	switch etype {
 	case etherTypeIPv4:
-		ip := frame[off:]
 		if len(ip) < 20 || ip[0]>>4 != 4 {
-			return false
+			return nil, 0
 		}
 		ihl := int(ip[0]&0x0f) * 4
 		total := int(binary.BigEndian.Uint16(ip[2:4]))
 		if ihl < 20 || total < ihl || total > len(ip) || ip[9] != protoTCP {
-			return false
+			return nil, 0
 		}
 		if binary.BigEndian.Uint16(ip[6:8])&0x1fff != 0 { // not the first fragment
-			return false
+			return nil, 0
 		}
-		tcp = ip[ihl:total]
-		mss = l3.MSS(false)
+		return ip[ihl:total], l3.MSS(false)
 	case etherTypeIPv6:
-		ip := frame[off:]
 		if len(ip) < 40 || ip[0]>>4 != 6 {
-			return false
+			return nil, 0
 		}
 		end := 40 + int(binary.BigEndian.Uint16(ip[4:6]))
 		if end > len(ip) {
-			return false
+			return nil, 0
 		}
 		next, p := ip[6], 40
 		for next != protoTCP { // walk the extension headers
 			switch next {
 			case 0, 43, 60: // hop-by-hop, routing, destination options
 				if p+2 > end {
-					return false
+					return nil, 0
 				}
 				next, p = ip[p], p+(int(ip[p+1])+1)*8
 			default: // fragments (44) and everything else: leave alone
-				return false
+				return nil, 0
 			}
 			if p > end {
-				return false
+				return nil, 0
 			}
 		}
-		tcp = ip[p:end]
-		mss = l3.MSS(true)
-	default:
-		return false
+		return ip[p:end], l3.MSS(true)
 	}
-	if len(tcp) < 20 || tcp[13]&tcpFlagSYN == 0 || mss <= 0 {
-		return false
-	}
+	return nil, 0
+}
+
+// lowerMSS lowers the MSS option of the TCP SYN segment tcp to mss, fixing
+// the checksum, and reports whether it changed anything.
+func lowerMSS(tcp []byte, mss MSS) bool {
 	doff := int(tcp[12]>>4) * 4
 	if doff < 20 || doff > len(tcp) {
 		return false

@@ -65,45 +65,7 @@ func (c *Cable) Status() Status {
 	}
 	c.fdb.mu.Unlock()
 	for _, p := range c.peerList() {
-		ps := PeerStatus{
-			Name:       p.name,
-			PublicKey:  p.key.String(),
-			Up:         p.live.up.Load(),
-			Handshakes: p.stats.handshakes.Load(),
-			RxFrames:   p.stats.rxFrames.Load(),
-			RxBytes:    p.stats.rxBytes.Load(),
-			TxFrames:   p.stats.txFrames.Load(),
-			TxBytes:    p.stats.txBytes.Load(),
-			Drops:      dropMap(&p.stats.drops),
-			MACs:       macs[p],
-			WireMTU:    int(p.route.wireMTU.Load()),
-			Fragmented: p.route.fragmented.Load(),
-		}
-		if ps.Up {
-			ps.UpSince = time.Unix(0, p.live.upSince.Load())
-		}
-		if t := p.live.lastHandshake.Load(); t != 0 {
-			ps.LastHandshake = time.Unix(0, t)
-		}
-		if pt := p.route.path.Load(); pt != nil {
-			ps.Addr = pt.addr.String()
-			ps.Transport = transportName(pt.conn)
-			if r, ok := pt.conn.(transport.RTTer); ok {
-				ps.RTT = r.RTT(pt.addr)
-			}
-			if pr, ok := pt.conn.(transport.PathStatser); ok {
-				if st, ok := pr.PathStats(pt.addr); ok {
-					ps.Path = &st
-					if ps.RTT == 0 {
-						ps.RTT = st.RTT
-					}
-				}
-			}
-		}
-		if s := p.hs.cur.Load(); s != nil {
-			ps.Cipher = s.Cipher().String()
-		}
-		st.Peers = append(st.Peers, ps)
+		st.Peers = append(st.Peers, p.status(macs[p]))
 	}
 	return st
 }
@@ -127,4 +89,47 @@ func transportName(conn transport.Conn) string {
 		return s.Scheme()
 	}
 	return ""
+}
+
+// status is p's part of Status, with macs MACs learned behind it.
+func (p *peer) status(macs int) PeerStatus {
+	ps := PeerStatus{
+		Name:       p.name,
+		PublicKey:  p.key.String(),
+		Up:         p.live.up.Load(),
+		Handshakes: p.stats.handshakes.Load(),
+		RxFrames:   p.stats.rxFrames.Load(),
+		RxBytes:    p.stats.rxBytes.Load(),
+		TxFrames:   p.stats.txFrames.Load(),
+		TxBytes:    p.stats.txBytes.Load(),
+		Drops:      dropMap(&p.stats.drops),
+		MACs:       macs,
+		WireMTU:    int(p.route.wireMTU.Load()),
+		Fragmented: p.route.fragmented.Load(),
+	}
+	if ps.Up {
+		ps.UpSince = time.Unix(0, p.live.upSince.Load())
+	}
+	if t := p.live.lastHandshake.Load(); t != 0 {
+		ps.LastHandshake = time.Unix(0, t)
+	}
+	if pt := p.route.path.Load(); pt != nil {
+		ps.Addr = pt.addr.String()
+		ps.Transport = transportName(pt.conn)
+		if r, ok := pt.conn.(transport.RTTer); ok {
+			ps.RTT = r.RTT(pt.addr)
+		}
+		if pr, ok := pt.conn.(transport.PathStatser); ok {
+			if st, ok := pr.PathStats(pt.addr); ok {
+				ps.Path = &st
+				if ps.RTT == 0 {
+					ps.RTT = st.RTT
+				}
+			}
+		}
+	}
+	if s := p.hs.cur.Load(); s != nil {
+		ps.Cipher = s.Cipher().String()
+	}
+	return ps
 }
