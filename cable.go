@@ -28,13 +28,14 @@ type Cable struct {
 	responder *crypto.Responder
 	ciphers   []crypto.Cipher
 	fdb       *fdb
-	limiter   *ratelimit.Limiter[transport.Addr]
+	limiter   *ratelimit.Limiter[source]
 	kick      chan struct{} // wakes the timer loop early
 
 	peers atomic.Pointer[[]*peer] // read-mostly snapshot of every peer
 
-	pmu   sync.Mutex // guards byKey and writes of peers
+	pmu   sync.Mutex // guards byKey, half and writes of peers
 	byKey map[crypto.PublicKey]*peer
+	half  halfOpen // dynamic peers not yet proven (halfopen.go)
 
 	index sync.Map // local index → *session; read without a lock per packet
 
@@ -106,9 +107,10 @@ func New(cfg Config, port bridgeif.Port, conns []transport.Conn) (*Cable, error)
 		conns:   conns,
 		ciphers: crypto.LocalCiphers(),
 		fdb:     newFDB(cfg.maxMACs(), cfg.Isolate),
-		limiter: ratelimit.New[transport.Addr](handshakeLimits),
+		limiter: ratelimit.New[source](handshakeLimits),
 		kick:    make(chan struct{}, 1),
 		byKey:   make(map[crypto.PublicKey]*peer),
+		half:    halfOpen{byKey: map[crypto.PublicKey]*peer{}, bySrc: map[source]int{}},
 		pending: make(map[uint32]*peer),
 	}
 	c.dropper.log = c.log
@@ -191,7 +193,7 @@ func (c *Cable) peerList() []*peer { return *c.peers.Load() }
 // kickTimers wakes the timer loop early.
 func (c *Cable) kickTimers() { transport.Wake(c.kick) }
 
-// handshakeLimits bound handshake initiations per source addr and in
+// handshakeLimits bound handshake initiations per source (host) and in
 // total, so that a flood of valid-looking initiations cannot use all the
 // CPU on Diffie-Hellman.
 var handshakeLimits = ratelimit.Limits{

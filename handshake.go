@@ -34,7 +34,8 @@ func (c *Cable) handleInit(conn transport.Conn, addr transport.Addr, msg []byte,
 		c.drop(nil, dropAuth)
 		return
 	}
-	if !c.limiter.Allow(addr, now) {
+	src := sourceOf(addr)
+	if !c.limiter.Allow(src, now) {
 		c.drop(nil, dropRateLimited)
 		return
 	}
@@ -43,7 +44,7 @@ func (c *Cable) handleInit(conn transport.Conn, addr transport.Addr, msg []byte,
 		c.drop(nil, dropAuth)
 		return
 	}
-	p := c.peerFor(pi.Peer())
+	p := c.peerFor(pi.Peer(), src)
 	if p == nil {
 		c.drop(nil, dropNotAllowed)
 		return

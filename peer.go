@@ -32,6 +32,7 @@ type peer struct {
 	dial    *Dialer        // the preferred way to reach the peer; nil on the responder side
 	dialers []*Dialer      // dial, then the fallbacks
 	dynamic bool           // created for an initiator that was not configured
+	src     source         // where a dynamic peer's first initiation came from
 	removed atomic.Bool    // taken out of the configuration by SetPeers
 
 	hs     handshakeState // sessions and handshakes in flight

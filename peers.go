@@ -55,7 +55,7 @@ func (c *Cable) SetPeers(peers []PeerConfig) (added, removed int, err error) {
 	c.peers.Store(&keep)
 	c.pmu.Unlock()
 	for _, p := range drop {
-		c.retire(p)
+		c.retire(p, "removed from the configuration")
 	}
 	c.kickTimers()
 	return added, len(drop), nil
@@ -78,9 +78,9 @@ func samePeer(a, b PeerConfig) bool {
 }
 
 // retire takes a peer that SetPeers removed down for good.
-func (c *Cable) retire(p *peer) {
+func (c *Cable) retire(p *peer, reason string) {
 	p.removed.Store(true)
-	c.setUp(p, false, "removed from the configuration")
+	c.setUp(p, false, reason)
 	p.hs.mu.Lock()
 	c.imu.Lock()
 	for _, in := range []*crypto.Initiator{p.hs.initiator, p.hs.prevInit} {
@@ -100,9 +100,9 @@ func (c *Cable) retire(p *peer) {
 	c.closeOwnPort(p)
 }
 
-// peerFor returns the peer with key, creating it when the configuration
-// allows that key, or nil.
-func (c *Cable) peerFor(key crypto.PublicKey) *peer {
+// peerFor returns the peer with key, or a half-open one (halfopen.go) when
+// the configuration allows that key from src, or nil.
+func (c *Cable) peerFor(key crypto.PublicKey, src source) *peer {
 	c.pmu.Lock()
 	defer c.pmu.Unlock()
 	p := c.byKey[key]
@@ -122,16 +122,8 @@ func (c *Cable) peerFor(key crypto.PublicKey) *peer {
 	if p != nil {
 		return p
 	}
-	if len(c.byKey) >= c.cfg.maxPeers() {
-		return nil
-	}
 	if name == "" {
 		name = key.Short()
 	}
-	p = c.newPeer(name, key, nil)
-	p.dynamic = true
-	c.byKey[key] = p
-	list := append(append([]*peer(nil), c.peerList()...), p)
-	c.peers.Store(&list)
-	return p
+	return c.halfOpenFor(key, name, src)
 }

@@ -290,6 +290,9 @@ func (c *Cable) authenticated(p *peer, s *session, conn transport.Conn, addr tra
 		confirmed = true
 	}
 	p.hs.mu.Unlock()
+	if confirmed && p.dynamic && !c.admitted(p) && !c.promote(p) {
+		return // evicted from the half-open table meanwhile
+	}
 	if confirmed {
 		p.stats.handshakes.Add(1)
 		p.live.lastHandshake.Store(now)

@@ -1,6 +1,9 @@
 package transport
 
-import "time"
+import (
+	"net/netip"
+	"time"
+)
 
 // Capabilities: optional interfaces a Conn may implement. The cable asks
 // for each with a type assertion and does without when a conn lacks it, so
@@ -58,4 +61,13 @@ type PathStats struct {
 // status shows none.
 type PathStatser interface {
 	PathStats(Addr) (PathStats, bool)
+}
+
+// Hoster is an Addr that names the host behind it: UDP. The cable's
+// handshake rate limits and its table of unproven peers count per host
+// (an IPv4 address, an IPv6 /64), so one host cannot spend another's share
+// by changing ports. Without it, each Addr counts on its own: a stream or
+// QUIC connection, which those carriers cap per host.
+type Hoster interface {
+	Host() netip.Addr
 }

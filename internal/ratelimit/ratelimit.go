@@ -54,14 +54,13 @@ func New[K comparable](l Limits) *Limiter[K] {
 	return &Limiter[K]{lim: l, buckets: make(map[K]*Bucket)}
 }
 
-// Allow reports whether one more event from k may happen at now. With
-// MaxKeys keys tracked, a new key is refused until Prune makes room.
+// Allow reports whether one more event from k may happen at now. The key's
+// own budget is checked first, so that a key over its share never spends
+// the others' global budget. With MaxKeys keys tracked, a new key is
+// refused until Prune makes room.
 func (r *Limiter[K]) Allow(k K, now int64) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if !r.global.Take(now, r.lim.Global, r.lim.GlobalBurst) {
-		return false
-	}
 	b := r.buckets[k]
 	if b == nil {
 		if len(r.buckets) >= r.lim.MaxKeys {
@@ -70,7 +69,20 @@ func (r *Limiter[K]) Allow(k K, now int64) bool {
 		b = &Bucket{}
 		r.buckets[k] = b
 	}
-	return b.Take(now, r.lim.PerKey, r.lim.PerKeyBurst)
+	return b.Take(now, r.lim.PerKey, r.lim.PerKeyBurst) && r.global.Take(now, r.lim.Global, r.lim.GlobalBurst)
+}
+
+// Busy reports whether more than half of the global burst is spent at
+// now: the sign of load that makes a responder ask for cookies.
+func (r *Limiter[K]) Busy(now int64) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	g := r.global
+	tokens := r.lim.GlobalBurst
+	if g.last != 0 {
+		tokens = min(r.lim.GlobalBurst, g.tokens+float64(now-g.last)/float64(time.Second)*r.lim.Global)
+	}
+	return tokens < r.lim.GlobalBurst/2
 }
 
 // Prune forgets the keys whose buckets are full again at now.

@@ -77,3 +77,26 @@ func TestBucketStartsFull(t *testing.T) {
 		t.Fatal("took a fourth token from a bucket of 3")
 	}
 }
+
+// TestLimiterKeyFirst: a key over its own share does not spend the global
+// budget, so one flooding source cannot lock the others out.
+func TestLimiterKeyFirst(t *testing.T) {
+	r := New[string](Limits{PerKey: 1, PerKeyBurst: 2, Global: 1, GlobalBurst: 10, MaxKeys: 100})
+	now := int64(time.Hour)
+	for i := 0; i < 1000; i++ {
+		r.Allow("flood", now)
+	}
+	for i, k := range []string{"a", "b"} {
+		if !r.Allow(k, now) {
+			t.Fatalf("key %d refused after one key's flood of 1000", i)
+		}
+	}
+	if r.Busy(now) { // the flood spent 2 global tokens, a and b 2
+		t.Fatal("busy with 4 of 10 global tokens spent")
+	}
+	r.Allow("c", now)
+	r.Allow("d", now)
+	if !r.Busy(now) {
+		t.Fatal("not busy with 6 of 10 global tokens spent")
+	}
+}

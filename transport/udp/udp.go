@@ -28,7 +28,13 @@ import (
 // can be compared with == and used as map keys.
 type Addr struct{ netip.AddrPort }
 
-var _ transport.Addr = Addr{}
+var (
+	_ transport.Addr   = Addr{}
+	_ transport.Hoster = Addr{}
+)
+
+// Host returns the IP address of the Addr.
+func (a Addr) Host() netip.Addr { return a.AddrPort.Addr().Unmap() }
 
 // AddrFrom returns ap as an Addr, unmapping an IPv4-mapped IPv6 address.
 func AddrFrom(ap netip.AddrPort) Addr {
