@@ -114,6 +114,7 @@ func New(cfg Config, port bridgeif.Port, conns []transport.Conn) (*Cable, error)
 		pending: make(map[uint32]*peer),
 	}
 	c.dropper.log = c.log
+	c.fdb.onReclaim = func(from *peer) { c.drop(from, dropMACConflict) }
 	c.minWire.Store(int64(defaultWireMTU))
 	if cfg.Responder {
 		c.responder = crypto.NewResponder(cfg.PrivateKey, c.ciphers)

@@ -52,8 +52,13 @@ type fdb struct {
 	maxPerPeer int
 	// sticky refuses to move a MAC from where it was learned until its
 	// entry ages out or its peer goes down, so that in isolate mode no
-	// client can claim another's (or the local side's) MAC.
-	sticky bool
+	// client can claim another's (or the local side's) MAC. The local side
+	// always wins: its frames take a MAC back from a client (counted by
+	// onReclaim against that client), and its entries age out only after
+	// twice the aging time, so a client cannot claim a local MAC that was
+	// in use within the aging time.
+	sticky    bool
+	onReclaim func(from *peer)
 
 	m sync.Map // macKey → *fdbEntry
 
@@ -68,7 +73,7 @@ const (
 )
 
 func newFDB(maxPerPeer int, sticky bool) *fdb {
-	return &fdb{maxPerPeer: maxPerPeer, sticky: sticky}
+	return &fdb{maxPerPeer: maxPerPeer, sticky: sticky, onReclaim: func(*peer) {}}
 }
 
 // isBPDU reports whether a frame is for the IEEE 802.1D bridge group
@@ -103,8 +108,11 @@ func (f *fdb) learn(src macKey, p *peer, now int64) learnResult {
 		e.seen.Store(now)
 		return learned
 	}
-	if e != nil && f.sticky {
+	if e != nil && f.sticky && p != nil {
 		return conflict
+	}
+	if e != nil && f.sticky {
+		f.onReclaim(e.peer) // the local side takes its MAC back
 	}
 	if p != nil && p.macs >= f.maxPerPeer {
 		return overCap
@@ -151,12 +159,17 @@ func (f *fdb) each(fn func(k macKey, e *fdbEntry)) {
 	})
 }
 
-// age forgets entries not seen since before cutoff.
-func (f *fdb) age(cutoff int64) {
+// age forgets entries not seen since before cutoff; a sticky fdb keeps
+// the local side's for as long again (maxAge: the aging time).
+func (f *fdb) age(cutoff int64, maxAge time.Duration) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.each(func(k macKey, e *fdbEntry) {
-		if e.seen.Load() < cutoff {
+		c := cutoff
+		if f.sticky && e.peer == nil {
+			c -= int64(maxAge)
+		}
+		if e.seen.Load() < c {
 			f.removeLocked(k, e)
 		}
 	})

@@ -65,9 +65,23 @@ func TestFDBSticky(t *testing.T) {
 	if f.learn(key(1, 0), forger, 200) != learned {
 		t.Fatal("freed MAC not learnable")
 	}
-	f.age(300) // aged out: free again
-	if f.learn(key(2, 0), forger, 400) != learned {
+	f.age(200, 100) // now 300, aging 100: a local MAC stays for twice that
+	if f.learn(key(2, 0), forger, 300) != conflict {
+		t.Fatal("a client claimed a local MAC used within the aging time")
+	}
+	f.age(400, 100) // now 500
+	if f.learn(key(2, 0), forger, 500) != learned {
 		t.Fatal("aged MAC not learnable")
+	}
+	// The local side speaks again: it takes its MAC back, and the
+	// client is counted.
+	var reclaimed *peer
+	f.onReclaim = func(p *peer) { reclaimed = p }
+	if f.learn(key(2, 0), nil, 600) != learned || reclaimed != forger {
+		t.Fatal("the local side did not take its MAC back from a client")
+	}
+	if p, ok := f.lookup(key(2, 0)); !ok || p != nil {
+		t.Fatal("the local MAC still points at the client")
 	}
 }
 
@@ -76,7 +90,7 @@ func TestFDBAging(t *testing.T) {
 	p := &peer{}
 	f.learn(key(1, 0), p, 100)
 	f.learn(key(2, 0), p, 200)
-	f.age(150)
+	f.age(150, 50)
 	if _, ok := f.lookup(key(1, 0)); ok {
 		t.Fatal("old entry survived aging")
 	}

@@ -351,3 +351,28 @@ func TestPortPerPeer(t *testing.T) {
 		server.close(t)
 	})
 }
+
+// TestSwitchIsolateLocalWins: in isolate mode a client that claims the MAC
+// of a host on the server's side (before that host spoke, as after a
+// restart) loses it as soon as the host speaks: frames for it go to the
+// server's port again, and the claim is counted against the client.
+func TestSwitchIsolateLocalWins(t *testing.T) {
+	h := startHub(t, 3, func(c *Config) { c.Isolate = true })
+	h.announce(t, 0)
+	// Client 2 claims 0xee, a MAC of the server's side.
+	claim := testFrame(0xee, 0xee, 1, 80)
+	copy(claim[0:6], []byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff})
+	h.clients[2].port.Inject(claim)
+	expectFrames(t, h.server.port, [][]byte{claim})
+	conflicts := dropCount(h.server, "mac conflict")
+	// The host behind the server speaks: it takes its MAC back.
+	local := testFrame(mac(0), 0xee, 2, 80)
+	h.server.port.Inject(local)
+	expectFrames(t, h.clients[0].port, [][]byte{local})
+	waitDrops(t, h.server, "mac conflict", conflicts)
+	// Client 0's frames for 0xee reach the server's side, not client 2.
+	toLocal := testFrame(0xee, mac(0), 3, 80)
+	h.clients[0].port.Inject(toLocal)
+	expectFrames(t, h.server.port, [][]byte{toLocal})
+	expectNoFrame(t, h.clients[2].port, 100*time.Millisecond)
+}

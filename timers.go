@@ -50,7 +50,7 @@ func (c *Cable) timerLoop(ctx context.Context) {
 				minWire = int64(defaultWireMTU)
 			}
 			c.minWire.Store(minWire)
-			c.fdb.age(now.Add(-c.cfg.fdbMaxAge()).UnixNano())
+			c.fdb.age(now.Add(-c.cfg.fdbMaxAge()).UnixNano(), c.cfg.fdbMaxAge())
 			c.limiter.Prune(now.UnixNano())
 		}
 	}
