@@ -35,6 +35,7 @@ const (
 const (
 	TypeInit     byte = 1 // handshake initiation
 	TypeResponse byte = 2 // handshake response
+	TypeCookie   byte = 3 // cookie reply: a responder under load asks for mac2
 	TypeData     byte = 4 // data; an empty payload is a keepalive
 	TypeFragment byte = 5 // data carrying a fragment of a frame too big for the path
 	TypeProbe    byte = 6 // a padded path-MTU probe, or the answer to one
@@ -74,15 +75,59 @@ func clamp(k *PrivateKey) {
 	k[31] = (k[31] & 127) | 64
 }
 
+// x25519 is curve25519.X25519, a variable so that a test can count the
+// scalar multiplications.
+var x25519 = curve25519.X25519
+
 // Public returns the public key of k.
 func (k PrivateKey) Public() PublicKey {
 	var p PublicKey
-	pub, err := curve25519.X25519(k[:], curve25519.Basepoint)
+	pub, err := x25519(k[:], curve25519.Basepoint)
 	if err != nil {
 		panic("crypto: X25519 of the base point failed: " + err.Error())
 	}
 	copy(p[:], pub)
 	return p
+}
+
+// fieldPrime is 2^255 - 19, little endian.
+var fieldPrime = func() (p PublicKey) {
+	for i := range p {
+		p[i] = 0xff
+	}
+	p[0], p[31] = 0xed, 0x7f
+	return p
+}()
+
+// Canonical reports whether k is the one encoding of its curve point: a
+// u-coordinate below 2^255 - 19, so bit 255 is clear. X25519 ignores bit
+// 255 and reduces larger values, so a non-canonical key names the same
+// point as a canonical one and would make a second peer of the same
+// site. Keys made by Public are always canonical.
+func (k PublicKey) Canonical() bool {
+	for i := KeyLen - 1; i >= 0; i-- {
+		if k[i] != fieldPrime[i] {
+			return k[i] < fieldPrime[i]
+		}
+	}
+	return false // equal to the prime
+}
+
+// ErrNonCanonical is the error of a public key that is not canonical.
+var ErrNonCanonical = errors.New("public key is not canonical (bit 255 set, or not reduced modulo 2^255-19): no cab makes such a key; copy the key again from cab pubkey")
+
+// ParsePublicKey parses a base64 public key (as ParseKey) and refuses one
+// that is not canonical.
+func ParsePublicKey(s string) (PublicKey, error) {
+	b, err := ParseKey(s)
+	if err != nil {
+		return PublicKey{}, err
+	}
+	k := PublicKey(b)
+	if !k.Canonical() {
+		return PublicKey{}, ErrNonCanonical
+	}
+	return k, nil
 }
 
 // String returns k in standard base64.
@@ -196,6 +241,11 @@ func ParseHeader(pkt []byte) (typ byte, receiver uint32, ok bool) {
 			return typ, 0, false
 		}
 		return typ, le32(pkt[8:12]), true
+	case TypeCookie:
+		if len(pkt) != CookieReplyLen {
+			return typ, 0, false
+		}
+		return typ, le32(pkt[4:8]), true
 	}
 	return typ, 0, false
 }

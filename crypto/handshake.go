@@ -2,23 +2,27 @@ package crypto
 
 import (
 	"crypto/hmac"
+	"crypto/rand"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"hash"
+	"sync"
 	"time"
 
 	"github.com/flynn/noise"
 	"golang.org/x/crypto/blake2s"
+	"golang.org/x/crypto/chacha20poly1305"
 	"golang.org/x/crypto/curve25519"
 )
 
 // Handshake messages. Little-endian indices; the Noise messages are those of
 // Noise_IKpsk2_25519_ChaChaPoly_BLAKE2s with the prologue "cab v1".
 //
-// Initiation (msg1), 131 bytes with two ciphers offered:
+// Initiation (msg1), 135 bytes with two ciphers offered (151 with mac2):
 //
-//	type=1 | reserved (3) | sender index (4) | Noise message 1 | mac1 (16)
+//	type=1 | flags (1) | reserved (2) | sender index (4) | Noise message 1 | mac1 (16) [| mac2 (16)]
+//	flags: 1 = mac2 follows mac1
 //	Noise message 1 = e (32) | encrypted s (48) | encrypted payload (len+16)
 //	payload = sender index (4) | timestamp (8, big endian unix ns) | n (1) | n cipher ids
 //
@@ -33,6 +37,20 @@ import (
 // it who knows that public key, so the responder can refuse garbage without
 // a Diffie-Hellman. The indices in the clear are repeated inside the
 // encrypted payloads, so a changed index fails the handshake.
+//
+// Cookie reply (msg3), 64 bytes, WireGuard's: a responder under load
+// answers an initiation with one instead of doing any Diffie-Hellman.
+//
+//	type=3 | reserved (3) | receiver index (4) | nonce (24) | encrypted cookie (16+16)
+//
+// The cookie is a keyed BLAKE2s-128 of the initiator's source address
+// under a secret that changes every CookieRefresh; it is sealed with
+// XChaCha20-Poly1305 under BLAKE2s-256("cookie--" | the responder's public
+// key), with the initiation's mac1 as associated data, so that only who
+// sent that initiation (or saw it) can read it. The initiator then sends
+// its initiation again with mac2, a keyed BLAKE2s-128 of everything before
+// mac2 under the cookie, for CookieRefresh at most: mac2 proves that the
+// sender receives at the source address it claims.
 const (
 	macLen         = 16
 	initFixed      = 8
@@ -42,12 +60,21 @@ const (
 	maxCiphers     = 8
 	// maxHandshakeLen bounds what the parsers look at.
 	maxHandshakeLen = 256
+	// flagMAC2 in an initiation's second byte says that mac2 follows mac1.
+	flagMAC2    byte = 1
+	cookieLen        = 16
+	cookieFixed      = 8
+	// CookieReplyLen is the length of a cookie reply.
+	CookieReplyLen = cookieFixed + chacha20poly1305.NonceSizeX + cookieLen + chacha20poly1305.Overhead
+	// CookieRefresh is how long a cookie secret, and so a cookie, lives.
+	CookieRefresh = 120 * time.Second
 )
 
 var (
 	errBadHandshake = errors.New("crypto: bad handshake message")
 	errMAC          = errors.New("crypto: handshake mac1 mismatch")
 	errNoCipher     = errors.New("crypto: no cipher in common")
+	errCookie       = errors.New("crypto: bad cookie reply")
 )
 
 type hashT = hash.Hash
@@ -60,8 +87,7 @@ var prologue = []byte("cab v1")
 // the low-order points.
 var lowOrderProbe = [32]byte{0: 8, 31: 64}
 
-func noiseConfig(local PrivateKey, initiator bool) noise.Config {
-	pub := local.Public()
+func noiseConfig(local PrivateKey, pub PublicKey, initiator bool) noise.Config {
 	return noise.Config{
 		CipherSuite:           suite,
 		Pattern:               noise.HandshakeIK,
@@ -73,17 +99,25 @@ func noiseConfig(local PrivateKey, initiator bool) noise.Config {
 }
 
 // macKey returns the key of mac1 for messages to pub.
-func macKey(pub PublicKey) [32]byte {
+func macKey(pub PublicKey) [32]byte { return labelKey("mac1----", pub) }
+
+// cookieKey returns the key that seals cookie replies from pub.
+func cookieKey(pub PublicKey) [32]byte { return labelKey("cookie--", pub) }
+
+func labelKey(label string, pub PublicKey) [32]byte {
 	h, _ := blake2s.New256(nil)
-	h.Write([]byte("mac1----"))
+	h.Write([]byte(label))
 	h.Write(pub[:])
 	var k [32]byte
 	h.Sum(k[:0])
 	return k
 }
 
-func mac1(key *[32]byte, msg []byte) [macLen]byte {
-	h, _ := blake2s.New128(key[:])
+func mac1(key *[32]byte, msg []byte) [macLen]byte { return keyedMAC(key[:], msg) }
+
+// keyedMAC is BLAKE2s-128 of msg keyed with key (1 to 32 bytes).
+func keyedMAC(key, msg []byte) [macLen]byte {
+	h, _ := blake2s.New128(key)
 	h.Write(msg)
 	var m [macLen]byte
 	h.Sum(m[:0])
@@ -96,6 +130,15 @@ func checkMAC(key *[32]byte, msg []byte) bool {
 	}
 	want := mac1(key, msg[:len(msg)-macLen])
 	return hmac.Equal(want[:], msg[len(msg)-macLen:])
+}
+
+// initMACs returns where an initiation's mac1 ends: its length, or its
+// length less mac2 when its flags say mac2 follows.
+func initMACs(msg []byte) int {
+	if msg[1]&flagMAC2 != 0 {
+		return len(msg) - macLen
+	}
+	return len(msg)
 }
 
 func pskBytes(psk *Secret) []byte {
@@ -111,16 +154,28 @@ type Initiator struct {
 	local   uint32
 	ciphers []Cipher
 	macKey  [32]byte // for responses: keyed on our own public key
+	// For cookie replies: the initiation as sent, the responder's cookie
+	// key, the jar that keeps the cookie, and whether a reply was taken.
+	msg       []byte
+	cookieKey [32]byte
+	jar       *CookieJar
+	gotCookie bool
 }
 
 // NewInitiator builds the initiation message for remote, with an optional
 // pre-shared key, carrying localIndex, the time now and the ciphers this
-// side offers (in its order of preference).
+// side offers (in its order of preference). It carries no mac2: see
+// CookieJar.NewInitiator.
 func NewInitiator(local PrivateKey, remote PublicKey, psk *Secret, localIndex uint32, ciphers []Cipher, now time.Time) (*Initiator, []byte, error) {
+	return newInitiator(local, local.Public(), remote, psk, localIndex, ciphers, now, nil)
+}
+
+// newInitiator is NewInitiator with local's public key given, and a jar.
+func newInitiator(local PrivateKey, pub, remote PublicKey, psk *Secret, localIndex uint32, ciphers []Cipher, now time.Time, jar *CookieJar) (*Initiator, []byte, error) {
 	if len(ciphers) == 0 || len(ciphers) > maxCiphers {
 		return nil, nil, fmt.Errorf("crypto: offer 1 to %d ciphers", maxCiphers)
 	}
-	cfg := noiseConfig(local, true)
+	cfg := noiseConfig(local, pub, true)
 	cfg.PeerStatic = append([]byte(nil), remote[:]...)
 	cfg.PresharedKey = pskBytes(psk)
 	hs, err := noise.NewHandshakeState(cfg)
@@ -141,10 +196,105 @@ func NewInitiator(local PrivateKey, remote PublicKey, psk *Secret, localIndex ui
 	if err != nil {
 		return nil, nil, fmt.Errorf("crypto: handshake: %w", err)
 	}
+	h := &Initiator{hs: hs, local: localIndex, ciphers: ciphers, macKey: macKey(pub), cookieKey: cookieKey(remote), jar: jar}
+	h.msg = h.seal(msg, remote, now)
+	return h, append([]byte(nil), h.msg...), nil
+}
+
+// seal appends mac1, and mac2 when the jar holds a fresh cookie, to msg,
+// an initiation without MACs; it sets the flags to match.
+func (h *Initiator) seal(msg []byte, remote PublicKey, now time.Time) []byte {
+	cookie, ok := h.jar.cookie(now)
+	msg[1] = 0
+	if ok {
+		msg[1] = flagMAC2
+	}
 	mk := macKey(remote)
 	m := mac1(&mk, msg)
 	msg = append(msg, m[:]...)
-	return &Initiator{hs: hs, local: localIndex, ciphers: ciphers, macKey: macKey(local.Public())}, msg, nil
+	if ok {
+		m2 := keyedMAC(cookie[:], msg)
+		msg = append(msg, m2[:]...)
+	}
+	return msg
+}
+
+// ConsumeCookieReply takes a cookie reply to this initiation: it keeps
+// the cookie in the initiator's jar (an Initiator without a jar keeps it
+// for this initiation alone) and returns the initiation again, now with
+// mac2, for the caller to send at once. An Initiator takes one cookie
+// reply; a reply that is not for its initiation, forged, or a second one
+// is an error.
+func (h *Initiator) ConsumeCookieReply(msg []byte, now time.Time) ([]byte, error) {
+	if h.gotCookie || h.hs == nil || len(msg) != CookieReplyLen || msg[0] != TypeCookie || msg[1]|msg[2]|msg[3] != 0 {
+		return nil, errCookie
+	}
+	if binary.LittleEndian.Uint32(msg[4:8]) != h.local {
+		return nil, errCookie
+	}
+	aead, err := chacha20poly1305.NewX(h.cookieKey[:])
+	if err != nil {
+		return nil, err
+	}
+	end := initMACs(h.msg)
+	ad := h.msg[end-macLen : end] // the mac1 of the initiation as sent
+	nonce := msg[cookieFixed : cookieFixed+chacha20poly1305.NonceSizeX]
+	var cookie [cookieLen]byte
+	if _, err := aead.Open(cookie[:0], nonce, msg[cookieFixed+chacha20poly1305.NonceSizeX:], ad); err != nil {
+		return nil, errCookie
+	}
+	h.gotCookie = true
+	if h.jar == nil {
+		h.jar = new(CookieJar)
+	}
+	h.jar.set(cookie, now)
+	// The same Noise message, with mac1 for the new flags and mac2.
+	body := append([]byte(nil), h.msg[:end-macLen]...)
+	var remote PublicKey
+	copy(remote[:], h.hs.PeerStatic())
+	h.msg = h.seal(body, remote, now)
+	return append([]byte(nil), h.msg...), nil
+}
+
+// A CookieJar keeps what an initiator learned from a responder's cookie
+// reply: the cookie, for CookieRefresh less a margin. Keep one per remote
+// peer and build initiations with its NewInitiator: they carry mac2 while
+// the cookie is fresh. The zero value is an empty jar; it is safe for
+// concurrent use. A nil jar holds nothing.
+type CookieJar struct {
+	mu  sync.Mutex
+	c   [cookieLen]byte
+	at  time.Time
+	has bool
+}
+
+// cookieMargin is how much earlier than the responder the initiator
+// forgets a cookie, so that it never sends one that just expired.
+const cookieMargin = 5 * time.Second
+
+// NewInitiator is crypto.NewInitiator with mac2 from the cookie in j,
+// when it holds a fresh one; a cookie reply to the initiation goes into j.
+func (j *CookieJar) NewInitiator(local PrivateKey, remote PublicKey, psk *Secret, localIndex uint32, ciphers []Cipher, now time.Time) (*Initiator, []byte, error) {
+	return newInitiator(local, local.Public(), remote, psk, localIndex, ciphers, now, j)
+}
+
+func (j *CookieJar) set(cookie [cookieLen]byte, now time.Time) {
+	j.mu.Lock()
+	j.c, j.at, j.has = cookie, now, true
+	j.mu.Unlock()
+}
+
+// cookie returns the cookie, the key of mac2, if j holds a fresh one.
+func (j *CookieJar) cookie(now time.Time) ([cookieLen]byte, bool) {
+	if j == nil {
+		return [cookieLen]byte{}, false
+	}
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if !j.has || now.Sub(j.at) >= CookieRefresh-cookieMargin || now.Before(j.at) {
+		return [cookieLen]byte{}, false
+	}
+	return j.c, true
 }
 
 // LocalIndex is the index this attempt asked the responder to use.
@@ -196,17 +346,26 @@ func (h *Initiator) Consume(msg2 []byte) (*Session, error) {
 	return newSession(c, cs1.UnsafeKey(), cs2.UnsafeKey(), h.local, remote, true)
 }
 
-// A Responder answers initiations addressed to its static key.
+// A Responder answers initiations addressed to its static key. It is
+// safe for concurrent use.
 type Responder struct {
-	local   PrivateKey
-	macKey  [32]byte
-	ciphers []Cipher
+	local     PrivateKey
+	pub       PublicKey // local's, computed once
+	macKey    [32]byte
+	cookieKey [32]byte
+	ciphers   []Cipher
+
+	// The cookie secret, and when it was made (zero: never).
+	mu       sync.Mutex
+	secret   [32]byte
+	secretAt time.Time
 }
 
 // NewResponder returns a responder for local that agrees to ciphers, in its
 // order of preference.
 func NewResponder(local PrivateKey, ciphers []Cipher) *Responder {
-	return &Responder{local: local, macKey: macKey(local.Public()), ciphers: ciphers}
+	pub := local.Public()
+	return &Responder{local: local, pub: pub, macKey: macKey(pub), cookieKey: cookieKey(pub), ciphers: ciphers}
 }
 
 // CheckMAC verifies an initiation's mac1 without any Diffie-Hellman.
@@ -214,7 +373,73 @@ func (r *Responder) CheckMAC(msg []byte) bool {
 	if len(msg) < initMinLen || len(msg) > maxHandshakeLen || msg[0] != TypeInit {
 		return false
 	}
-	return checkMAC(&r.macKey, msg)
+	return checkMAC(&r.macKey, msg[:initMACs(msg)])
+}
+
+// CheckMAC2 reports whether an initiation whose mac1 is good carries a
+// mac2 made with the cookie of src, the bytes that name where it came
+// from (an IP address: its 4 or 16 bytes), under the secret of the last
+// CookieRefresh. A responder under load does Diffie-Hellman only for an
+// initiation that passes, and answers the others with CookieReply. Without
+// mac2, or with a secret older than CookieRefresh, it is false.
+func (r *Responder) CheckMAC2(msg, src []byte, now time.Time) bool {
+	if !r.CheckMAC(msg) || msg[1]&flagMAC2 == 0 || len(msg) < initMinLen+macLen {
+		return false
+	}
+	cookie, ok := r.cookie(src, now, false)
+	if !ok {
+		return false
+	}
+	want := keyedMAC(cookie[:], msg[:len(msg)-macLen])
+	return hmac.Equal(want[:], msg[len(msg)-macLen:])
+}
+
+// cookie returns src's cookie under the current secret; with renew, a
+// secret older than CookieRefresh is replaced first, otherwise it makes no
+// cookie.
+func (r *Responder) cookie(src []byte, now time.Time, renew bool) ([cookieLen]byte, bool) {
+	r.mu.Lock()
+	fresh := !r.secretAt.IsZero() && now.Sub(r.secretAt) < CookieRefresh && !now.Before(r.secretAt)
+	if !fresh {
+		if !renew {
+			r.mu.Unlock()
+			return [cookieLen]byte{}, false
+		}
+		if _, err := rand.Read(r.secret[:]); err != nil {
+			r.mu.Unlock()
+			return [cookieLen]byte{}, false
+		}
+		r.secretAt = now
+	}
+	secret := r.secret
+	r.mu.Unlock()
+	return keyedMAC(secret[:], src), true
+}
+
+// CookieReply returns the cookie reply to msg1, an initiation whose mac1 is
+// good, from src (as for CheckMAC2): 64 bytes, never longer than the
+// initiation. It costs no Diffie-Hellman.
+func (r *Responder) CookieReply(msg1, src []byte, now time.Time) ([]byte, error) {
+	if !r.CheckMAC(msg1) {
+		return nil, errMAC
+	}
+	cookie, ok := r.cookie(src, now, true)
+	if !ok {
+		return nil, errCookie
+	}
+	reply := make([]byte, cookieFixed+chacha20poly1305.NonceSizeX, CookieReplyLen)
+	reply[0] = TypeCookie
+	copy(reply[4:8], msg1[4:8]) // the initiator's index
+	nonce := reply[cookieFixed:]
+	if _, err := rand.Read(nonce); err != nil {
+		return nil, err
+	}
+	aead, err := chacha20poly1305.NewX(r.cookieKey[:])
+	if err != nil {
+		return nil, err
+	}
+	end := initMACs(msg1)
+	return aead.Seal(reply, nonce, cookie[:], msg1[end-macLen:end]), nil
 }
 
 // A PendingInit is an initiation that authenticated its sender's static
@@ -228,19 +453,21 @@ type PendingInit struct {
 	ciphers []Cipher
 }
 
-// ReadInit checks mac1 and processes an initiation.
+// ReadInit checks mac1 and processes an initiation. It does not look at
+// mac2 (see CheckMAC2), and refuses an initiator's static key that is not
+// canonical.
 func (r *Responder) ReadInit(msg1 []byte) (*PendingInit, error) {
 	if !r.CheckMAC(msg1) {
 		return nil, errMAC
 	}
-	if msg1[1]|msg1[2]|msg1[3] != 0 {
+	if msg1[1]&^flagMAC2 != 0 || msg1[2]|msg1[3] != 0 {
 		return nil, errBadHandshake
 	}
-	hs, err := noise.NewHandshakeState(noiseConfig(r.local, false))
+	hs, err := noise.NewHandshakeState(noiseConfig(r.local, r.pub, false))
 	if err != nil {
 		return nil, fmt.Errorf("crypto: handshake: %w", err)
 	}
-	payload, _, _, err := hs.ReadMessage(nil, msg1[initFixed:len(msg1)-macLen])
+	payload, _, _, err := hs.ReadMessage(nil, msg1[initFixed:initMACs(msg1)-macLen])
 	if err != nil {
 		return nil, ErrAuth
 	}
@@ -260,6 +487,11 @@ func (r *Responder) ReadInit(msg1 []byte) (*PendingInit, error) {
 		p.ciphers = append(p.ciphers, Cipher(c))
 	}
 	copy(p.peer[:], hs.PeerStatic())
+	if !p.peer.Canonical() {
+		// The same point as a canonical key: it would be a second peer
+		// of the same site.
+		return nil, errBadHandshake
+	}
 	return p, nil
 }
 
