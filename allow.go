@@ -35,7 +35,7 @@ func ParseAllow(r io.Reader, name string) ([]AllowEntry, error) {
 		if len(fields) == 0 {
 			continue
 		}
-		k, err := crypto.ParseKey(fields[0])
+		k, err := crypto.ParsePublicKey(fields[0])
 		if err != nil {
 			return nil, fmt.Errorf("%s:%d: %v: each line is a public key (from `cab pubkey`), optionally followed by a name", name, line, err)
 		}

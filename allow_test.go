@@ -25,12 +25,16 @@ func TestParseAllow(t *testing.T) {
 		"two names":  "clients.txt:2: too many fields",
 		"duplicate":  "clients.txt:3: key already listed on line 2",
 		"short":      "clients.txt:2: ",
+		"bit 255":    "clients.txt:2: public key is not canonical",
 	}
+	high := k2
+	high[31] |= 0x80
 	inputs := map[string]string{
 		"not base64": "# x\n!!!!\n",
 		"two names":  "\n" + k1.String() + " a b\n",
 		"duplicate":  "\n" + k1.String() + "\n" + k1.String() + " again\n",
 		"short":      "\nAAAA\n",
+		"bit 255":    "\n" + high.String() + " again\n",
 	}
 	for name, in := range inputs {
 		_, err := ParseAllow(strings.NewReader(in), "clients.txt")
@@ -106,5 +110,20 @@ func TestAllowFileReloads(t *testing.T) {
 	}
 	if len(warned) != 1 {
 		t.Errorf("warned %d times, want once: %v", len(warned), warned)
+	}
+}
+
+// TestValidateNonCanonicalPeer: a peer key with bit 255 set is the same
+// point as a canonical key; the configuration refuses it.
+func TestValidateNonCanonicalPeer(t *testing.T) {
+	k := mustKey(t).Public()
+	cfg := Config{PrivateKey: mustKey(t), Responder: true, Peers: []PeerConfig{{Name: "a", PublicKey: k}}}
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	k[31] |= 0x80
+	cfg.Peers[0].PublicKey = k
+	if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), "not canonical") {
+		t.Fatalf("Validate with a non-canonical peer key: %v", err)
 	}
 }

@@ -223,6 +223,9 @@ func (c *Config) Validate() error {
 		if p.PublicKey == (crypto.PublicKey{}) {
 			return fmt.Errorf("config: peer %d (%q) has no public key", i+1, p.Name)
 		}
+		if !p.PublicKey.Canonical() {
+			return fmt.Errorf("config: peer %q: %w", p.Name, crypto.ErrNonCanonical)
+		}
 		if seen[p.PublicKey] {
 			return fmt.Errorf("config: peer %q: public key %s listed twice", p.Name, p.PublicKey.Short())
 		}

@@ -173,7 +173,7 @@ setup_vxlan() {
 
 # cab_pair EXTRA_SERVER EXTRA_CLIENT
 cab_pair() {
-	"$cab" genkey >"$work/psk"
+	"$cab" genkey -o "$work/psk"
 	# shellcheck disable=SC2086
 	bg "$nsA" "$cab" server -p 6666 -s tap:cab0 --psk "$work/psk" --name "$nsA" --state-dir "$work/a" $CAB_FLAGS $1
 	# shellcheck disable=SC2086
@@ -203,7 +203,7 @@ setup_cab-ssh() {
 		"PidFile $d/sshd.pid" "PermitRootLogin prohibit-password" "PasswordAuthentication no" \
 		"KbdInteractiveAuthentication no" "UsePAM no" "StrictModes no" >"$d/sshd_config"
 	bg "$nsA" "$(command -v sshd || echo /usr/sbin/sshd)" -D -e -f "$d/sshd_config"
-	"$cab" genkey >"$work/psk"
+	"$cab" genkey -o "$work/psk"
 	# shellcheck disable=SC2086
 	bg "$nsA" "$cab" server -p 6666 -s tap:cab0 --psk "$work/psk" --name "$nsA" --state-dir "$work/a" $CAB_FLAGS
 	# shellcheck disable=SC2086

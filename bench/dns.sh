@@ -108,7 +108,7 @@ setup() {
 		stub-addr: 203.0.113.2@53
 	CONF
 	bg "$nsR" unbound -d -c "$work/unbound.conf"
-	"$cab" genkey >"$work/psk"
+	"$cab" genkey -o "$work/psk"
 	chmod 600 "$work/psk"
 	bg "$nsS" "$cab" server -s tap:cab0 --psk "$work/psk" --transport dns --dns-zone t.tun.test \
 		--dns-listen 203.0.113.2:53 --name "$nsS" --state-dir "$work/s"

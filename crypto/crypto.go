@@ -162,7 +162,7 @@ func LoadKeyFile(path string) ([KeyLen]byte, error) {
 	var k [KeyLen]byte
 	f, err := os.Open(path)
 	if errors.Is(err, os.ErrNotExist) {
-		return k, fmt.Errorf("key file %s does not exist: make one with cab genkey > %s (%w)", path, path, os.ErrNotExist)
+		return k, fmt.Errorf("key file %s does not exist: make one with cab genkey -o %s (%w)", path, path, os.ErrNotExist)
 	}
 	if err != nil {
 		return k, fmt.Errorf("key file: %w", err)
@@ -188,6 +188,30 @@ func LoadKeyFile(path string) ([KeyLen]byte, error) {
 		return k, fmt.Errorf("key file %s: %w (make one with cab genkey)", path, err)
 	}
 	return k, nil
+}
+
+// CreateKeyFile writes k to path in base64 in a new file, created with
+// mode 0600 (O_EXCL: an existing file, or a link in its place, is an
+// error that says so, and is left as it is).
+func CreateKeyFile(path string, k [KeyLen]byte) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if errors.Is(err, os.ErrExist) {
+		return fmt.Errorf("key file %s already exists: cab never overwrites a key; remove it first if you mean to replace it", path)
+	}
+	if err != nil {
+		return fmt.Errorf("create key file: %w", err)
+	}
+	if err := f.Chmod(0o600); err != nil { // whatever the umask left
+		f.Close()
+		os.Remove(path)
+		return fmt.Errorf("create key file: %w", err)
+	}
+	if _, err := f.WriteString(base64.StdEncoding.EncodeToString(k[:]) + "\n"); err != nil {
+		f.Close()
+		os.Remove(path)
+		return fmt.Errorf("create key file: %w", err)
+	}
+	return f.Close()
 }
 
 // WriteKeyFile writes k to path in base64, mode 0600.

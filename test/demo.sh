@@ -83,8 +83,8 @@ ip -n "$nsB" addr add 198.51.100.2/24 dev ul-b
 ip -n "$nsA" link set ul-a up
 ip -n "$nsB" link set ul-b up
 
-step "pre-shared key: cab genkey > site.psk"
-(umask 077 && "$cab" genkey >"$work/site.psk")
+step "pre-shared key: cab genkey -o site.psk"
+"$cab" genkey -o "$work/site.psk"
 ls -l "$work/site.psk"
 
 step "site A: cab server -p 6666 -s tap:cab0 --psk site.psk"

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"encoding/base64"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -109,6 +110,7 @@ allowed_vlans = [0, 10]
 		{true, "[[peer]]\nname = \"a\"\n", "bad.toml:1: [[peer]] \"a\" has no public_key"},
 		{true, "[[peer]]\npublic_key = \"" + key + "\"\nendpoint = \"x:1\"\n", "bad.toml:3: endpoint is for a client's [[peer]]"},
 		{true, "[[peer]]\npublic_key = \"nope\"\n", "bad.toml:2: public_key:"},
+		{true, "[[peer]]\npublic_key = \"" + highBitKey(t, key) + "\"\n", "bad.toml:2: public_key: public key is not canonical"},
 		{true, "[[peer]]\npublic_key = \"" + key + "\"\nallowed = 1\n", "bad.toml:3: unknown key \"allowed\" in [[peer]]"},
 		{false, "[[peer]]\npublic_key = \"" + key + "\"\nendpoint = \"a:1\"\n[[peer]]\npublic_key = \"" + key + "\"\n", "bad.toml:4: a client has one [[peer]]"},
 		{false, "[[peer]]\npublic_key = \"" + key + "\"\n", "bad.toml:1: the server's [[peer]] has no endpoint"},
@@ -126,6 +128,17 @@ allowed_vlans = [0, 10]
 	if _, _, err := parseFlags([]string{"-f", filepath.Join(dir, "missing.toml")}, true, &bytes.Buffer{}); err == nil || !strings.Contains(err.Error(), "missing.toml") {
 		t.Errorf("missing file: %v", err)
 	}
+}
+
+// highBitKey returns the base64 key k with bit 255 set: the same X25519
+// point in a form no cab makes.
+func highBitKey(t *testing.T, k string) string {
+	b, err := base64.StdEncoding.DecodeString(k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b[31] |= 0x80
+	return base64.StdEncoding.EncodeToString(b)
 }
 
 // FuzzConfigFile: any file either configures or gives an error that names

@@ -4,7 +4,7 @@
 //
 //	cab server [-p PORT] [-s tap:NAME] [--psk FILE | --key FILE [--allow FILE]]
 //	cab client [-s tap:NAME] [--psk FILE | --key FILE --server-key KEY] HOST[:PORT]
-//	cab genkey > site.key
+//	cab genkey -o site.key
 //	cab pubkey < site.key
 package main
 
@@ -46,7 +46,8 @@ Usage:
   cab plug SPEC                   join stdin/stdout (vde_plug's stream format) to a port,
                                   e.g. cab plug vde:/tmp/sw, a vde_plug drop-in for dpipe
   cab pipe [--name N]             join stdin/stdout to the running server (the far end of ssh://)
-  cab genkey                      print a new private key (base64)
+  cab genkey -o FILE              write a new private key (base64) into FILE, a new file of mode 0600
+  cab genkey                      print a new private key
   cab pubkey                      read a private key on stdin, print its public key
   cab --version                   print the version
 
@@ -78,7 +79,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	case "pipe":
 		err = pipe(args[1:], stdin, stdout, stderr)
 	case "genkey":
-		err = genkey(stdout)
+		err = genkey(args[1:], stdout, stderr)
 	case "pubkey":
 		err = pubkey(stdin, stdout)
 	case "version", "--version", "-version":
@@ -104,10 +105,30 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 
 var errUsage = errors.New("usage")
 
-func genkey(stdout io.Writer) error {
+// genkey prints a new private key, or with -o FILE writes it into FILE,
+// which it creates with mode 0600 and never overwrites: the key is never
+// in a file that anyone else could open, not even for a moment (a shell's
+// `> FILE` creates the file world-readable before cab runs).
+func genkey(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("genkey", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	out := fs.String("o", "", "write the key into this new `file`, created with mode 0600 (an existing file is never overwritten)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "cab genkey: unexpected %q: use cab genkey -o FILE\n", fs.Arg(0))
+		return errUsage
+	}
 	k, err := crypto.GenerateKey()
 	if err != nil {
 		return err
+	}
+	if *out != "" {
+		if err := crypto.CreateKeyFile(*out, k); err != nil {
+			return fmt.Errorf("genkey: %w", err)
+		}
+		return nil
 	}
 	// A key redirected into a file is made private at once.
 	if f, ok := stdout.(*os.File); ok {
@@ -311,11 +332,11 @@ func (o *options) applyFile(fs *flag.FlagSet, server bool, pos []string) ([]stri
 		}
 		var key crypto.PublicKey
 		if p.PublicKey != "" { // a client with a PSK alone derives the server's key from it
-			b, err := crypto.ParseKey(p.PublicKey)
+			b, err := crypto.ParsePublicKey(p.PublicKey)
 			if err != nil {
 				return nil, configError(path, at("public_key"), "public_key: %v (cab pubkey < its.key prints one)", err)
 			}
-			key = crypto.PublicKey(b)
+			key = b
 		}
 		pc := cab.PeerConfig{Name: p.Name, PublicKey: key, AllowedMACs: p.AllowedMACs, AllowedVLANs: p.AllowedVLANs}
 		if p.Keepalive != "" {
@@ -589,11 +610,11 @@ func runCable(args []string, server bool, stdout, stderr io.Writer) error {
 		var serverKey crypto.PublicKey
 		switch {
 		case o.serverKey != "":
-			b, err := crypto.ParseKey(o.serverKey)
+			b, err := crypto.ParsePublicKey(o.serverKey)
 			if err != nil {
 				return fmt.Errorf("--server-key: %w", err)
 			}
-			serverKey = crypto.PublicKey(b)
+			serverKey = b
 		case cfg.PSK != nil:
 			serverKey = crypto.PSKStatic(*cfg.PSK).Public()
 		default:

@@ -2,9 +2,11 @@ package main
 
 import (
 	"bytes"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 
 	"cab/crypto"
@@ -44,6 +46,76 @@ func TestGenkeyPubkey(t *testing.T) {
 	stderr.Reset()
 	if code := run([]string{"pubkey"}, strings.NewReader("not a key"), &out, &stderr); code != 1 || !strings.Contains(stderr.String(), "cab genkey") {
 		t.Fatalf("pubkey of garbage: exit %d, stderr %q", code, stderr.String())
+	}
+}
+
+// TestGenkeyOutput: genkey -o creates the key file with mode 0600 from
+// the moment it exists (a racer that opens it as soon as it appears, with
+// a umask of 0, never sees another mode), and never overwrites a file or
+// follows a link.
+func TestGenkeyOutput(t *testing.T) {
+	old := syscall.Umask(0)
+	defer syscall.Umask(old)
+	dir := t.TempDir()
+	for i := range 50 {
+		path := filepath.Join(dir, fmt.Sprintf("k%d.key", i))
+		seen := make(chan os.FileMode, 1)
+		stop := make(chan struct{})
+		go func() {
+			defer close(seen)
+			for {
+				if st, err := os.Lstat(path); err == nil {
+					seen <- st.Mode().Perm()
+					return
+				}
+				select {
+				case <-stop:
+					return
+				default:
+				}
+			}
+		}()
+		var stderr bytes.Buffer
+		code := run([]string{"genkey", "-o", path}, nil, &bytes.Buffer{}, &stderr)
+		close(stop)
+		if code != 0 {
+			t.Fatalf("genkey -o: exit %d: %s", code, stderr.String())
+		}
+		if m, ok := <-seen; ok && m != 0o600 {
+			t.Fatalf("the key file was seen with mode %v", m)
+		}
+		if _, err := crypto.LoadKeyFile(path); err != nil {
+			t.Fatal(err)
+		}
+	}
+	path := filepath.Join(dir, "k0.key")
+	before, _ := os.ReadFile(path)
+	var stderr bytes.Buffer
+	if code := run([]string{"genkey", "-o", path}, nil, &bytes.Buffer{}, &stderr); code != 1 || !strings.Contains(stderr.String(), "already exists") {
+		t.Fatalf("genkey -o over a key: exit %d, %q", code, stderr.String())
+	}
+	if after, _ := os.ReadFile(path); !bytes.Equal(before, after) {
+		t.Fatal("genkey -o changed an existing key file")
+	}
+	link := filepath.Join(dir, "link.key")
+	os.Symlink(filepath.Join(dir, "target"), link)
+	if code := run([]string{"genkey", "-o", link}, nil, &bytes.Buffer{}, &bytes.Buffer{}); code == 0 {
+		t.Fatal("genkey -o wrote through a dangling link")
+	}
+	if _, err := os.Stat(filepath.Join(dir, "target")); err == nil {
+		t.Fatal("genkey -o created the target of a link")
+	}
+}
+
+// TestReadmeGenkey: the README makes keys with genkey -o, never with a
+// shell redirection that creates the file readable by others first.
+func TestReadmeGenkey(t *testing.T) {
+	b, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(b), "genkey >") || !strings.Contains(string(b), "cab genkey -o ") {
+		t.Fatal("README.md makes a key with `cab genkey > FILE`; use cab genkey -o FILE")
 	}
 }
 

@@ -79,11 +79,11 @@ func (r *reloader) reload() error {
 		}
 		switch {
 		case o.serverKey != "":
-			b, err := crypto.ParseKey(o.serverKey)
+			b, err := crypto.ParsePublicKey(o.serverKey)
 			if err != nil {
 				return fmt.Errorf("server key: %w", err)
 			}
-			pc.PublicKey = crypto.PublicKey(b)
+			pc.PublicKey = b
 		case r.psk != nil:
 			pc.PublicKey = crypto.PSKStatic(*r.psk).Public()
 		}
