@@ -538,3 +538,36 @@ func txFrames(s *site) map[string]uint64 {
 
 // keyOf returns the public key of the site's cable, as Status shows it.
 func keyOf(s *site) string { return s.cable.cfg.PrivateKey.Public().String() }
+
+// TestCableVouchesForAuthenticatedAddrs: the cable tells a conn that asks
+// (transport.Authenticator) which addrs completed a handshake, and never
+// one that did not.
+func TestCableVouchesForAuthenticatedAddrs(t *testing.T) {
+	n := transporttest.NewNetwork(transporttest.Options{})
+	sconn, cconn, stranger := n.Conn("server"), n.Conn("client"), n.Conn("stranger")
+	skey := mustKey(t)
+	server := startSite(t, Config{PrivateKey: skey, PSK: psk(1), Responder: true, AllowAny: true}, sconn)
+	defer server.close(t)
+	dial := func(c transport.Conn) *Dialer {
+		return &Dialer{Conn: c, Resolve: func() (transport.Addr, error) { return transporttest.Addr("server"), nil }}
+	}
+	client := startSite(t, Config{PrivateKey: mustKey(t), PSK: psk(1), Peers: []PeerConfig{{Name: "server", PublicKey: skey.Public(), Dial: dial(cconn)}}}, cconn)
+	defer client.close(t)
+	bad := startSite(t, Config{PrivateKey: mustKey(t), PSK: psk(2), Peers: []PeerConfig{{Name: "server", PublicKey: skey.Public(), Dial: dial(stranger)}}}, stranger)
+	defer bad.close(t)
+	waitUp(t, client, 1)
+	exchange(t, server, client, 5)
+	if sconn.AuthenticatedCalls(transporttest.Addr("client")) == 0 {
+		t.Fatal("the server's conn was never told that the client authenticated")
+	}
+	if cconn.AuthenticatedCalls(transporttest.Addr("server")) == 0 {
+		t.Fatal("the client's conn was never told that the server authenticated")
+	}
+	time.Sleep(200 * time.Millisecond) // the stranger has tried by now
+	if got := sconn.AuthenticatedCalls(transporttest.Addr("stranger")); got != 0 {
+		t.Fatalf("the stranger with the wrong PSK was vouched for %d times", got)
+	}
+	if n := sconn.AuthenticatedCalls(transporttest.Addr("client")); n > 10 {
+		t.Fatalf("Authenticated called %d times for 10 frames: it belongs to path changes, not every packet", n)
+	}
+}

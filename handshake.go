@@ -116,6 +116,7 @@ func (c *Cable) handleResponse(conn transport.Conn, addr transport.Addr, msg []b
 
 	p.live.lastRecv.Store(now)
 	p.live.unanswered.Store(0)
+	vouch(conn, addr)
 	p.route.path.Store(&path{conn: conn, addr: addr})
 	c.noteTransport(p, conn)
 	c.updateMTU(p)

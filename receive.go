@@ -261,6 +261,7 @@ func (c *Cable) authenticated(p *peer, s *session, conn transport.Conn, addr tra
 		// alone: a packet that still comes over the old transport says
 		// nothing of whether ours get through there.
 	} else if pt == nil || pt.conn != conn || pt.addr != addr {
+		vouch(conn, addr)
 		p.route.path.Store(&path{conn: conn, addr: addr})
 		c.noteTransport(p, conn)
 		c.updateMTU(p)
@@ -294,10 +295,19 @@ func (c *Cable) authenticated(p *peer, s *session, conn transport.Conn, addr tra
 		return // evicted from the half-open table meanwhile
 	}
 	if confirmed {
+		vouch(conn, addr)
 		p.stats.handshakes.Add(1)
 		p.live.lastHandshake.Store(now)
 		c.log.Info("handshake complete", "peer", p.name, "cipher", s.Cipher().String(), "addr", addr.String())
 		c.setUp(p, true, "")
+	}
+}
+
+// vouch tells conn, when it asks (transport.Authenticator), that a packet
+// from addr opened with a session of a completed handshake.
+func vouch(conn transport.Conn, addr transport.Addr) {
+	if au, ok := conn.(transport.Authenticator); ok {
+		au.Authenticated(addr)
 	}
 }
 

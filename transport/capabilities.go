@@ -71,3 +71,15 @@ type PathStatser interface {
 type Hoster interface {
 	Host() netip.Addr
 }
+
+// Authenticator is a Conn that keeps what it gives strangers small until
+// the cable vouches for an Addr: the server carriers (stream and QUIC
+// close a connection not vouched for within a few seconds; the DNS tunnel
+// keeps a session on probation, with a small quota, until then). The
+// cable calls Authenticated when a packet from the Addr on this conn
+// opened with a session of a completed handshake (on a path change and on
+// each confirmed handshake, not per packet); the call is cheap and may
+// repeat. Without it, the conn treats every Addr alike.
+type Authenticator interface {
+	Authenticated(a Addr)
+}

@@ -114,13 +114,36 @@ type Conn struct {
 	pending    queued
 	hasPending bool
 
+	authMu sync.Mutex
+	auth   map[transport.Addr]int // Authenticated calls by Addr
+
 	closeOnce               sync.Once
 	down                    atomic.Bool
 	deaf                    atomic.Bool
 	sent, received, dropped atomic.Uint64
 }
 
-var _ transport.Conn = (*Conn)(nil)
+var (
+	_ transport.Conn          = (*Conn)(nil)
+	_ transport.Authenticator = (*Conn)(nil)
+)
+
+// Authenticated implements transport.Authenticator: it records the call.
+func (c *Conn) Authenticated(a transport.Addr) {
+	c.authMu.Lock()
+	if c.auth == nil {
+		c.auth = make(map[transport.Addr]int)
+	}
+	c.auth[a]++
+	c.authMu.Unlock()
+}
+
+// AuthenticatedCalls says how often Authenticated was called for a.
+func (c *Conn) AuthenticatedCalls(a transport.Addr) int {
+	c.authMu.Lock()
+	defer c.authMu.Unlock()
+	return c.auth[a]
+}
 
 // Addr returns the conn's own address.
 func (c *Conn) Addr() Addr { return c.addr }
