@@ -31,9 +31,10 @@ type Client struct {
 }
 
 var (
-	_ transport.Conn      = (*Client)(nil)
-	_ transport.Schemer   = (*Client)(nil)
-	_ transport.PathMTUer = (*Client)(nil)
+	_ transport.Conn        = (*Client)(nil)
+	_ transport.Schemer     = (*Client)(nil)
+	_ transport.PathMTUer   = (*Client)(nil)
+	_ transport.DropCounter = (*Client)(nil)
 )
 
 // Dial returns a Client that reaches remote (shown in logs as

@@ -116,6 +116,10 @@ type stream struct {
 	queue chan packet
 	done  chan struct{}
 	once  sync.Once
+	// A server's: whether the cable vouched for the stream, and the
+	// timer that closes it if not.
+	authed atomic.Bool
+	timer  *time.Timer
 }
 
 func (s *stream) close() {
@@ -155,6 +159,18 @@ func (b *base) PathMTU(transport.Addr) int { return MaxPacket }
 // Drops counts packets lost on the way out: a full or stale queue, or no
 // stream to send them on.
 func (b *base) Drops() uint64 { return b.drops.Load() }
+
+// DropCounts returns the non-zero counters by reason, for cab status.
+func (b *base) DropCounts() map[string]uint64 {
+	m := map[string]uint64{}
+	if n := b.drops.Load(); n != 0 {
+		m["tx_dropped"] = n
+	}
+	if n := b.badLens.Load(); n != 0 {
+		m["bad_length"] = n
+	}
+	return m
+}
 
 func (b *base) isClosed() bool { return transport.IsClosed(b.closed) }
 

@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -15,28 +17,69 @@ import (
 	"cab/transport"
 )
 
-// Server limits: streams open at once, and how long a stream may send
-// nothing before it is closed (cab's keepalives come every 25 s).
+// Server limits: streams open at once, streams from one IP address, how
+// long a stream may stay before the cable vouches for it (a cab handshake
+// takes one round trip), and how long a stream may send nothing before it
+// is closed (cab's keepalives come every 25 s).
 const (
-	MaxStreams = 1024
-	serverIdle = 3 * time.Minute
+	MaxStreams         = 1024
+	DefaultPerIP       = 8
+	DefaultAuthTimeout = 5 * time.Second
+	serverIdle         = 3 * time.Minute
 )
 
+// Limits bound what strangers can hold open on a Server. A zero field is
+// its default.
+type Limits struct {
+	MaxStreams int // streams open at once; 0: MaxStreams
+	// PerIP is how many streams one IP address may hold (TCP only: every
+	// stream of a unix socket comes from the same place); 0: DefaultPerIP.
+	PerIP int
+	// AuthTimeout is how long a stream may stay open before the cable
+	// says that it completed a handshake (transport.Authenticator); one
+	// that has not is closed and counted. 0: DefaultAuthTimeout.
+	AuthTimeout time.Duration
+}
+
+func (l Limits) withDefaults() Limits {
+	if l.MaxStreams <= 0 {
+		l.MaxStreams = MaxStreams
+	}
+	if l.PerIP <= 0 {
+		l.PerIP = DefaultPerIP
+	}
+	if l.AuthTimeout <= 0 {
+		l.AuthTimeout = DefaultAuthTimeout
+	}
+	return l
+}
+
 // Server is a transport.Conn over a listener: every accepted stream is one
-// Addr, and WriteBatch sends each packet on the stream its Addr names.
+// Addr, and WriteBatch sends each packet on the stream its Addr names. A
+// stream that the cable has not vouched for within Limits.AuthTimeout is
+// closed, and one IP address holds at most Limits.PerIP streams, so that
+// strangers cannot fill the server with idle connections.
 type Server struct {
 	base
 	l net.Listener
 
 	mu      sync.RWMutex
 	streams map[Addr]*stream
+	perIP   map[netip.Addr]int
+	limits  Limits
 	nextID  uint64
+
+	refused    atomic.Uint64 // streams refused over MaxStreams
+	refusedIP  atomic.Uint64 // streams refused over PerIP
+	unauthTime atomic.Uint64 // streams closed unauthenticated after AuthTimeout
 }
 
 var (
-	_ transport.Conn      = (*Server)(nil)
-	_ transport.Schemer   = (*Server)(nil)
-	_ transport.PathMTUer = (*Server)(nil)
+	_ transport.Conn          = (*Server)(nil)
+	_ transport.Schemer       = (*Server)(nil)
+	_ transport.PathMTUer     = (*Server)(nil)
+	_ transport.DropCounter   = (*Server)(nil)
+	_ transport.Authenticator = (*Server)(nil)
 )
 
 // ListenTCP listens on the TCP address addr ("host:port", ":port").
@@ -82,11 +125,45 @@ func listenUnix(path, scheme string) (*Server, error) {
 
 // Serve makes a Server of l; scheme names it ("tcp", "unix").
 func Serve(l net.Listener, scheme string) *Server {
-	s := &Server{base: newBase(scheme), l: l, streams: make(map[Addr]*stream)}
+	s := &Server{base: newBase(scheme), l: l, streams: make(map[Addr]*stream), perIP: make(map[netip.Addr]int), limits: Limits{}.withDefaults()}
 	s.idle = serverIdle
 	s.wg.Add(1)
 	go s.acceptLoop()
 	return s
+}
+
+// SetLimits changes the limits for the streams accepted from now on.
+func (s *Server) SetLimits(l Limits) {
+	s.mu.Lock()
+	s.limits = l.withDefaults()
+	s.mu.Unlock()
+}
+
+// Authenticated implements transport.Authenticator: the stream a names
+// completed a handshake and stays open.
+func (s *Server) Authenticated(a transport.Addr) {
+	sa, ok := a.(Addr)
+	if !ok {
+		return
+	}
+	s.mu.RLock()
+	st := s.streams[sa]
+	s.mu.RUnlock()
+	if st != nil && st.authed.CompareAndSwap(false, true) && st.timer != nil {
+		st.timer.Stop()
+	}
+}
+
+// DropCounts returns the non-zero counters by reason, for cab status.
+func (s *Server) DropCounts() map[string]uint64 {
+	m := s.base.DropCounts()
+	for k, v := range map[string]uint64{"refused_streams": s.refused.Load(), "refused_per_ip": s.refusedIP.Load(),
+		"unauthenticated_closed": s.unauthTime.Load()} {
+		if v != 0 {
+			m[k] = v
+		}
+	}
+	return m
 }
 
 // Addr returns the listener's address.
@@ -117,12 +194,26 @@ func (s *Server) acceptLoop() {
 		if tc, ok := c.(*net.TCPConn); ok {
 			tuneTCP(tc)
 		}
+		var ip netip.Addr
+		if ta, ok := c.RemoteAddr().(*net.TCPAddr); ok {
+			ip = ta.AddrPort().Addr().Unmap()
+		}
 		s.mu.Lock()
-		if len(s.streams) >= MaxStreams {
+		lim := s.limits
+		if len(s.streams) >= lim.MaxStreams {
 			s.mu.Unlock()
 			c.Close()
-			s.drops.Add(1)
+			s.refused.Add(1)
 			continue
+		}
+		if ip.IsValid() && s.perIP[ip] >= lim.PerIP {
+			s.mu.Unlock()
+			c.Close()
+			s.refusedIP.Add(1)
+			continue
+		}
+		if ip.IsValid() {
+			s.perIP[ip]++
 		}
 		s.nextID++
 		remote := s.l.Addr().String()
@@ -130,11 +221,23 @@ func (s *Server) acceptLoop() {
 			remote = ra.String()
 		}
 		st := newStream(Addr{scheme: s.scheme, id: s.nextID, remote: remote}, c)
+		st.timer = time.AfterFunc(lim.AuthTimeout, func() {
+			if !st.authed.Load() {
+				s.unauthTime.Add(1)
+				st.close()
+			}
+		})
 		s.streams[st.addr] = st
 		s.mu.Unlock()
 		s.run(st, func() {
+			st.timer.Stop()
 			s.mu.Lock()
 			delete(s.streams, st.addr)
+			if ip.IsValid() {
+				if s.perIP[ip]--; s.perIP[ip] <= 0 {
+					delete(s.perIP, ip)
+				}
+			}
 			s.mu.Unlock()
 		})
 	}

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"path/filepath"
 	"runtime"
 	"sync/atomic"
@@ -466,4 +467,84 @@ func BenchmarkTCP(b *testing.B) {
 		time.Sleep(100 * time.Microsecond)
 	}
 	b.ReportMetric(float64(received.Load())/b.Elapsed().Seconds(), "pkts/s")
+}
+
+// TestServerLimitsStrangers: one IP holds at most PerIP streams, the
+// server at most MaxStreams, and a stream the cable does not vouch for
+// within AuthTimeout is closed; each is counted for cab status. A stream
+// the cable vouched for stays.
+func TestServerLimitsStrangers(t *testing.T) {
+	srv, err := ListenTCP("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	const timeout = 400 * time.Millisecond
+	srv.SetLimits(Limits{PerIP: 3, AuthTimeout: timeout})
+
+	// A real client, vouched for.
+	cl := DialTCP(srv.Addr().String())
+	defer cl.Close()
+	cl.WriteBatch([]transport.Packet{{B: []byte("hello"), Addr: cl.Remote()}})
+	good := readPackets(t, srv, 1, 5*time.Second)[0].Addr
+	srv.Authenticated(good)
+
+	var idle []net.Conn
+	for range 10 {
+		c, err := net.Dial("tcp", srv.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		idle = append(idle, c)
+	}
+	// Two of the idle ones fit beside the client; the rest are closed at
+	// once.
+	closed := func(c net.Conn, within time.Duration) bool {
+		c.SetReadDeadline(time.Now().Add(within))
+		_, err := c.Read(make([]byte, 1))
+		return err != nil && !errors.Is(err, os.ErrDeadlineExceeded)
+	}
+	open := 0
+	for _, c := range idle {
+		if !closed(c, 50*time.Millisecond) {
+			open++
+		}
+	}
+	if open != 2 {
+		t.Fatalf("%d idle streams from one IP stay open beside the client, want 2 (PerIP 3)", open)
+	}
+	if got := srv.DropCounts()["refused_per_ip"]; got != 8 {
+		t.Errorf("refused_per_ip = %d, want 8", got)
+	}
+	// After AuthTimeout the idle ones are gone, the client is not.
+	time.Sleep(3 * timeout)
+	for _, c := range idle {
+		if !closed(c, time.Second) {
+			t.Fatal("an idle stream is still open after AuthTimeout")
+		}
+	}
+	if got := srv.DropCounts()["unauthenticated_closed"]; got != 2 {
+		t.Errorf("unauthenticated_closed = %d, want 2", got)
+	}
+	srv.WriteBatch([]transport.Packet{{B: []byte("still here"), Addr: good}})
+	if got := readPackets(t, cl, 1, 5*time.Second)[0]; string(got.B) != "still here" {
+		t.Fatalf("the vouched-for client got %q", got.B)
+	}
+	if n := srv.Streams(); n != 1 {
+		t.Errorf("%d streams, want the client's alone", n)
+	}
+
+	// The global cap.
+	srv.SetLimits(Limits{MaxStreams: 2, PerIP: 100, AuthTimeout: time.Minute})
+	a, _ := net.Dial("tcp", srv.Addr().String())
+	defer a.Close()
+	b, _ := net.Dial("tcp", srv.Addr().String())
+	defer b.Close()
+	if closed(a, 100*time.Millisecond) || !closed(b, 2*time.Second) {
+		t.Fatal("MaxStreams 2: want the first stranger kept and the second refused")
+	}
+	if got := srv.DropCounts()["refused_streams"]; got != 1 {
+		t.Errorf("refused_streams = %d, want 1", got)
+	}
 }
