@@ -92,6 +92,7 @@ type end struct {
 	cur       atomic.Pointer[quic.Conn]
 	since     atomic.Int64 // when cur came up, unix nanoseconds
 	lastWrite atomic.Int64 // when the cable last queued a packet, unix nanoseconds; 0: never
+	authed    atomic.Bool  // a server's: the cable vouched for the connection
 	queue     *dropQueue
 	srv       *Server // the server that accepted it; nil for a client
 }
@@ -103,18 +104,19 @@ type Stats struct {
 	TooLarge  uint64 // packets longer than the connection's datagram limit
 	NoConn    uint64 // packets for an Addr with no connection
 	BadRx     uint64 // received datagrams that cannot be a packet (empty, too long)
-	Unused    uint64 // connections closed because the cable never used them
+	Unused    uint64 // connections closed because the cable never vouched for them
 	Refused   uint64 // connections refused over the server's limit, or without datagrams
+	RefusedIP uint64 // connections refused over the limit of one IP address
 }
 
 // counters are the Stats, updated atomically.
 type counters struct {
-	queueFull, stale, tooLarge, noConn, badRx, unused, refused atomic.Uint64
+	queueFull, stale, tooLarge, noConn, badRx, unused, refused, refusedIP atomic.Uint64
 }
 
 func (c *counters) stats() Stats {
 	return Stats{QueueFull: c.queueFull.Load(), Stale: c.stale.Load(), TooLarge: c.tooLarge.Load(),
-		NoConn: c.noConn.Load(), BadRx: c.badRx.Load(), Unused: c.unused.Load(), Refused: c.refused.Load()}
+		NoConn: c.noConn.Load(), BadRx: c.badRx.Load(), Unused: c.unused.Load(), Refused: c.refused.Load(), RefusedIP: c.refusedIP.Load()}
 }
 
 // packet is a received packet and where it came from.
@@ -156,7 +158,7 @@ func (b *base) DropCounts() map[string]uint64 {
 	s := b.ctr.stats()
 	m := map[string]uint64{}
 	for k, v := range map[string]uint64{"queue_full": s.QueueFull, "stale": s.Stale, "too_large": s.TooLarge,
-		"no_conn": s.NoConn, "bad_rx": s.BadRx, "unused_conns": s.Unused, "refused_conns": s.Refused} {
+		"no_conn": s.NoConn, "bad_rx": s.BadRx, "unused_conns": s.Unused, "refused_conns": s.Refused, "refused_per_ip": s.RefusedIP} {
 		if v != 0 {
 			m[k] = v
 		}

@@ -320,9 +320,10 @@ func rawDial(t *testing.T, s *Server, alpn string) (*quic.Conn, error) {
 	return quic.DialAddr(ctx, s.Addr().String(), clientTLS("", alpn), &quic.Config{EnableDatagrams: true, KeepAlivePeriod: 100 * time.Millisecond})
 }
 
-// TestUnusedClosed: a connection the cable never sends on is closed after
-// UnusedTimeout, though it keeps QUIC alive and sends datagrams; one the
-// cable answers stays. The server's connection limit refuses more.
+// TestUnusedClosed: a connection the cable never vouches for is closed
+// after UnusedTimeout, though it keeps QUIC alive and sends datagrams, and
+// though the cable answered it; one the cable vouched for stays. The
+// server's connection limit refuses more.
 func TestUnusedClosed(t *testing.T) {
 	s, err := Listen("127.0.0.1:0", ServerConfig{UnusedTimeout: 500 * time.Millisecond, MaxConns: 2})
 	if err != nil {
@@ -352,6 +353,7 @@ func TestUnusedClosed(t *testing.T) {
 		t.Fatal("the second connection's datagram did not arrive")
 	}
 	s.WriteBatch([]transport.Packet{{B: []byte("answer"), Addr: usedAddr}})
+	s.Authenticated(usedAddr)
 	third, err := rawDial(t, s, DefaultALPN)
 	if err == nil {
 		select {
@@ -370,13 +372,143 @@ func TestUnusedClosed(t *testing.T) {
 		t.Fatalf("the used connection was closed: %v", context.Cause(used.Context()))
 	case <-time.After(500 * time.Millisecond):
 	}
-	if st := s.Stats(); st.Unused != 1 || st.Refused != 1 {
-		t.Errorf("stats %+v, want 1 unused and 1 refused", st)
+	if st := s.Stats(); st.Unused != 1 || st.Refused == 0 {
+		t.Errorf("stats %+v, want 1 unused and some refused", st)
 	}
 	// Another ALPN does not get through TLS.
 	if c, err := rawDial(t, s, "cab/1"); err == nil {
 		c.CloseWithError(0, "")
 		t.Error("a client offering ALPN cab/1 completed the handshake with an h3 server")
+	}
+}
+
+// TestPerIP: one IP address holds at most PerIP connections, counted.
+func TestPerIP(t *testing.T) {
+	s, err := Listen("127.0.0.1:0", ServerConfig{PerIP: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	for i := range 2 {
+		c, err := rawDial(t, s, DefaultALPN)
+		if err != nil {
+			t.Fatalf("connection %d: %v", i, err)
+		}
+		defer c.CloseWithError(0, "")
+	}
+	if c, err := rawDial(t, s, DefaultALPN); err == nil {
+		c.CloseWithError(0, "")
+		t.Fatal("a third connection from one IP address over PerIP 2")
+	}
+	// (Counted per attempt: the client tries its Initial again.)
+	if st := s.Stats(); st.RefusedIP == 0 || st.Refused != 0 {
+		t.Errorf("stats %+v, want refused per ip", st)
+	}
+	if s.DropCounts()["refused_per_ip"] == 0 {
+		t.Errorf("drop counts %v", s.DropCounts())
+	}
+}
+
+// recordConn keeps the datagrams a quic-go client sends in its first
+// 50 ms: its first flight, before any retransmission.
+type recordConn struct {
+	net.PacketConn
+	start time.Time
+	mu    sync.Mutex
+	sent  [][]byte
+}
+
+func (r *recordConn) WriteTo(b []byte, a net.Addr) (int, error) {
+	r.mu.Lock()
+	if time.Since(r.start) < 50*time.Millisecond {
+		r.sent = append(r.sent, append([]byte(nil), b...))
+	}
+	r.mu.Unlock()
+	return r.PacketConn.WriteTo(b, a)
+}
+
+// captureInitial returns the datagrams of a quic-go client's first
+// flight: its Initials (a ClientHello with a post-quantum key share takes
+// two), as an attacker would replay them. They go to a socket that does
+// not answer, so no server has seen them.
+func captureInitial(t *testing.T) [][]byte {
+	t.Helper()
+	hole, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hole.Close()
+	addr := hole.LocalAddr()
+	uc, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc := &recordConn{PacketConn: uc, start: time.Now()}
+	tr := &quic.Transport{Conn: rc}
+	defer tr.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	tr.Dial(ctx, addr, clientTLS("", DefaultALPN), &quic.Config{EnableDatagrams: true})
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	if len(rc.sent) == 0 {
+		t.Fatal("the client sent nothing")
+	}
+	return rc.sent
+}
+
+// bytesBack sends pkt to addr from a new socket (a spoofed source, as far
+// as the server knows) and counts the bytes that come back within wait.
+func bytesBack(t *testing.T, addr net.Addr, pkts [][]byte, wait time.Duration) int {
+	t.Helper()
+	uc, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer uc.Close()
+	for _, pkt := range pkts {
+		if _, err := uc.WriteTo(pkt, addr); err != nil {
+			t.Fatal(err)
+		}
+	}
+	total := 0
+	buf := make([]byte, 65536)
+	deadline := time.Now().Add(wait)
+	for {
+		uc.SetReadDeadline(deadline)
+		n, _, err := uc.ReadFrom(buf)
+		if err != nil {
+			return total
+		}
+		total += n
+	}
+}
+
+// TestAmplification: Initials from an address that has not proved it
+// receives there get a Retry each, smaller than the Initial, and nothing
+// else.
+func TestAmplification(t *testing.T) {
+	s, err := Listen("127.0.0.1:0", ServerConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	initial := captureInitial(t)
+	sent := 0
+	for _, p := range initial {
+		sent += len(p)
+	}
+	got := bytesBack(t, s.Addr(), initial, 3*time.Second)
+	ratio := float64(got) / float64(sent)
+	t.Logf("%d bytes back for %d Initial datagrams of %d bytes: %.2f×", got, len(initial), sent, ratio)
+	if got == 0 {
+		t.Error("no Retry for an Initial without a token")
+	}
+	if ratio > 1 {
+		t.Errorf("%.2f× back to an unvalidated address, want at most 1×", ratio)
+	}
+	if n := s.handshaking.Load(); n != 0 {
+		t.Errorf("%d handshakes in flight for Initials from an unvalidated address", n)
 	}
 }
 

@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/quic-go/quic-go"
@@ -15,12 +17,15 @@ import (
 
 // Server limits.
 const (
-	// MaxConns is how many connections a server keeps open at once.
+	// MaxConns is how many connections a server keeps open at once,
+	// counting those still in their QUIC handshake.
 	MaxConns = 1024
+	// DefaultPerIP is how many connections one IP address may hold.
+	DefaultPerIP = 8
 	// DefaultUnusedTimeout is how long a server keeps a connection that
-	// the cable has sent nothing on: a client that completed TLS but not
-	// cab's handshake.
-	DefaultUnusedTimeout = 10 * time.Second
+	// the cable has not vouched for (transport.Authenticator): a client
+	// that completed TLS but not cab's handshake.
+	DefaultUnusedTimeout = 5 * time.Second
 	// DefaultIdleTimeout is how long a server keeps a connection that the
 	// cable sent nothing on lately (its peer went down or moved).
 	DefaultIdleTimeout = 3 * time.Minute
@@ -34,6 +39,7 @@ type ServerConfig struct {
 	UnusedTimeout     time.Duration // 0: DefaultUnusedTimeout
 	IdleTimeout       time.Duration // 0: DefaultIdleTimeout
 	MaxConns          int           // 0: MaxConns
+	PerIP             int           // connections one IP address may hold; 0: DefaultPerIP
 	// ResetKey makes the stateless reset tokens. One that stays the same
 	// across restarts (derived from the cable's key) lets a restarted
 	// server end its clients' old connections at once, so they dial
@@ -52,16 +58,34 @@ type Server struct {
 	stop  context.CancelFunc
 	mu    sync.RWMutex
 	conns map[*end]*quic.Conn
+
+	// Connections by IP address and in all, from the first Initial that
+	// quic-go takes to the close, and how many are still in their QUIC
+	// handshake.
+	slotMu      sync.Mutex
+	perIP       map[netip.Addr]int
+	slots       int
+	handshaking atomic.Int64
 }
 
 var (
-	_ transport.Conn        = (*Server)(nil)
-	_ transport.Schemer     = (*Server)(nil)
-	_ transport.PathMTUer   = (*Server)(nil)
-	_ transport.SelfProber  = (*Server)(nil)
-	_ transport.RTTer       = (*Server)(nil)
-	_ transport.DropCounter = (*Server)(nil)
+	_ transport.Conn          = (*Server)(nil)
+	_ transport.Schemer       = (*Server)(nil)
+	_ transport.PathMTUer     = (*Server)(nil)
+	_ transport.SelfProber    = (*Server)(nil)
+	_ transport.RTTer         = (*Server)(nil)
+	_ transport.DropCounter   = (*Server)(nil)
+	_ transport.Authenticator = (*Server)(nil)
 )
+
+// slotKey finds a connection's slot in its context.
+type slotKey struct{}
+
+// slot is one connection's place in the server's counts.
+type slot struct {
+	ip       netip.Addr
+	accepted atomic.Bool
+}
 
 // Listen listens for QUIC on the UDP address addr ("host:port", ":port").
 func Listen(addr string, cfg ServerConfig) (*Server, error) {
@@ -95,23 +119,85 @@ func Serve(pc net.PacketConn, cfg ServerConfig) (*Server, error) {
 	if cfg.MaxConns <= 0 {
 		cfg.MaxConns = MaxConns
 	}
+	if cfg.PerIP <= 0 {
+		cfg.PerIP = DefaultPerIP
+	}
 	tc, err := serverTLS(cfg.CertFile, cfg.KeyFile, cfg.ALPN)
 	if err != nil {
 		return nil, err
 	}
-	tr := &quic.Transport{Conn: pc, StatelessResetKey: (*quic.StatelessResetKey)(cfg.ResetKey)}
+	s := &Server{base: newBase(), pc: pc, cfg: cfg, conns: make(map[*end]*quic.Conn), perIP: make(map[netip.Addr]int)}
+	tr := &quic.Transport{Conn: pc, StatelessResetKey: (*quic.StatelessResetKey)(cfg.ResetKey),
+		VerifySourceAddress: s.verifySource, ConnContext: s.connContext}
 	ln, err := tr.Listen(tc, quicConfig(0))
 	if err != nil {
 		tr.Close()
 		return nil, fmt.Errorf("listen quic: %w", err) // the caller closes pc
 	}
-	s := &Server{base: newBase(), pc: pc, tr: tr, ln: ln, cfg: cfg, conns: make(map[*end]*quic.Conn)}
+	s.tr, s.ln = tr, ln
 	ctx, stop := context.WithCancel(context.Background())
 	s.stop = stop
 	s.wg.Add(2)
 	go s.acceptLoop(ctx)
 	go s.reaper()
 	return s, nil
+}
+
+// verifySource says that quic-go answers every Initial without a token
+// with a Retry (RFC 9000 8.1.2): a client pays one round trip more per
+// connection, and an address that has not shown it receives there gets
+// nothing larger than its Initial and leaves no state. Without it quic-go
+// answers a spoofed pair of Initials (a ClientHello with a post-quantum
+// key share takes two) with about 3.3 times their bytes.
+func (s *Server) verifySource(net.Addr) bool { return true }
+
+// connContext admits a new connection, before its TLS handshake, when its
+// IP address and the server have room; quic-go refuses the others with
+// CONNECTION_REFUSED, a packet smaller than their Initial.
+func (s *Server) connContext(ctx context.Context, ci *quic.ClientInfo) (context.Context, error) {
+	var ip netip.Addr
+	if ua, ok := ci.RemoteAddr.(*net.UDPAddr); ok {
+		ip = ua.AddrPort().Addr().Unmap()
+	}
+	s.slotMu.Lock()
+	switch {
+	case s.slots >= s.cfg.MaxConns:
+		s.slotMu.Unlock()
+		s.ctr.refused.Add(1)
+		return nil, errors.New("quic: server full")
+	case s.perIP[ip] >= s.cfg.PerIP:
+		s.slotMu.Unlock()
+		s.ctr.refusedIP.Add(1)
+		return nil, errors.New("quic: too many connections from one address")
+	}
+	s.slots++
+	s.perIP[ip]++
+	s.slotMu.Unlock()
+	s.handshaking.Add(1)
+	sl := &slot{ip: ip}
+	context.AfterFunc(ctx, func() { s.release(sl) })
+	return context.WithValue(ctx, slotKey{}, sl), nil
+}
+
+// release gives back a closed connection's slot.
+func (s *Server) release(sl *slot) {
+	if !sl.accepted.Load() {
+		s.handshaking.Add(-1)
+	}
+	s.slotMu.Lock()
+	s.slots--
+	if s.perIP[sl.ip]--; s.perIP[sl.ip] <= 0 {
+		delete(s.perIP, sl.ip)
+	}
+	s.slotMu.Unlock()
+}
+
+// Authenticated implements transport.Authenticator: the connection a
+// names completed a cab handshake and stays open.
+func (s *Server) Authenticated(a transport.Addr) {
+	if qa, ok := a.(Addr); ok && qa.e != nil && qa.e.srv == s {
+		qa.e.authed.Store(true)
+	}
 }
 
 // Addr returns the UDP address the server listens on.
@@ -138,6 +224,9 @@ func (s *Server) acceptLoop(ctx context.Context) {
 				return
 			}
 			continue
+		}
+		if sl, ok := qc.Context().Value(slotKey{}).(*slot); ok && sl.accepted.CompareAndSwap(false, true) {
+			s.handshaking.Add(-1)
 		}
 		if !qc.ConnectionState().SupportsDatagrams.Remote {
 			s.ctr.refused.Add(1)
@@ -174,8 +263,9 @@ func (s *Server) acceptLoop(ctx context.Context) {
 	}
 }
 
-// reaper closes connections the cable does not use: never within
-// UnusedTimeout of the handshake, or not within IdleTimeout lately.
+// reaper closes connections the cable does not use: not vouched for
+// within UnusedTimeout of the handshake, or not written to within
+// IdleTimeout lately.
 func (s *Server) reaper() {
 	defer s.wg.Done()
 	tick := time.NewTicker(min(time.Second, s.cfg.UnusedTimeout/4))
@@ -193,7 +283,7 @@ func (s *Server) reaper() {
 		for e, qc := range s.conns {
 			last := e.lastWrite.Load()
 			switch {
-			case last == 0 && now-e.since.Load() > int64(s.cfg.UnusedTimeout):
+			case !e.authed.Load() && now-e.since.Load() > int64(s.cfg.UnusedTimeout):
 				s.ctr.unused.Add(1)
 				stale = append(stale, qc)
 			case last != 0 && now-last > int64(s.cfg.IdleTimeout):
