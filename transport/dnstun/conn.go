@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"net/url"
 	"strings"
 	"sync"
@@ -31,16 +32,17 @@ type Server struct {
 }
 
 var (
-	_ transport.Conn        = (*Server)(nil)
-	_ transport.Schemer     = (*Server)(nil)
-	_ transport.PathMTUer   = (*Server)(nil)
-	_ transport.DropCounter = (*Server)(nil)
-	_ transport.PathStatser = (*Server)(nil)
-	_ transport.Conn        = (*Client)(nil)
-	_ transport.Schemer     = (*Client)(nil)
-	_ transport.PathMTUer   = (*Client)(nil)
-	_ transport.DropCounter = (*Client)(nil)
-	_ transport.PathStatser = (*Client)(nil)
+	_ transport.Conn          = (*Server)(nil)
+	_ transport.Schemer       = (*Server)(nil)
+	_ transport.PathMTUer     = (*Server)(nil)
+	_ transport.DropCounter   = (*Server)(nil)
+	_ transport.PathStatser   = (*Server)(nil)
+	_ transport.Authenticator = (*Server)(nil)
+	_ transport.Conn          = (*Client)(nil)
+	_ transport.Schemer       = (*Client)(nil)
+	_ transport.PathMTUer     = (*Client)(nil)
+	_ transport.DropCounter   = (*Client)(nil)
+	_ transport.PathStatser   = (*Client)(nil)
 )
 
 // Listen starts a Server for zone on addr ("host:port"), UDP and TCP.
@@ -64,7 +66,13 @@ func Listen(addr, zone string, log *slog.Logger) (*Server, error) {
 	s := &Server{core: newServerCore(z, log), udp: pc, tcpL: l, done: make(chan struct{}), log: log}
 	s.tcp = &dns.Server{Listener: l, Net: "tcp", MaxTCPQueries: 1024, ReadTimeout: 10 * time.Second, WriteTimeout: 10 * time.Second,
 		Handler: dns.HandlerFunc(func(w dns.ResponseWriter, r *dns.Msg) {
-			w.WriteMsg(s.core.handle(r, time.Now()))
+			var ip netip.Addr
+			if ta, ok := w.RemoteAddr().(*net.TCPAddr); ok {
+				ip = ta.AddrPort().Addr()
+			}
+			if b := s.core.reply(r, 0, ip, false, time.Now()); b != nil {
+				w.Write(b)
+			}
 		})}
 	s.wg.Add(3)
 	go s.udpLoop()
@@ -108,25 +116,39 @@ func (s *Server) udpLoop() {
 			s.logBad(from, err)
 			continue
 		}
-		resp := s.core.handle(req, time.Now())
-		b, err := resp.Pack()
-		if err != nil || len(b) > answerSize(req) {
-			continue // never larger than the requester allows
+		var ip netip.Addr
+		if ua, ok := from.(*net.UDPAddr); ok {
+			ip = ua.AddrPort().Addr()
 		}
-		s.udp.WriteTo(b, from)
+		if b := s.core.reply(req, n, ip, true, time.Now()); b != nil {
+			s.udp.WriteTo(b, from)
+		}
 	}
 }
 
 // DropCounts says, by reason, what the server refused or dropped: names
 // that do not decode or name no session (NXDOMAIN), messages that do not
-// parse, opens while the session table was full, and packets lost to full
-// queues. cab status shows them.
+// parse, opens while the session table was full, sessions on probation
+// that gave way to new ones, opens over their source's rate, answers to
+// strangers over their source's rate (dropped, or slipped: truncated),
+// answers truncated to stay no larger than their query, and packets lost
+// to full queues. cab status shows them.
 func (s *Server) DropCounts() map[string]uint64 {
 	s.core.mu.Lock()
 	st := s.core.stats
 	s.core.mu.Unlock()
 	return map[string]uint64{"nxdomain": st.nxdomain, "undecodable": st.badQueries, "opens_while_full": st.full,
-		"rx_queue_full": st.rxDrops, "tx_dropped": st.txDrops}
+		"rx_queue_full": st.rxDrops, "tx_dropped": st.txDrops, "probation_evicted": st.evicted,
+		"opens_rate_limited": st.opensLimited, "rrl_dropped": st.rrlDropped, "rrl_slipped": st.rrlSlipped,
+		"truncated": st.truncated}
+}
+
+// Authenticated implements transport.Authenticator: the session a names
+// carried a packet that completed a cab handshake, and leaves probation.
+func (s *Server) Authenticated(a transport.Addr) {
+	if ca, ok := a.(ClientAddr); ok {
+		s.core.authenticate(ca.sid, time.Now())
+	}
 }
 
 // reportLoop forgets idle sessions, and logs, once a minute when they grew, the queries the server
@@ -253,7 +275,21 @@ type Client struct {
 	done   chan struct{}
 	once   sync.Once
 	wg     sync.WaitGroup
+
+	// Plain DNS: the queries in flight by id, to ask again over TCP when
+	// the answer comes truncated, and the TCP exchanges running.
+	resolver string
+	qmu      sync.Mutex
+	sent     map[uint16][]byte
+	tcpRuns  chan struct{}
 }
+
+// Bounds of the client's TCP retries of truncated answers.
+const (
+	maxSentKept = 1024
+	maxTCPRuns  = 8
+	tcpTimeout  = 5 * time.Second
+)
 
 // SystemResolver returns the first nameserver of /etc/resolv.conf.
 func SystemResolver() (string, error) {
@@ -332,8 +368,10 @@ func Dial(zone, resolver string, log *slog.Logger) (*Client, error) {
 		if err != nil {
 			return nil, fmt.Errorf("dns: resolver %s: %w", addr, err)
 		}
-		c.conn = conn
+		c.conn, c.resolver = conn, addr
+		c.sent, c.tcpRuns = make(map[uint16][]byte), make(chan struct{}, maxTCPRuns)
 		c.core = newClientCore(z, log, func(b []byte) error {
+			c.remember(b)
 			_, err := conn.Write(b)
 			return err
 		})
@@ -361,8 +399,72 @@ func (c *Client) readLoop() {
 			}
 			continue
 		}
+		if q := c.recall(buf[:n]); q != nil {
+			c.askOverTCP(q)
+			continue
+		}
 		c.core.answer(buf[:n], time.Now())
 	}
+}
+
+// remember keeps query q, sent over UDP, by its id.
+func (c *Client) remember(q []byte) {
+	if len(q) < 12 {
+		return
+	}
+	c.qmu.Lock()
+	if len(c.sent) >= maxSentKept {
+		clear(c.sent) // answers lost in bulk; their queries go again anyway
+	}
+	c.sent[uint16(q[0])<<8|uint16(q[1])] = append([]byte(nil), q...)
+	c.qmu.Unlock()
+}
+
+// recall forgets the query that answer a answers, and returns it when a
+// is truncated (TC): the server (or the resolver) wants it over TCP.
+func (c *Client) recall(a []byte) []byte {
+	if len(a) < 12 {
+		return nil
+	}
+	id := uint16(a[0])<<8 | uint16(a[1])
+	c.qmu.Lock()
+	q := c.sent[id]
+	delete(c.sent, id)
+	c.qmu.Unlock()
+	if a[2]&0x02 == 0 { // TC
+		return nil
+	}
+	return q
+}
+
+// askOverTCP sends q to the resolver over TCP and hands the answer to the
+// core; with maxTCPRuns running, q is lost (the core sends its data again).
+func (c *Client) askOverTCP(q []byte) {
+	select {
+	case c.tcpRuns <- struct{}{}:
+	default:
+		return
+	}
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		defer func() { <-c.tcpRuns }()
+		conn, err := net.DialTimeout("tcp", c.resolver, tcpTimeout)
+		if err != nil {
+			return
+		}
+		defer conn.Close()
+		conn.SetDeadline(time.Now().Add(tcpTimeout))
+		dc := &dns.Conn{Conn: conn}
+		if _, err := dc.Write(q); err != nil {
+			return
+		}
+		b, err := dc.ReadMsgHeader(nil)
+		if err != nil {
+			return
+		}
+		c.core.answer(b, time.Now())
+	}()
 }
 
 func (c *Client) runLoop() {

@@ -70,6 +70,24 @@ func TestConnLoopback(t *testing.T) {
 	if p := readOne(t, c, 5*time.Second); !bytes.Equal(p.B, down) || p.Addr != c.Remote() {
 		t.Fatalf("client got %d bytes from %v", len(p.B), p.Addr)
 	}
+	// On probation (nothing vouched for the session) every answer came
+	// truncated over UDP, and the client asked again over TCP.
+	if s.DropCounts()["truncated"] == 0 {
+		t.Error("answers to a session on probation were not truncated over UDP")
+	}
+	// Vouched for, the session gets its answers over UDP.
+	s.Authenticated(from)
+	time.Sleep(200 * time.Millisecond) // answers to queries before the vouching
+	truncated := s.DropCounts()["truncated"]
+	if err := s.WriteBatch([]transport.Packet{{B: down, Addr: from}}); err != nil {
+		t.Fatal(err)
+	}
+	if p := readOne(t, c, 5*time.Second); !bytes.Equal(p.B, down) {
+		t.Fatalf("client got %d bytes", len(p.B))
+	}
+	if got := s.DropCounts()["truncated"]; got != truncated {
+		t.Errorf("%d answers truncated for a vouched-for session", got-truncated)
+	}
 	if st, ok := c.PathStats(c.Remote()); !ok || st.Queries == 0 || st.RTT <= 0 {
 		t.Errorf("client stats %+v %v", st, ok)
 	}

@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"sync"
 	"time"
 
@@ -24,9 +25,11 @@ const (
 	// client advertises.
 	EDNSSize = 1232
 
-	maxSessions     = 64
+	maxSessions     = 64               // sessions the cable vouched for
+	maxProbation    = 16               // sessions it has not (yet): the least recently active gives way to a new one
 	sessionIdle     = 60 * time.Second // an idle session is forgotten
-	evictableIdle   = 5 * time.Second  // a full table gives way to sessions idle this long
+	probationIdle   = 10 * time.Second // an idle session on probation is forgotten
+	evictableIdle   = 5 * time.Second  // a full table of vouched-for sessions gives way to one idle this long
 	downFragSize    = 200
 	downQueueLen    = 96 // packets queued to one client
 	reasmPerSession = 32
@@ -53,9 +56,13 @@ type outPacket struct {
 	deadline time.Time
 }
 
-// session is one tunnel client, as the server knows it.
+// session is one tunnel client, as the server knows it. A new session is
+// on probation until the cable vouches for it (Server.Authenticated): it
+// has its own small quota, gives way first, and gets nothing larger than
+// its query over UDP.
 type session struct {
 	sid      uint32
+	authed   bool
 	last     time.Time
 	reasm    *reassembler
 	down     []*outPacket
@@ -69,10 +76,28 @@ type session struct {
 	rate     rate
 }
 
-// cachedAnswer is a recent answer, by the query payload it answered.
+// cachedAnswer is a recent answer, by the query payload it answered, and
+// where that query came from: over UDP the answer is given again only to
+// the same place (a resolver's retry), never to whoever repeats the name.
 type cachedAnswer struct {
 	query, payload []byte
+	from           netip.Prefix
 }
+
+// answerKind says what an answer gives, for the rules the socket applies.
+type answerKind uint8
+
+const (
+	// answerStranger: anyone may ask and get it (NXDOMAIN, REFUSED, the
+	// apex, probes); rate-limited and never larger than the query.
+	answerStranger answerKind = iota
+	// answerProbation: a tunnel answer to a session on probation, or a
+	// cached answer asked for from elsewhere; never larger than the
+	// query over UDP.
+	answerProbation
+	// answerTunnel: a tunnel answer to a session the cable vouched for.
+	answerTunnel
+)
 
 // serverCore is the tunnel server without sockets: it turns queries into
 // answers and keeps the sessions.
@@ -85,16 +110,18 @@ type serverCore struct {
 	rx       chan transport.Packet
 	stats    serverStats
 	nodata   bool // NODATA, not NXDOMAIN, for names asked with other types than TXT
+	rrl      rrl
 
 	openLogged time.Time
 }
 
 type serverStats struct {
 	queries, probes, nxdomain, refused, full, badQueries, rxDrops, txDrops, packetsIn uint64
+	evicted, rrlDropped, rrlSlipped, truncated, opensLimited                          uint64
 }
 
 func newServerCore(zone string, log *slog.Logger) *serverCore {
-	return &serverCore{zone: zone, log: log, sessions: make(map[uint32]*session), rx: make(chan transport.Packet, rxQueueLen)}
+	return &serverCore{zone: zone, log: log, sessions: make(map[uint32]*session), rx: make(chan transport.Packet, rxQueueLen), rrl: newRRL()}
 }
 
 // answerSize is the largest answer req allows: its EDNS0 size, at most
@@ -106,8 +133,16 @@ func answerSize(req *dns.Msg) int {
 	return 512
 }
 
-// handle answers req, received at now.
+// handle answers req, received at now from an unknown place.
 func (s *serverCore) handle(req *dns.Msg, now time.Time) *dns.Msg {
+	resp, _ := s.handleFrom(req, netip.Prefix{}, now)
+	return resp
+}
+
+// handleFrom answers req, received at now from the network from (the
+// sender's /24 or /56; invalid when unknown), and says what kind of
+// answer it is.
+func (s *serverCore) handleFrom(req *dns.Msg, from netip.Prefix, now time.Time) (*dns.Msg, answerKind) {
 	resp := new(dns.Msg)
 	resp.SetReply(req)
 	resp.Compress = true
@@ -122,23 +157,23 @@ func (s *serverCore) handle(req *dns.Msg, now time.Time) *dns.Msg {
 		s.stats.badQueries++
 		resp.Rcode = dns.RcodeFormatError
 		resp.Authoritative = false
-		return resp
+		return resp, answerStranger
 	}
 	q := req.Question[0]
 	if q.Qclass != dns.ClassINET {
 		resp.Rcode = dns.RcodeRefused
-		return resp
+		return resp, answerStranger
 	}
 	p, err := DecodeName(q.Name, s.zone)
 	switch {
 	case err == errNotInZone && dns.IsSubDomain(s.zone, dns.Fqdn(q.Name)) && len(dns.Fqdn(q.Name)) == len(s.zone):
 		s.apex(resp, q)
-		return resp
+		return resp, answerStranger
 	case err == errNotInZone:
 		resp.Rcode = dns.RcodeRefused
 		resp.Authoritative = false
 		s.stats.refused++
-		return resp
+		return resp, answerStranger
 	case q.Qtype != dns.TypeTXT && (err == nil || s.nodata):
 		// A resolver's QNAME-minimised probe (type A for a part of the
 		// name): NXDOMAIN makes it ask for the whole name at once; NODATA,
@@ -149,24 +184,31 @@ func (s *serverCore) handle(req *dns.Msg, now time.Time) *dns.Msg {
 			resp.Rcode = dns.RcodeNameError
 		}
 		resp.Ns = []dns.RR{s.soa()}
-		return resp
+		return resp, answerStranger
 	case err != nil:
-		return s.nxdomain(resp)
+		return s.nxdomain(resp), answerStranger
 	}
 	var u up
 	var fr upFrag
 	var acks [maxAcks]ack
 	u.acks = acks[:0]
 	if parseUp(p, &u, &fr) != nil {
-		return s.nxdomain(resp)
+		return s.nxdomain(resp), answerStranger
 	}
 	ss := s.sessions[u.sid]
 	if ss == nil {
-		// Unknown sessions, and opens while the table is full of live
-		// sessions, get NXDOMAIN (REFUSED would make a resolver take the
-		// server for lame and stop asking it for everyone).
-		if !u.open || !s.admit(now) {
-			return s.nxdomain(resp)
+		// Unknown sessions, and opens over the rate of their source, get
+		// NXDOMAIN (REFUSED would make a resolver take the server for
+		// lame and stop asking it for everyone).
+		if !u.open {
+			return s.nxdomain(resp), answerStranger
+		}
+		if !s.rrl.allowOpen(from, now) {
+			s.stats.opensLimited++
+			return s.nxdomain(resp), answerStranger
+		}
+		if !s.admit(now) {
+			return s.nxdomain(resp), answerStranger
 		}
 		ss = &session{sid: u.sid, reasm: newReassembler(reasmPerSession, packetDeadline), win: newWindow()}
 		s.sessions[u.sid] = ss
@@ -178,6 +220,11 @@ func (s *serverCore) handle(req *dns.Msg, now time.Time) *dns.Msg {
 	ss.last = now
 	ss.queries++
 	ss.rate.add(now)
+	kind := answerProbation
+	if ss.authed {
+		kind = answerTunnel
+		s.rrl.vouch(from, now)
+	}
 	// The room left for payload in the answer.
 	s.setTXT(resp, q, nil)
 	room := answerSize(req) - resp.Len()
@@ -188,7 +235,10 @@ func (s *serverCore) handle(req *dns.Msg, now time.Time) *dns.Msg {
 	for _, c := range ss.cache {
 		if c.payload != nil && bytes.Equal(c.query, p) && len(c.payload) <= maxPayload {
 			s.setTXT(resp, q, c.payload)
-			return resp // a resolver's retry: the same answer again
+			if c.from != from {
+				kind = answerProbation // not the asker of the first time
+			}
+			return resp, kind // a resolver's retry: the same answer again
 		}
 	}
 	for _, a := range u.acks {
@@ -206,44 +256,174 @@ func (s *serverCore) handle(req *dns.Msg, now time.Time) *dns.Msg {
 	}
 	payload := ss.fill(maxPayload, now)
 	s.setTXT(resp, q, payload)
-	ss.cache[ss.cacheI] = cachedAnswer{query: p, payload: payload}
+	ss.cache[ss.cacheI] = cachedAnswer{query: p, payload: payload, from: from}
 	ss.cacheI = (ss.cacheI + 1) % answerCache
-	return resp
+	return resp, kind
 }
 
-// expire forgets sessions idle for sessionIdle.
+// idle reports whether ss has been idle long enough to be forgotten.
+func (ss *session) idle(now time.Time) bool {
+	if ss.authed {
+		return now.Sub(ss.last) >= sessionIdle
+	}
+	return now.Sub(ss.last) >= probationIdle
+}
+
+// expire forgets idle sessions.
 func (s *serverCore) expire(now time.Time) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for sid, ss := range s.sessions {
-		if now.Sub(ss.last) >= sessionIdle {
+		if ss.idle(now) {
 			delete(s.sessions, sid)
 		}
 	}
+	s.rrl.prune(now)
 }
 
-// admit makes room for a new session, forgetting idle ones; it reports
-// whether there is room.
+// admit makes room for a new session on probation, forgetting idle ones
+// and, when probation is full, the least recently active session on
+// probation. It never touches a session the cable vouched for: queries
+// from strangers cannot push out a working tunnel.
 func (s *serverCore) admit(now time.Time) bool {
 	var oldest *session
+	n := 0
 	for sid, ss := range s.sessions {
-		if now.Sub(ss.last) >= sessionIdle {
+		if ss.idle(now) {
 			delete(s.sessions, sid)
 			continue
 		}
+		if ss.authed {
+			continue
+		}
+		n++
 		if oldest == nil || ss.last.Before(oldest.last) {
 			oldest = ss
 		}
 	}
-	if len(s.sessions) < maxSessions {
+	if n < maxProbation {
 		return true
 	}
-	if oldest != nil && now.Sub(oldest.last) >= evictableIdle {
+	if oldest == nil {
+		s.stats.full++
+		return false
+	}
+	delete(s.sessions, oldest.sid)
+	s.stats.evicted++
+	return true
+}
+
+// authenticate takes session sid off probation, when the table of
+// vouched-for sessions has room or a session in it has been idle for
+// evictableIdle.
+func (s *serverCore) authenticate(sid uint32, now time.Time) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ss := s.sessions[sid]
+	if ss == nil || ss.authed {
+		return
+	}
+	var oldest *session
+	n := 0
+	for _, o := range s.sessions {
+		if !o.authed {
+			continue
+		}
+		n++
+		if oldest == nil || o.last.Before(oldest.last) {
+			oldest = o
+		}
+	}
+	if n >= maxSessions {
+		if now.Sub(oldest.last) < evictableIdle {
+			s.stats.full++
+			return
+		}
 		delete(s.sessions, oldest.sid)
-		return true
 	}
-	s.stats.full++
-	return false
+	ss.authed = true
+}
+
+// reply answers the query req of qlen bytes that came from addr (over
+// UDP when udp) and returns the answer to send, or nil to send none.
+// Over UDP an answer to strangers is rate-limited per source network
+// (BIND's response-rate limiting: past the rate every second one gets a
+// truncated answer, which sends a real resolver to TCP, and the others
+// none), and nothing but a tunnel answer to a session the cable vouched
+// for is ever larger than its query: the authority section goes first,
+// then the answer is truncated.
+func (s *serverCore) reply(req *dns.Msg, qlen int, addr netip.Addr, udp bool, now time.Time) []byte {
+	from := sourceNet(addr)
+	resp, kind := s.handleFrom(req, from, now)
+	if !udp {
+		b, _ := resp.Pack()
+		return b
+	}
+	if kind == answerStranger {
+		s.mu.Lock()
+		ok, slip := s.rrl.allow(from, now)
+		switch {
+		case !ok && slip:
+			s.stats.rrlSlipped++
+		case !ok:
+			s.stats.rrlDropped++
+		}
+		s.mu.Unlock()
+		if !ok {
+			if slip {
+				return truncated(req, resp.Rcode, qlen)
+			}
+			return nil
+		}
+	}
+	b, err := resp.Pack()
+	if err != nil || len(b) > answerSize(req) {
+		return nil
+	}
+	if kind == answerTunnel || len(b) <= qlen {
+		return b
+	}
+	if len(resp.Ns) > 0 {
+		resp.Ns = nil
+		if b, err = resp.Pack(); err == nil && len(b) <= qlen {
+			return b
+		}
+	}
+	s.mu.Lock()
+	s.stats.truncated++
+	s.mu.Unlock()
+	return truncated(req, resp.Rcode, qlen)
+}
+
+// truncated is the smallest answer to req: its question with TC set (a
+// resolver asks again over TCP), or nothing when even that is larger than
+// the query.
+func truncated(req *dns.Msg, rcode, qlen int) []byte {
+	m := new(dns.Msg)
+	m.SetReply(req)
+	m.Authoritative = true
+	m.Truncated = true
+	m.Rcode = rcode
+	b, err := m.Pack()
+	if err != nil || len(b) > qlen {
+		return nil
+	}
+	return b
+}
+
+// sourceNet is the network a source address is rate-limited by: its /24,
+// or its /56 for IPv6, as BIND's RRL does.
+func sourceNet(a netip.Addr) netip.Prefix {
+	if !a.IsValid() {
+		return netip.Prefix{}
+	}
+	a = a.Unmap()
+	bits := 56
+	if a.Is4() {
+		bits = 24
+	}
+	p, _ := a.Prefix(bits)
+	return p
 }
 
 func (s *serverCore) nxdomain(resp *dns.Msg) *dns.Msg {
