@@ -97,7 +97,7 @@ func TestImportDirection(t *testing.T) {
 			return "transport"
 		case strings.HasPrefix(pkg, "cab/cmd/"):
 			return "cmd"
-		case pkg == "cab/test":
+		case pkg == "cab/test" || strings.HasPrefix(pkg, "cab/test/"):
 			return "test"
 		case strings.HasPrefix(pkg, "cab/internal/"):
 			return "internal"
