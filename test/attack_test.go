@@ -181,14 +181,18 @@ func TestAttackQUICFlood(t *testing.T) {
 }
 
 // TestAttackDNSSessions: 80 tunnel sessions that never authenticate flood
-// the DNS server through the resolver; the established tunnel keeps
-// working.
+// the DNS server through the resolver the real clients use; the
+// established tunnel keeps working, and a new client gets through.
 func TestAttackDNSSessions(t *testing.T) {
 	d := newDNSSetup(t, "")
 	waitPing(t, 30*time.Second, d.cli.ns, overlayA)
-	a := startAttack(t, d.cli, "dns-sessions", "-resolver", resolverCli+":53", "-zone", dnsZone, "-n", "80", "-rate", "40", "-dur", "25s")
+	a := startAttack(t, d.cli, "dns-sessions", "-resolver", resolverCli+":53", "-zone", dnsZone, "-n", "80", "-rate", "40", "-dur", "40s")
 	time.Sleep(8 * time.Second) // the sessions are open and busy
 	n := ping(t, d.cli.ns, overlayA, 20)
+	// A new client (its own key, so a new session and a new peer)
+	// through the same resolver, during the flood; DNS handshakes take a
+	// few round trips through the resolver, hence 20 s.
+	clientUpWithin(t, d.cli, "late", "cab1", 20*time.Second, "--psk", d.cli.path("site.psk"), "--transport", "dns://"+dnsZone, "--resolver", resolverCli)
 	attackResult(t, a, 60*time.Second)
 	st := serverStatusOf(t, d.srv, d.srv.ns)
 	t.Logf("ping during the flood: %d of 20; server drops %v", n, st.Drops)
@@ -198,8 +202,8 @@ func TestAttackDNSSessions(t *testing.T) {
 	if st.Drops["dns_probation_evicted"] == 0 {
 		t.Errorf("no session on probation evicted: the flood did not fill probation (drops %v)", st.Drops)
 	}
-	if p := serverStatusOf(t, d.srv, d.srv.ns).Peers; len(p) != 1 || !p[0].Up {
-		t.Errorf("server peers %+v, want the one client up", p)
+	if p := serverStatusOf(t, d.srv, d.srv.ns).Peers; len(p) != 2 || !p[0].Up || !p[1].Up {
+		t.Errorf("server peers %+v, want both clients up", p)
 	}
 }
 

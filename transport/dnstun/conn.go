@@ -129,7 +129,7 @@ func (s *Server) udpLoop() {
 // DropCounts says, by reason, what the server refused or dropped: names
 // that do not decode or name no session (NXDOMAIN), messages that do not
 // parse, opens while the session table was full, sessions on probation
-// that gave way to new ones, opens over their source's rate, answers to
+// that gave way to new ones, answers to
 // strangers over their source's rate (dropped, or slipped: truncated),
 // answers truncated to stay no larger than their query, and packets lost
 // to full queues. cab status shows them.
@@ -139,7 +139,7 @@ func (s *Server) DropCounts() map[string]uint64 {
 	s.core.mu.Unlock()
 	return map[string]uint64{"nxdomain": st.nxdomain, "undecodable": st.badQueries, "opens_while_full": st.full,
 		"rx_queue_full": st.rxDrops, "tx_dropped": st.txDrops, "probation_evicted": st.evicted,
-		"opens_rate_limited": st.opensLimited, "rrl_dropped": st.rrlDropped, "rrl_slipped": st.rrlSlipped,
+		"rrl_dropped": st.rrlDropped, "rrl_slipped": st.rrlSlipped,
 		"truncated": st.truncated}
 }
 

@@ -216,3 +216,23 @@ func TestCacheReplaysOnlyToTheAsker(t *testing.T) {
 		t.Errorf("a retry over TCP got %d bytes", len(tcp))
 	}
 }
+
+// TestProbationKeepsAnsweredSessions: a session on probation that the
+// cable answered (a client in the middle of its handshake) gives way
+// only after every one it never answered, however idle.
+func TestProbationKeepsAnsweredSessions(t *testing.T) {
+	s := newServerCore(testZone, discard)
+	now := time.Unix(100, 0)
+	s.handle(txtQuery(t, &up{open: true, sid: 3}, 1232), now)
+	s.write(3, []byte("a handshake response"), now)
+	for i := range 1000 {
+		now = now.Add(time.Millisecond)
+		s.handle(txtQuery(t, &up{open: true, sid: 100 + uint32(i)}, 1232), now)
+	}
+	if s.sessions[3] == nil {
+		t.Fatal("the answered session on probation gave way to sessions never answered")
+	}
+	if s.stats.evicted == 0 {
+		t.Fatal("nothing evicted")
+	}
+}

@@ -6,16 +6,14 @@ import (
 )
 
 // Response-rate limiting, BIND's RRL in small: answers to strangers
-// (NXDOMAIN, REFUSED, the apex, QNAME-minimised probes) and opens of new
-// sessions are counted per source network with token buckets. A network
+// (NXDOMAIN, REFUSED, the apex, QNAME-minimised probes) are counted per
+// source network with token buckets. A network
 // that lately carried a query of a session the cable vouched for (a
 // resolver that serves a working tunnel, whose probes come at the
 // tunnel's own rate) is not limited in its answers.
 const (
 	rrlRate      = 20 // answers to strangers per second and source network
 	rrlBurst     = 40
-	openRate     = 10 // new sessions per second and source network
-	openBurst    = 20
 	rrlMaxNets   = 4096 // source networks tracked at once
 	rrlIdle      = 10 * time.Second
 	vouchedFor   = sessionIdle // how long a network stays vouched for
@@ -27,11 +25,11 @@ type rrl struct {
 	vouched map[netip.Prefix]time.Time
 }
 
-// rrlNet is one source network's buckets.
+// rrlNet is one source network's bucket.
 type rrlNet struct {
-	answers, opens bucket
-	over           uint64 // answers refused, for the slip
-	last           time.Time
+	answers bucket
+	over    uint64 // answers refused, for the slip
+	last    time.Time
 }
 
 // bucket is a token bucket.
@@ -90,14 +88,6 @@ func (r *rrl) allow(from netip.Prefix, now time.Time) (ok, slip bool) {
 	}
 	n.over++
 	return false, n.over%2 == 1
-}
-
-// allowOpen says whether from may open a new session now.
-func (r *rrl) allowOpen(from netip.Prefix, now time.Time) bool {
-	if !from.IsValid() {
-		return true
-	}
-	return r.net(from, now).opens.take(now, openRate, openBurst)
 }
 
 // vouch records that from carried a query of a session the cable vouched

@@ -63,6 +63,7 @@ type outPacket struct {
 type session struct {
 	sid      uint32
 	authed   bool
+	answered bool // the cable sent it something (a handshake response)
 	last     time.Time
 	reasm    *reassembler
 	down     []*outPacket
@@ -117,7 +118,7 @@ type serverCore struct {
 
 type serverStats struct {
 	queries, probes, nxdomain, refused, full, badQueries, rxDrops, txDrops, packetsIn uint64
-	evicted, rrlDropped, rrlSlipped, truncated, opensLimited                          uint64
+	evicted, rrlDropped, rrlSlipped, truncated                                        uint64
 }
 
 func newServerCore(zone string, log *slog.Logger) *serverCore {
@@ -197,17 +198,11 @@ func (s *serverCore) handleFrom(req *dns.Msg, from netip.Prefix, now time.Time) 
 	}
 	ss := s.sessions[u.sid]
 	if ss == nil {
-		// Unknown sessions, and opens over the rate of their source, get
-		// NXDOMAIN (REFUSED would make a resolver take the server for
-		// lame and stop asking it for everyone).
-		if !u.open {
-			return s.nxdomain(resp), answerStranger
-		}
-		if !s.rrl.allowOpen(from, now) {
-			s.stats.opensLimited++
-			return s.nxdomain(resp), answerStranger
-		}
-		if !s.admit(now) {
+		// Unknown sessions get NXDOMAIN (REFUSED would make a resolver
+		// take the server for lame and stop asking it for everyone).
+		// Opens are not limited by source: the clients behind one busy
+		// resolver share it with whoever floods through it.
+		if !u.open || !s.admit(now) {
 			return s.nxdomain(resp), answerStranger
 		}
 		ss = &session{sid: u.sid, reasm: newReassembler(reasmPerSession, packetDeadline), win: newWindow()}
@@ -283,8 +278,10 @@ func (s *serverCore) expire(now time.Time) {
 
 // admit makes room for a new session on probation, forgetting idle ones
 // and, when probation is full, the least recently active session on
-// probation. It never touches a session the cable vouched for: queries
-// from strangers cannot push out a working tunnel.
+// probation, one the cable never answered first (a client in the middle
+// of its handshake has been answered). It never touches a session the
+// cable vouched for: queries from strangers cannot push out a working
+// tunnel.
 func (s *serverCore) admit(now time.Time) bool {
 	var oldest *session
 	n := 0
@@ -297,7 +294,7 @@ func (s *serverCore) admit(now time.Time) bool {
 			continue
 		}
 		n++
-		if oldest == nil || ss.last.Before(oldest.last) {
+		if oldest == nil || oldest.answered && !ss.answered || oldest.answered == ss.answered && ss.last.Before(oldest.last) {
 			oldest = ss
 		}
 	}
@@ -532,6 +529,7 @@ func (s *serverCore) write(sid uint32, pkt []byte, now time.Time) {
 		s.stats.txDrops++
 		return
 	}
+	ss.answered = true
 	frags := split(pkt, downFragSize)
 	ss.down = append(ss.down, &outPacket{id: ss.nextID, frags: frags, sent: make([]time.Time, len(frags)),
 		tries: make([]uint8, len(frags)), deadline: now.Add(packetDeadline)})
