@@ -642,52 +642,63 @@ func ipChecksum(h []byte) uint16 {
 }
 
 // peerExhaust sends n initiations, each from a new random static key and
-// without the server's PSK, and reports how many the server answered:
+// without the server's PSK, from 256 source ports of this host (a limit
+// per IP:port is no limit), and reports how many the server answered:
 // each answer is state the server made for a stranger.
 func peerExhaust(args []string) (any, error) {
 	fs := flag.NewFlagSet("peer-exhaust", flag.ExitOnError)
 	addr := fs.String("addr", "", "server UDP address")
 	keyS := fs.String("key", "", "the server's public key")
 	n := fs.Int("n", 1100, "initiations")
+	gap := fs.Duration("gap", 2*time.Millisecond, "pause between initiations")
 	fs.Parse(args)
-	if err := bounded(*n, 0); err != nil {
+	if err := bounded(*n, *gap*time.Duration(*n)); err != nil {
 		return nil, err
 	}
 	pub, err := crypto.ParsePublicKey(*keyS)
 	if err != nil {
 		return nil, err
 	}
-	c, err := net.Dial("udp", *addr)
-	if err != nil {
-		return nil, err
-	}
-	defer c.Close()
 	var answered atomic.Int64
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		buf := make([]byte, 2048)
-		for {
-			c.SetReadDeadline(time.Now().Add(2 * time.Second))
-			m, err := c.Read(buf)
-			if err != nil {
-				if errors.Is(err, syscall.ECONNREFUSED) {
-					continue
-				}
-				return
-			}
-			if m > 0 && (buf[0] == crypto.TypeResponse || buf[0] == crypto.TypeCookie) {
-				answered.Add(1)
-			}
+	var wg sync.WaitGroup
+	conns := make([]net.Conn, 256)
+	for i := range conns {
+		c, err := net.Dial("udp", *addr)
+		if err != nil {
+			return nil, err
 		}
-	}()
+		defer c.Close()
+		conns[i] = c
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			buf := make([]byte, 2048)
+			for {
+				c.SetReadDeadline(time.Now().Add(2 * time.Second))
+				m, err := c.Read(buf)
+				if err != nil {
+					if errors.Is(err, syscall.ECONNREFUSED) {
+						continue
+					}
+					return
+				}
+				if m > 0 && (buf[0] == crypto.TypeResponse || buf[0] == crypto.TypeCookie) {
+					answered.Add(1)
+				}
+			}
+		}()
+	}
+	msgs := make([][]byte, *n)
+	for i := range msgs {
+		msgs[i] = initiation(pub, nil)
+	}
 	start := time.Now()
-	for range *n {
-		c.Write(initiation(pub, nil))
-		time.Sleep(time.Millisecond) // under the server's per-source handshake budget
+	for i, m := range msgs {
+		conns[i%len(conns)].Write(m)
+		time.Sleep(*gap)
 	}
 	el := time.Since(start)
-	<-done
+	wg.Wait()
 	r := map[string]any{"sent": *n, "answered": answered.Load(), "seconds": el.Seconds()}
 	logf("peer-exhaust: %v", r)
 	return r, nil
