@@ -66,15 +66,6 @@ func attackResult(t *testing.T, p *proc, d time.Duration) map[string]any {
 	return r
 }
 
-// needsCableFix skips a test of an attack that only the cable's own
-// defences stop, loudly, until they land; CABTEST_UNSKIP=1 runs it.
-func needsCableFix(t *testing.T, why string) {
-	t.Helper()
-	if os.Getenv("CABTEST_UNSKIP") != "1" {
-		t.Skip("SKIPPED: needs the cable-level fix: " + why + "; run with CABTEST_UNSKIP=1")
-	}
-}
-
 func num(r map[string]any, k string) float64 {
 	f, _ := r[k].(float64)
 	return f
@@ -265,7 +256,6 @@ func TestAttackNonCanonicalKey(t *testing.T) {
 // PSK, against a server that takes any PSK holder; then a real client
 // comes up within 10 s.
 func TestAttackPeerExhaustion(t *testing.T) {
-	needsCableFix(t, "dynamic peers only after a completed handshake with the PSK (without it a real client is refused once 1100 strangers filled the peer table)")
 	srv, cl := hubSites(t, 2)
 	real, attacker := cl[0], cl[1]
 	psk := genkey(t, srv.path("site.psk"))
@@ -292,9 +282,6 @@ func TestAttackPeerExhaustion(t *testing.T) {
 func TestAttackHandshakeFlood(t *testing.T) {
 	for _, spoof := range []bool{false, true} {
 		t.Run(fmt.Sprintf("spoofed=%v", spoof), func(t *testing.T) {
-			if !spoof {
-				needsCableFix(t, "per-source-IP handshake rate limits checked before the global budget, and cookies under load (without them one host spends the whole global handshake budget)")
-			}
 			srv, cl := hubSites(t, 3)
 			real, attacker, late := cl[0], cl[1], cl[2]
 			psk := genkey(t, srv.path("site.psk"))
