@@ -132,6 +132,9 @@ func TestAttackTCPSlowloris(t *testing.T) {
 	if open := num(r, "still_open_at_end"); open > 8 {
 		t.Errorf("%v of the attacker's connections stayed open to the end, want at most the per-IP cap (8)", open)
 	}
+	if ms := num(r, "longest_closed_ms"); ms > 10000 {
+		t.Errorf("an idle connection stayed open %v ms, want it closed about 5 s after it came", ms)
+	}
 	if st.Drops["tcp_refused_per_ip"] < 1000 {
 		t.Errorf("tcp_refused_per_ip %d, want the attack's connections over the cap counted", st.Drops["tcp_refused_per_ip"])
 	}
