@@ -23,7 +23,7 @@ type Server struct {
 	core   *serverCore
 	udp    net.PacketConn
 	tcp    *dns.Server
-	tcpL   net.Listener
+	tcpL   *limitListener
 	done   chan struct{}
 	once   sync.Once
 	wg     sync.WaitGroup
@@ -63,8 +63,8 @@ func Listen(addr, zone string, log *slog.Logger) (*Server, error) {
 		pc.Close()
 		return nil, fmt.Errorf("dns: %w", err)
 	}
-	s := &Server{core: newServerCore(z, log), udp: pc, tcpL: l, done: make(chan struct{}), log: log}
-	s.tcp = &dns.Server{Listener: l, Net: "tcp", MaxTCPQueries: 1024, ReadTimeout: 10 * time.Second, WriteTimeout: 10 * time.Second,
+	s := &Server{core: newServerCore(z, log), udp: pc, tcpL: newLimitListener(l, tcpPerIP, tcpTotal), done: make(chan struct{}), log: log}
+	s.tcp = &dns.Server{Listener: s.tcpL, Net: "tcp", MaxTCPQueries: 1024, ReadTimeout: 10 * time.Second, WriteTimeout: 10 * time.Second,
 		Handler: dns.HandlerFunc(func(w dns.ResponseWriter, r *dns.Msg) {
 			var ip netip.Addr
 			if ta, ok := w.RemoteAddr().(*net.TCPAddr); ok {
@@ -129,10 +129,10 @@ func (s *Server) udpLoop() {
 // DropCounts says, by reason, what the server refused or dropped: names
 // that do not decode or name no session (NXDOMAIN), messages that do not
 // parse, opens while the session table was full, sessions on probation
-// that gave way to new ones, answers to
-// strangers over their source's rate (dropped, or slipped: truncated),
-// answers truncated to stay no larger than their query, and packets lost
-// to full queues. cab status shows them.
+// that gave way to new ones, answers to strangers over their source's
+// rate (dropped, or slipped: truncated), answers truncated to stay no larger than their query, TCP connections
+// over the limits of their source or in all, and packets lost to full
+// queues. cab status shows them.
 func (s *Server) DropCounts() map[string]uint64 {
 	s.core.mu.Lock()
 	st := s.core.stats
@@ -140,7 +140,7 @@ func (s *Server) DropCounts() map[string]uint64 {
 	return map[string]uint64{"nxdomain": st.nxdomain, "undecodable": st.badQueries, "opens_while_full": st.full,
 		"rx_queue_full": st.rxDrops, "tx_dropped": st.txDrops, "probation_evicted": st.evicted,
 		"rrl_dropped": st.rrlDropped, "rrl_slipped": st.rrlSlipped,
-		"truncated": st.truncated}
+		"truncated": st.truncated, "tcp_refused": s.tcpL.refused.Load()}
 }
 
 // Authenticated implements transport.Authenticator: the session a names

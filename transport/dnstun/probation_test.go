@@ -2,6 +2,7 @@ package dnstun
 
 import (
 	"bytes"
+	"net"
 	"net/netip"
 	"testing"
 	"time"
@@ -235,4 +236,52 @@ func TestProbationKeepsAnsweredSessions(t *testing.T) {
 	if s.stats.evicted == 0 {
 		t.Fatal("nothing evicted")
 	}
+}
+
+// TestTCPLimits: the server's DNS-over-TCP listener keeps at most
+// tcpPerIP connections from one address, refuses and counts the rest, and
+// gives a place back when a connection closes.
+func TestTCPLimits(t *testing.T) {
+	s, err := Listen("127.0.0.1:0", testZone, discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	addr := s.LocalAddr().String()
+	var conns []net.Conn
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	for range tcpPerIP + 5 {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		conns = append(conns, c)
+	}
+	if !waitUntil(5*time.Second, func() bool { return s.DropCounts()["tcp_refused"] == 5 }) {
+		t.Fatalf("tcp_refused = %d, want 5", s.DropCounts()["tcp_refused"])
+	}
+	// One closes; a new one gets its place and an answer.
+	conns[0].Close()
+	time.Sleep(100 * time.Millisecond)
+	m := new(dns.Msg)
+	m.SetQuestion(testZone, dns.TypeSOA)
+	if !waitUntil(5*time.Second, func() bool {
+		r, _, err := (&dns.Client{Net: "tcp", Timeout: time.Second}).Exchange(m, addr)
+		return err == nil && r.Rcode == dns.RcodeSuccess
+	}) {
+		t.Fatal("no answer over TCP after a connection gave its place back")
+	}
+}
+
+func waitUntil(d time.Duration, cond func() bool) bool {
+	for deadline := time.Now().Add(d); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		if cond() {
+			return true
+		}
+	}
+	return cond()
 }
