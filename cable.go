@@ -51,7 +51,9 @@ type Cable struct {
 
 	pool *cryptoPool // crypto workers, while Run runs
 
-	lastTick atomic.Int64 // when the timer loop last ran, unix nanoseconds
+	lastTick  atomic.Int64 // when the timer loop last ran, unix nanoseconds
+	loadUntil atomic.Int64 // until when the responder asks for cookies (cookie.go)
+	forceLoad bool         // tests: the responder is always under load
 }
 
 // Healthy reports whether the cable's loops are running: Run has not

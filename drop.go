@@ -28,6 +28,7 @@ const (
 	dropMACConflict
 	dropBPDU
 	dropFragment
+	dropCookie
 	numDropReasons
 )
 
@@ -46,6 +47,7 @@ var dropNames = [numDropReasons]string{
 	dropMACConflict:     "mac conflict",
 	dropBPDU:            "bpdu",
 	dropFragment:        "fragment",
+	dropCookie:          "cookie sent",
 }
 
 func (r dropReason) String() string { return dropNames[r] }

@@ -110,9 +110,14 @@ func TestDynamicPeerEviction(t *testing.T) {
 	a.close(t)
 	b := dial(mustKey(t), "b")
 	waitUp(t, b, 1)
+	// The server takes b in when b's first packet after the handshake
+	// arrives, just after b is up.
 	keys := map[string]bool{}
-	for _, p := range server.cable.Status().Peers {
-		keys[p.PublicKey] = true
+	for deadline := time.Now().Add(5 * time.Second); !keys[keyOf(b)] && time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		clear(keys)
+		for _, p := range server.cable.Status().Peers {
+			keys[p.PublicKey] = true
+		}
 	}
 	if !keys[listed.Public().String()] || !keys[keyOf(b)] || keys[keyOf(a)] || len(keys) != 2 {
 		t.Fatalf("peers after eviction: %v; want the listed one and b", keys)

@@ -19,6 +19,8 @@ func (c *Cable) handshake(conn transport.Conn, pk *transport.Packet, typ byte, i
 		c.handleInit(conn, pk.Addr, pk.B, now)
 	case typ == crypto.TypeResponse:
 		c.handleResponse(conn, pk.Addr, pk.B, idx, now)
+	case typ == crypto.TypeCookie:
+		c.handleCookie(conn, pk.Addr, pk.B, idx, now)
 	default:
 		c.drop(nil, dropRunt)
 	}
@@ -35,6 +37,9 @@ func (c *Cable) handleInit(conn transport.Conn, addr transport.Addr, msg []byte,
 		return
 	}
 	src := sourceOf(addr)
+	if c.askCookie(conn, addr, msg, now) {
+		return
+	}
 	if !c.limiter.Allow(src, now) {
 		c.drop(nil, dropRateLimited)
 		return
@@ -157,7 +162,7 @@ func (c *Cable) initiate(p *peer, via int, seen *session) {
 	}
 	idx := c.newIndex()
 	now := time.Now()
-	h, msg1, err := crypto.NewInitiator(c.cfg.PrivateKey, p.key, p.psk, idx, c.ciphers, now)
+	h, msg1, err := p.hs.jar.NewInitiator(c.cfg.PrivateKey, p.key, p.psk, idx, c.ciphers, now)
 	if err != nil {
 		c.log.Warn("handshake: cannot initiate", "peer", p.name, "err", err)
 		return

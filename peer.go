@@ -62,6 +62,8 @@ type handshakeState struct {
 	dialing     bool
 	lastPrefer  time.Time  // the last handshake tried over dial while on a fallback
 	probe       probeState // path MTU probes (plpmtud.go)
+
+	jar crypto.CookieJar // the responder's cookie, while fresh (cookie.go)
 }
 
 // routeState is where a peer is reached and what fits the way there.
