@@ -1,6 +1,7 @@
 package cab
 
 import (
+	"net"
 	"time"
 
 	"cab/transport"
@@ -38,6 +39,28 @@ type Status struct {
 	FDB   int               `json:"fdb_entries"`
 	// MSSClamped counts TCP SYNs whose MSS the cable lowered.
 	MSSClamped uint64 `json:"mss_clamped"`
+}
+
+// FDBEntry is one learned MAC address, for `cab status --fdb`.
+type FDBEntry struct {
+	MAC  string        `json:"mac"`
+	VLAN uint16        `json:"vlan,omitempty"`
+	Peer string        `json:"peer"` // "" for the local port
+	Age  time.Duration `json:"age_ns"`
+}
+
+// FDB returns the cable's MAC table.
+func (c *Cable) FDB() []FDBEntry {
+	now := time.Now().UnixNano()
+	var out []FDBEntry
+	c.fdb.each(func(k macKey, e *fdbEntry) {
+		fe := FDBEntry{MAC: net.HardwareAddr(k.mac[:]).String(), VLAN: k.vlan, Age: time.Duration(now - e.seen.Load())}
+		if e.peer != nil {
+			fe.Peer = e.peer.name
+		}
+		out = append(out, fe)
+	})
+	return out
 }
 
 // Status returns a snapshot of the cable's peers and counters.

@@ -29,6 +29,7 @@ import (
 
 	"cab"
 	"cab/bridgeif"
+	"cab/control"
 	"cab/crypto"
 	"cab/transport/quic"
 )
@@ -681,10 +682,10 @@ func runCable(args []string, server bool, stdout, stderr io.Writer) error {
 		}
 	}
 	sock := filepath.Join(controlDir, o.name+".sock")
-	if ln, err := cab.ListenControl(sock); err != nil {
+	if ln, err := control.Listen(sock); err != nil {
 		log.Warn("no control socket: cab status will not see this cable", "err", err)
 	} else {
-		go c.ServeControl(ctx, ln)
+		go control.Serve(ctx, ln, c)
 		defer os.Remove(sock)
 	}
 	notify, err := newNotifier()
@@ -779,7 +780,7 @@ func status(args []string, stdout, stderr io.Writer) error {
 	if *showFDB {
 		cmd = "fdb"
 	}
-	st, fdb, err := cab.QueryControl(path, cmd)
+	st, fdb, err := control.Query(path, cmd)
 	if err != nil {
 		return err
 	}
