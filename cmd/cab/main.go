@@ -28,6 +28,7 @@ import (
 	"time"
 
 	"cab"
+	"cab/allow"
 	"cab/bridgeif"
 	"cab/control"
 	"cab/crypto"
@@ -570,7 +571,7 @@ func runCable(args []string, server bool, stdout, stderr io.Writer) error {
 		cfg.Peers = o.peers
 		switch {
 		case o.allowFile != "":
-			af, err := cab.LoadAllowFile(o.allowFile, func(err error) { log.Warn("allow file not reloaded", "err", err) })
+			af, err := allow.Load(o.allowFile, func(err error) { log.Warn("allow file not reloaded", "err", err) })
 			if err != nil {
 				return fmt.Errorf("--allow: %w", err)
 			}
@@ -594,7 +595,7 @@ func runCable(args []string, server bool, stdout, stderr io.Writer) error {
 					return fmt.Errorf("create %s: %w", path, err)
 				}
 			}
-			af, err := cab.LoadAllowFile(path, func(err error) { log.Warn("allow file not reloaded", "err", err) })
+			af, err := allow.Load(path, func(err error) { log.Warn("allow file not reloaded", "err", err) })
 			if err != nil {
 				return err
 			}

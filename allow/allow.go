@@ -1,4 +1,7 @@
-package cab
+// Package allow reads allow files: the public keys of the clients a server
+// accepts, one per line with an optional name. A File reads its file again
+// when it changes, so that edits take effect without a restart.
+package allow
 
 import (
 	"bufio"
@@ -12,19 +15,19 @@ import (
 	"cab/crypto"
 )
 
-// AllowEntry is one line of an allow file: a client's public key and an
+// Entry is one line of an allow file: a client's public key and an
 // optional name.
-type AllowEntry struct {
+type Entry struct {
 	Key  crypto.PublicKey
 	Name string
 }
 
-// ParseAllow reads an allow file: one base64 public key per line, optionally
+// Parse reads an allow file: one base64 public key per line, optionally
 // followed by white space and a name; blank lines and everything after a #
 // are ignored. Errors name the file and line. name is the file's name, for
 // errors.
-func ParseAllow(r io.Reader, name string) ([]AllowEntry, error) {
-	var out []AllowEntry
+func Parse(r io.Reader, name string) ([]Entry, error) {
+	var out []Entry
 	seen := map[crypto.PublicKey]int{}
 	sc := bufio.NewScanner(r)
 	line := 0
@@ -46,7 +49,7 @@ func ParseAllow(r io.Reader, name string) ([]AllowEntry, error) {
 			return nil, fmt.Errorf("%s:%d: key already listed on line %d: remove one of the lines", name, line, prev)
 		}
 		seen[k] = line
-		e := AllowEntry{Key: k}
+		e := Entry{Key: k}
 		if len(fields) == 2 {
 			e.Name = fields[1]
 		}
@@ -58,11 +61,11 @@ func ParseAllow(r io.Reader, name string) ([]AllowEntry, error) {
 	return out, nil
 }
 
-// AllowFile answers whether a public key is listed in a file, reading the
+// File answers whether a public key is listed in a file, reading the
 // file again when it changes (checked at most once a second), so that a
 // server picks up a newly authorised client without a restart. A file that
 // becomes unreadable or invalid keeps the last good list and logs why once.
-type AllowFile struct {
+type File struct {
 	path string
 	warn func(error)
 
@@ -74,16 +77,16 @@ type AllowFile struct {
 	lastErr string
 }
 
-// LoadAllowFile reads path. warn receives the errors of later re-reads.
-func LoadAllowFile(path string, warn func(error)) (*AllowFile, error) {
-	a := &AllowFile{path: path, warn: warn}
+// Load reads path. warn receives the errors of later re-reads.
+func Load(path string, warn func(error)) (*File, error) {
+	a := &File{path: path, warn: warn}
 	if err := a.reload(); err != nil {
 		return nil, err
 	}
 	return a, nil
 }
 
-func (a *AllowFile) reload() error {
+func (a *File) reload() error {
 	f, err := os.Open(a.path)
 	if err != nil {
 		return fmt.Errorf("allow file: %w", err)
@@ -93,7 +96,7 @@ func (a *AllowFile) reload() error {
 	if err != nil {
 		return fmt.Errorf("allow file: %w", err)
 	}
-	entries, err := ParseAllow(f, a.path)
+	entries, err := Parse(f, a.path)
 	if err != nil {
 		return err
 	}
@@ -106,14 +109,14 @@ func (a *AllowFile) reload() error {
 }
 
 // Len returns the number of keys listed.
-func (a *AllowFile) Len() int {
+func (a *File) Len() int {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	return len(a.keys)
 }
 
 // Lookup reports whether key is listed, and its name.
-func (a *AllowFile) Lookup(key crypto.PublicKey) (string, bool) {
+func (a *File) Lookup(key crypto.PublicKey) (string, bool) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if now := time.Now(); now.Sub(a.checked) >= time.Second {

@@ -1,4 +1,4 @@
-package cab
+package allow
 
 import (
 	"os"
@@ -10,10 +10,10 @@ import (
 	"cab/crypto"
 )
 
-func TestParseAllow(t *testing.T) {
+func TestParse(t *testing.T) {
 	k1, k2 := mustKey(t).Public(), mustKey(t).Public()
 	good := "# clients\n\n" + k1.String() + " site-b   # the branch office\n  " + k2.String() + "\n"
-	es, err := ParseAllow(strings.NewReader(good), "clients.txt")
+	es, err := Parse(strings.NewReader(good), "clients.txt")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -37,20 +37,20 @@ func TestParseAllow(t *testing.T) {
 		"bit 255":    "\n" + high.String() + " again\n",
 	}
 	for name, in := range inputs {
-		_, err := ParseAllow(strings.NewReader(in), "clients.txt")
+		_, err := Parse(strings.NewReader(in), "clients.txt")
 		if err == nil || !strings.HasPrefix(err.Error(), bad[name]) {
 			t.Errorf("%s: err = %v, want prefix %q", name, err, bad[name])
 		}
 	}
 }
 
-func FuzzParseAllow(f *testing.F) {
+func FuzzParse(f *testing.F) {
 	k := mustKey(f).Public().String()
 	f.Add(k + " name\n# c\n")
 	f.Add("\n\n#" + k)
 	f.Add(k + " " + k + "\n")
 	f.Fuzz(func(t *testing.T, s string) {
-		es, err := ParseAllow(strings.NewReader(s), "f")
+		es, err := Parse(strings.NewReader(s), "f")
 		if err != nil {
 			return
 		}
@@ -67,14 +67,14 @@ func FuzzParseAllow(f *testing.F) {
 	})
 }
 
-func TestAllowFileReloads(t *testing.T) {
+func TestFileReloads(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "clients.txt")
 	k1, k2 := mustKey(t).Public(), mustKey(t).Public()
 	if err := os.WriteFile(path, []byte(k1.String()+" one\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	var warned []error
-	a, err := LoadAllowFile(path, func(err error) { warned = append(warned, err) })
+	a, err := Load(path, func(err error) { warned = append(warned, err) })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -113,17 +113,11 @@ func TestAllowFileReloads(t *testing.T) {
 	}
 }
 
-// TestValidateNonCanonicalPeer: a peer key with bit 255 set is the same
-// point as a canonical key; the configuration refuses it.
-func TestValidateNonCanonicalPeer(t *testing.T) {
-	k := mustKey(t).Public()
-	cfg := Config{PrivateKey: mustKey(t), Responder: true, Peers: []PeerConfig{{Name: "a", PublicKey: k}}}
-	if err := cfg.Validate(); err != nil {
+func mustKey(t testing.TB) crypto.PrivateKey {
+	t.Helper()
+	k, err := crypto.GenerateKey()
+	if err != nil {
 		t.Fatal(err)
 	}
-	k[31] |= 0x80
-	cfg.Peers[0].PublicKey = k
-	if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), "not canonical") {
-		t.Fatalf("Validate with a non-canonical peer key: %v", err)
-	}
+	return k
 }
