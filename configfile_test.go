@@ -1,6 +1,7 @@
 package cab
 
 import (
+	"encoding/base64"
 	"os"
 	"path/filepath"
 	"strings"
@@ -125,6 +126,7 @@ allowed_vlans = [0, 10]
 		{"server", "[[peer]]\nname = \"a\"\n", "bad.toml:1: [[peer]] \"a\" has no public_key"},
 		{"server", "[[peer]]\npublic_key = \"" + key + "\"\nendpoint = \"x:1\"\n", "bad.toml:3: endpoint is for a client's [[peer]]"},
 		{"server", "[[peer]]\npublic_key = \"nope\"\n", "bad.toml:2: public_key:"},
+		{"server", "[[peer]]\npublic_key = \"" + highBitKey(t, key) + "\"\n", "bad.toml:2: public_key: public key is not canonical"},
 		{"server", "[[peer]]\npublic_key = \"" + key + "\"\nallowed = 1\n", "bad.toml:3: unknown key \"allowed\" in [[peer]]"},
 		{"client", "[[peer]]\npublic_key = \"" + key + "\"\nendpoint = \"a:1\"\n[[peer]]\npublic_key = \"" + key + "\"\n", "bad.toml:4: a client has one [[peer]]"},
 		{"client", "[[peer]]\npublic_key = \"" + key + "\"\n", "bad.toml:1: the server's [[peer]] has no endpoint"},
@@ -200,4 +202,15 @@ func TestChangedSetting(t *testing.T) {
 			t.Errorf("%s changed: changedSetting = %q", st.key, got)
 		}
 	}
+}
+
+// highBitKey returns the base64 key k with bit 255 set: the same X25519
+// point in a form no cab makes.
+func highBitKey(t *testing.T, k string) string {
+	b, err := base64.StdEncoding.DecodeString(k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b[31] |= 0x80
+	return base64.StdEncoding.EncodeToString(b)
 }

@@ -285,7 +285,7 @@ func (s *Settings) checkPeers() error {
 			return s.errorf(p.at("[[peer]]"), "[[peer]] %q has no public_key: add public_key = \"…\" (cab pubkey < its.key prints it)", p.Name)
 		}
 		if p.PublicKey != "" { // a client with a PSK alone derives the server's key from it
-			if _, err := crypto.ParseKey(p.PublicKey); err != nil {
+			if _, err := crypto.ParsePublicKey(p.PublicKey); err != nil {
 				return s.errorf(p.at("public_key"), "public_key: %v (cab pubkey < its.key prints one)", err)
 			}
 		}

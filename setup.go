@@ -251,8 +251,8 @@ func (su *Setup) serverPeers(cfg *Config) error {
 func (s *Settings) peerConfigs() ([]PeerConfig, error) {
 	var out []PeerConfig
 	for _, p := range s.Peers {
-		b, _ := crypto.ParseKey(p.PublicKey) // Check parsed it
-		pc := PeerConfig{Name: p.Name, PublicKey: crypto.PublicKey(b), Keepalive: p.Keepalive,
+		k, _ := crypto.ParsePublicKey(p.PublicKey) // Check parsed it
+		pc := PeerConfig{Name: p.Name, PublicKey: k, Keepalive: p.Keepalive,
 			AllowedMACs: p.AllowedMACs, AllowedVLANs: p.AllowedVLANs}
 		if p.PSK != "" {
 			b, err := crypto.LoadKeyFile(p.PSK)
@@ -281,11 +281,11 @@ func (s *Settings) serverPeer(psk *crypto.Secret, flag string) (PeerConfig, erro
 	}
 	switch {
 	case s.ServerKey != "":
-		b, err := crypto.ParseKey(s.ServerKey)
+		k, err := crypto.ParsePublicKey(s.ServerKey)
 		if err != nil {
 			return pc, fmt.Errorf("%s: %w", flag, err)
 		}
-		pc.PublicKey = crypto.PublicKey(b)
+		pc.PublicKey = k
 	case psk != nil:
 		pc.PublicKey = crypto.PSKStatic(*psk).Public()
 	default:
@@ -351,8 +351,8 @@ func (su *Setup) setMTU() error {
 		return nil
 	}
 	n, err := strconv.Atoi(spec)
-	if err != nil || n < 576 || n > bridgeif.MaxFrame-14 {
-		return fmt.Errorf("--mtu %q: use auto or a number from 576 to %d", spec, bridgeif.MaxFrame-14)
+	if err != nil || n < int(MinL3MTU) || n > int(MaxL3MTU) {
+		return fmt.Errorf("--mtu %q: use auto or a number from %d to %d", spec, MinL3MTU, MaxL3MTU)
 	}
 	return tap.SetMTU(n)
 }
@@ -388,7 +388,7 @@ func (su *Setup) followMTU(ctx context.Context, tap *bridgeif.TAP) {
 	t := time.NewTicker(2 * time.Second)
 	defer t.Stop()
 	for {
-		mtu := su.Cable.FrameMTU() - 14
+		mtu := int(su.Cable.FrameMTU().L3(0))
 		if cur, err := tap.MTU(); err == nil && cur != mtu {
 			if err := tap.SetMTU(mtu); err != nil {
 				su.log.Warn("cannot set the TAP's MTU", "err", err)

@@ -165,11 +165,11 @@ func TestKeyFileModeRefused(t *testing.T) {
 }
 
 func TestWithFlagsAfterAddress(t *testing.T) {
-	o, pos, err := parseFlags([]string{"192.0.2.1:6666", "--psk", "x", "-s", "tap:t1"}, false, &bytes.Buffer{})
+	s, err := parseFlags([]string{"192.0.2.1:6666", "--psk", "x", "-s", "tap:t1"}, false, &bytes.Buffer{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(pos) != 1 || pos[0] != "192.0.2.1:6666" || o.pskFile != "x" || o.spec != "tap:t1" {
-		t.Fatalf("pos %v opts %+v", pos, o)
+	if len(s.Servers) != 1 || s.Servers[0] != "192.0.2.1:6666" || s.PSK != "x" || s.Local != "tap:t1" {
+		t.Fatalf("settings %+v", s)
 	}
 }

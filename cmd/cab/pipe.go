@@ -1,17 +1,13 @@
 package main
 
 import (
+	"cab"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"net"
-	"path/filepath"
 )
-
-// pipeSocket is the unix socket where a server takes streams from
-// `cab pipe`, the far end of the SSH transport.
-func pipeSocket(name string) string { return filepath.Join(controlDir, name+".pipe") }
 
 // pipe joins stdin and stdout to the running server's pipe socket, bytes
 // as they come: the remote command of the ssh:// transport. The stream
@@ -33,12 +29,12 @@ func pipe(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 		fs.Usage()
 		return errUsage
 	}
-	if err := checkName(*name); err != nil {
+	if err := cab.CheckName(*name); err != nil {
 		return err
 	}
 	path := *socket
 	if path == "" {
-		path = pipeSocket(*name)
+		path = cab.PipeSocket(*name)
 	}
 	c, err := net.Dial("unix", path)
 	if err != nil {

@@ -1,0 +1,151 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"path/filepath"
+	"sort"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"cab"
+	"cab/control"
+)
+
+// status prints the peers of a running cab.
+func status(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("cab status", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	name := fs.String("name", "cab", "instance `name` (the --name it was started with)")
+	socket := fs.String("socket", "", "control socket `path` (default "+controlDir+"/NAME.sock)")
+	asJSON := fs.Bool("json", false, "print JSON")
+	showFDB := fs.Bool("fdb", false, "print the MAC table")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return errUsage
+	}
+	if fs.NArg() != 0 {
+		return fmt.Errorf("status: unexpected argument %q", fs.Arg(0))
+	}
+	if err := cab.CheckName(*name); err != nil {
+		return err
+	}
+	path := *socket
+	if path == "" {
+		path = filepath.Join(controlDir, *name+".sock")
+	}
+	cmd := "status"
+	if *showFDB {
+		cmd = "fdb"
+	}
+	st, fdb, err := control.Query(path, cmd)
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		if *showFDB {
+			return enc.Encode(fdb)
+		}
+		return enc.Encode(st)
+	}
+	if *showFDB {
+		printFDB(stdout, fdb)
+		return nil
+	}
+	printStatus(stdout, st)
+	return nil
+}
+
+func printFDB(w io.Writer, fdb []cab.FDBEntry) {
+	sort.Slice(fdb, func(i, j int) bool {
+		if fdb[i].Peer != fdb[j].Peer {
+			return fdb[i].Peer < fdb[j].Peer
+		}
+		return fdb[i].MAC < fdb[j].MAC
+	})
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "MAC\tVLAN\tPEER\tAGE")
+	for _, e := range fdb {
+		peer := e.Peer
+		if peer == "" {
+			peer = "(local)"
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\n", e.MAC, e.VLAN, peer, e.Age.Round(time.Second))
+	}
+	tw.Flush()
+}
+
+func printStatus(w io.Writer, st *cab.Status) {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "PEER\tKEY\tSTATE\tADDR\tTRANSPORT\tUP SINCE\tHANDSHAKE\tRX FRAMES\tRX BYTES\tTX FRAMES\tTX BYTES\tMACS\tDROPS")
+	now := time.Now()
+	ago := func(t time.Time) string {
+		if t.IsZero() {
+			return "-"
+		}
+		return now.Sub(t).Round(time.Second).String() + " ago"
+	}
+	for _, p := range st.Peers {
+		state := "down"
+		if p.Up {
+			state = "up"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%d\t%d\t%d\t%s\n",
+			p.Name, p.PublicKey[:8], state, dash(p.Addr), transportCell(p), ago(p.UpSince), ago(p.LastHandshake),
+			p.RxFrames, p.RxBytes, p.TxFrames, p.TxBytes, p.MACs, dropString(p.Drops))
+	}
+	tw.Flush()
+	for _, p := range st.Peers {
+		if ps := p.Path; ps != nil {
+			fmt.Fprintf(w, "%s over %s: %.1f queries/s, %.1f%% lost, rtt %v, %d queries\n",
+				p.Name, dash(p.Transport), ps.QueriesPerSecond, 100*ps.Loss, ps.RTT.Round(100*time.Microsecond), ps.Queries)
+		}
+	}
+	if len(st.Drops) > 0 {
+		fmt.Fprintf(w, "dropped before a peer was known: %s\n", dropString(st.Drops))
+	}
+	fmt.Fprintf(w, "MAC table: %d entries\n", st.FDB)
+}
+
+// transportCell is the TRANSPORT column: the transport, and its
+// round-trip time when it measures one ("quic rtt=1.2ms").
+func transportCell(p cab.PeerStatus) string {
+	if p.RTT > 0 && p.Transport != "" {
+		return p.Transport + " rtt=" + p.RTT.Round(10*time.Microsecond).String()
+	}
+	return dash(p.Transport)
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func dropString(m map[string]uint64) string {
+	if len(m) == 0 {
+		return "-"
+	}
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var b strings.Builder
+	for i, k := range keys {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		fmt.Fprintf(&b, "%s=%d", k, m[k])
+	}
+	return b.String()
+}

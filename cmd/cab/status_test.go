@@ -1,0 +1,70 @@
+package main
+
+import (
+	"bytes"
+	"io"
+	"net"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"cab"
+	"cab/transport"
+)
+
+// TestPipe: cab pipe joins stdin and stdout to a unix socket, both ways,
+// and ends when the socket's side ends.
+func TestPipe(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "p.sock")
+	l, err := net.Listen("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	got := make(chan []byte, 1)
+	go func() {
+		c, err := l.Accept()
+		if err != nil {
+			return
+		}
+		c.Write([]byte("from server"))
+		b := make([]byte, 64)
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		n, _ := io.ReadAtLeast(c, b, len("from client"))
+		got <- b[:n]
+		c.Close()
+	}()
+	var stdout, stderr bytes.Buffer
+	code := run([]string{"pipe", "--socket", path}, strings.NewReader("from client"), &stdout, &stderr)
+	if code != 0 || stdout.String() != "from server" {
+		t.Fatalf("exit %d, stdout %q, stderr %q", code, stdout.String(), stderr.String())
+	}
+	if b := <-got; string(b) != "from client" {
+		t.Fatalf("server got %q", b)
+	}
+	// No server: a clear error.
+	stderr.Reset()
+	if code := run([]string{"pipe", "--socket", path + ".none"}, strings.NewReader(""), &stdout, &stderr); code != 1 || !strings.Contains(stderr.String(), "is cab server --name") {
+		t.Errorf("no server: exit %d, %q", code, stderr.String())
+	}
+}
+
+// TestPrintStatusPath: a peer whose transport reports its path gets a line
+// with the figures; others get none.
+func TestPrintStatusPath(t *testing.T) {
+	st := &cab.Status{Peers: []cab.PeerStatus{
+		{Name: "hq", PublicKey: "JjT+47rR0HJPbM+N3wNmoCf194DvI9B1RbqeGPcllVs=", Up: true, Transport: "dns",
+			Path: &transport.PathStats{QueriesPerSecond: 12.5, Loss: 0.031, RTT: 42 * time.Millisecond, Queries: 900}},
+		{Name: "branch", PublicKey: "JjT+47rR0HJPbM+N3wNmoCf194DvI9B1RbqeGPcllVs=", Transport: "udp"},
+	}}
+	var b bytes.Buffer
+	printStatus(&b, st)
+	out := b.String()
+	if !strings.Contains(out, "hq over dns: 12.5 queries/s, 3.1% lost, rtt 42ms, 900 queries") {
+		t.Errorf("no path line for hq:\n%s", out)
+	}
+	if strings.Contains(out, "branch over") {
+		t.Errorf("a path line for a udp peer:\n%s", out)
+	}
+}
