@@ -9,6 +9,7 @@ import (
 	"regexp"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -107,24 +108,32 @@ func (s *Settings) parseKey(k string, v any, lines []string) error {
 		}
 		return configError(s.File, line, "unknown key %q%s; the keys are: %s, and [[peer]] tables", k, hint, strings.Join(known, ", "))
 	}
-	if err := setValue(st.ptr(s), v); err != nil {
+	if err := setValue(k, st.ptr(s), v); err != nil {
 		return configError(s.File, line, "%s: %v", k, err)
 	}
 	s.lines[k] = line
 	return nil
 }
 
-// setValue sets the setting at p to the TOML value v, checking its type.
-func setValue(p any, v any) error {
+// setValue sets the setting k at p to the TOML value v, checking its type.
+func setValue(k string, p any, v any) error {
 	switch p := p.(type) {
 	case *bool:
 		b, ok := v.(bool)
+		if s, quoted := v.(string); quoted && (s == "true" || s == "false") {
+			return fmt.Errorf("want true or false without quotes: %q is a quoted string; write %s = %s", s, k, s)
+		}
 		if !ok {
 			return fmt.Errorf("want true or false, not %v", v)
 		}
 		*p = b
 	case *int:
 		n, ok := v.(int64)
+		if s, quoted := v.(string); quoted {
+			if _, err := strconv.Atoi(s); err == nil {
+				return fmt.Errorf("want a whole number without quotes: %q is a quoted string; write %s = %s", s, k, s)
+			}
+		}
 		if !ok {
 			return fmt.Errorf("want a whole number, not %v", v)
 		}
