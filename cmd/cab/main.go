@@ -74,7 +74,9 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	case "genkey":
 		err = genkey(args[1:], stdout, stderr)
 	case "pubkey":
-		err = pubkey(stdin, stdout)
+		if err = noFlags(args[1:], stderr, "pubkey < FILE", "Read a private key (or a PSK) on stdin and print its public key."); err == nil {
+			err = pubkey(stdin, stdout)
+		}
 	case "version", "--version", "-version":
 		fmt.Fprintf(stdout, "cab %s\n", version)
 	case "help", "--help", "-help", "-h":
@@ -97,6 +99,25 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 }
 
 var errUsage = errors.New("usage")
+
+// noFlags parses the arguments of a subcommand that takes none: --help
+// prints its usage, anything else is a usage error.
+func noFlags(args []string, stderr io.Writer, use, what string) error {
+	fs := flag.NewFlagSet("cab "+use, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() { fmt.Fprintf(stderr, "Usage: cab %s\n\n%s\n", use, what) }
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return errUsage
+	}
+	if fs.NArg() > 0 {
+		fs.Usage()
+		return errUsage
+	}
+	return nil
+}
 
 // genkey prints a new private key, or with -o FILE writes it into FILE,
 // which it creates with mode 0600 and never overwrites: the key is never
@@ -237,9 +258,13 @@ func runCable(args []string, server bool, stdout, stderr io.Writer) error {
 // runFile runs the cable a configuration file describes: a server or a
 // client as its role key says.
 func runFile(args []string, stdout, stderr io.Writer) error {
+	const use = "Usage: cab run -f FILE [flags]\n\nRun the server or client that FILE describes (its role key); flags win over the\nfile. The flags are those of cab server --help or cab client --help."
 	path := ""
 	for i, a := range args {
 		switch {
+		case a == "-h" || a == "-help" || a == "--help":
+			fmt.Fprintln(stderr, use)
+			return flag.ErrHelp
 		case a == "-f" || a == "--f":
 			if i+1 < len(args) {
 				path = args[i+1]
@@ -249,7 +274,7 @@ func runFile(args []string, stdout, stderr io.Writer) error {
 		}
 	}
 	if path == "" {
-		fmt.Fprintln(stderr, "Usage: cab run -f FILE [flags]\n\nRun the server or client that FILE describes (its role key); flags win over the file.")
+		fmt.Fprintln(stderr, use)
 		return errUsage
 	}
 	s, err := cab.ParseFile(path)

@@ -3,11 +3,13 @@ package main
 import (
 	"bytes"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"cab/crypto"
 )
@@ -171,5 +173,36 @@ func TestWithFlagsAfterAddress(t *testing.T) {
 	}
 	if len(s.Servers) != 1 || s.Servers[0] != "192.0.2.1:6666" || s.PSK != "x" || s.Local != "tap:t1" {
 		t.Fatalf("settings %+v", s)
+	}
+}
+
+// TestHelp: --help and -h work on every subcommand: exit 0 and its usage,
+// without doing the subcommand's work (no key printed, stdin not read).
+func TestHelp(t *testing.T) {
+	for _, sub := range []string{"server", "client", "run", "status", "plug", "pipe", "genkey", "pubkey"} {
+		for _, h := range []string{"--help", "-h"} {
+			var out, errb bytes.Buffer
+			stdin, w := io.Pipe() // never written: a subcommand that reads it would hang
+			done := make(chan int, 1)
+			go func() { done <- run([]string{sub, h}, stdin, &out, &errb) }()
+			var code int
+			select {
+			case code = <-done:
+			case <-time.After(10 * time.Second):
+				t.Fatalf("cab %s %s: still running after 10 s (reading stdin?)", sub, h)
+			}
+			w.Close()
+			text := out.String() + errb.String()
+			if code != 0 || !strings.Contains(text, "Usage: cab "+sub) {
+				t.Errorf("cab %s %s: exit %d, output %q; want exit 0 and its usage", sub, h, code, text)
+			}
+			if strings.Count(text, "=") > 0 && (sub == "genkey" || sub == "pubkey") {
+				t.Errorf("cab %s %s printed a key: %q", sub, h, text)
+			}
+		}
+	}
+	var out, errb bytes.Buffer
+	if code := run([]string{"genkey", "extra"}, nil, &out, &errb); code != 2 || out.Len() != 0 {
+		t.Errorf("cab genkey extra: exit %d, stdout %q; want exit 2 and no key", code, out.String())
 	}
 }

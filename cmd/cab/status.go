@@ -24,6 +24,10 @@ func status(args []string, stdout, stderr io.Writer) error {
 	socket := fs.String("socket", "", "control socket `path` (default "+controlDir+"/NAME.sock)")
 	asJSON := fs.Bool("json", false, "print JSON")
 	showFDB := fs.Bool("fdb", false, "print the MAC table")
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "Usage: cab status [--json] [--fdb] [--name N]\n\nShow the peers of a running cab, or its MAC table.\n\nFlags:\n")
+		fs.PrintDefaults()
+	}
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return err
