@@ -91,6 +91,9 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	if errors.Is(err, errUsage) {
 		return 2
 	}
+	if errors.Is(err, errLogged) {
+		return 1
+	}
 	if err != nil {
 		fmt.Fprintf(stderr, "cab: %v\n", err)
 		return 1
@@ -194,8 +197,8 @@ func newLogger(s *cab.Settings, stderr io.Writer) *slog.Logger {
 }
 
 // runCable runs a server or a client: the settings from the flags and the
-// file, the cable they describe (cab.Open), and around it the control
-// socket, metrics, systemd notifications and reloads on SIGHUP.
+// file, then serve. Once the logger exists, with --log-format json, an
+// error is a JSON line too.
 func runCable(args []string, server bool, stdout, stderr io.Writer) error {
 	s, err := parseFlags(args, server, stderr)
 	if err != nil {
@@ -205,6 +208,20 @@ func runCable(args []string, server bool, stdout, stderr io.Writer) error {
 	// Libraries that write with the log package (quic-go warns that way
 	// of small UDP buffers) go through the same handler.
 	slog.SetDefault(log)
+	err = serve(args, s, log, stderr)
+	if err != nil && s.LogFormat == "json" {
+		log.Error("cab: " + err.Error())
+		return errLogged
+	}
+	return err
+}
+
+// errLogged is an error already logged.
+var errLogged = errors.New("logged")
+
+// serve runs the cable s describes (cab.Open), and around it the control
+// socket, metrics, systemd notifications and reloads on SIGHUP.
+func serve(args []string, s *cab.Settings, log *slog.Logger, stderr io.Writer) error {
 	su, err := cab.Open(s, log)
 	if err != nil {
 		return err
@@ -212,7 +229,11 @@ func runCable(args []string, server bool, stdout, stderr io.Writer) error {
 	gso, gro := su.UDPOffloads()
 	w := bufio.NewWriter(stderr)
 	for _, n := range su.Notes {
-		fmt.Fprintf(w, "cab: %s\n", n)
+		if s.LogFormat == "json" {
+			log.Info(n)
+		} else {
+			fmt.Fprintf(w, "cab: %s\n", n)
+		}
 	}
 	w.Flush()
 	log.Info("cable up", "role", s.Role, "port", s.Local, "transports", strings.Join(su.Carriers.Names, ", "), "key", su.PublicKey.Short(),
@@ -237,7 +258,7 @@ func runCable(args []string, server bool, stdout, stderr io.Writer) error {
 	if err != nil {
 		log.Warn("no systemd notifications", "err", err)
 	}
-	rl := &reloader{args: args, server: server, setup: su, log: log, notify: notify}
+	rl := &reloader{args: args, server: s.Role == "server", setup: su, log: log, notify: notify}
 	go rl.run(ctx)
 	nctx, nstop := context.WithCancel(ctx)
 	notified := make(chan struct{})

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"encoding/json"
 	"fmt"
 	"io"
 	"os"
@@ -204,5 +205,18 @@ func TestHelp(t *testing.T) {
 	var out, errb bytes.Buffer
 	if code := run([]string{"genkey", "extra"}, nil, &out, &errb); code != 2 || out.Len() != 0 {
 		t.Errorf("cab genkey extra: exit %d, stdout %q; want exit 2 and no key", code, out.String())
+	}
+}
+
+// TestJSONError: with --log-format json, an error at start is a JSON line
+// too, and the only line.
+func TestJSONError(t *testing.T) {
+	var out, errb bytes.Buffer
+	code := run([]string{"client", "--log-format", "json", "--psk", "/nonexistent/psk", "192.0.2.1"}, nil, &out, &errb)
+	lines := strings.Split(strings.TrimSpace(errb.String()), "\n")
+	var m map[string]any
+	if code != 1 || len(lines) != 1 || json.Unmarshal([]byte(lines[0]), &m) != nil || m["level"] != "ERROR" ||
+		!strings.Contains(m["msg"].(string), "--psk") {
+		t.Errorf("exit %d, stderr %q; want exit 1 and one JSON error line naming --psk", code, errb.String())
 	}
 }
