@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -218,7 +219,7 @@ func (su *Setup) serverPeers(cfg *Config) error {
 	case cfg.PSK != nil:
 		cfg.AllowAny = true
 		su.Notes = append(su.Notes, "any client holding the pre-shared key is accepted",
-			fmt.Sprintf("on a client: cab client --psk %s THIS_HOST:%d", s.PSK, s.ListenPort))
+			fmt.Sprintf("on a client, with a copy of %s: cab client --psk %s %s", s.PSK, s.PSK, s.hostAddrs()))
 	default:
 		dir, err := s.StateDirPath()
 		if err != nil {
@@ -237,14 +238,47 @@ func (su *Setup) serverPeers(cfg *Config) error {
 		}
 		cfg.Allow = af.Lookup
 		su.Notes = append(su.Notes,
-			fmt.Sprintf("on a client: cab client --server-key %s THIS_HOST:%d", su.PublicKey, s.ListenPort),
-			fmt.Sprintf("authorise a client: cab pubkey < client.key >> %s (%d allowed now; edits take effect at once)", path, af.Len()),
+			fmt.Sprintf("on a client: cab client --server-key %s %s", su.PublicKey, s.hostAddrs()),
+			"the client makes its key on its first run, client.key in its state directory (/var/lib/cab as root); "+
+				"to authorise it, run on the client: cab pubkey < /var/lib/cab/client.key",
+			fmt.Sprintf("and add the line it prints to %s on this server, optionally followed by a name (%d allowed now; edits take effect at once)", path, af.Len()),
 		)
 	}
 	if s.Key != "" || cfg.PSK == nil {
 		su.Notes = append([]string{fmt.Sprintf("server public key: %s", su.PublicKey)}, su.Notes...)
 	}
 	return nil
+}
+
+// hostAddrs is where a client reaches this server: the listen address, or
+// this host's global unicast addresses (IPv4 first), each with the port;
+// THIS_HOST when it has none.
+func (s *Settings) hostAddrs() string {
+	port := strconv.Itoa(s.ListenPort)
+	if ip := net.ParseIP(s.Listen); ip != nil && !ip.IsUnspecified() {
+		return net.JoinHostPort(s.Listen, port)
+	}
+	var v4, v6 []string
+	addrs, _ := net.InterfaceAddrs()
+	for _, a := range addrs {
+		ipn, ok := a.(*net.IPNet)
+		if !ok || !ipn.IP.IsGlobalUnicast() {
+			continue
+		}
+		if ipn.IP.To4() != nil {
+			v4 = append(v4, net.JoinHostPort(ipn.IP.String(), port))
+		} else {
+			v6 = append(v6, net.JoinHostPort(ipn.IP.String(), port))
+		}
+	}
+	all := append(v4, v6...)
+	switch {
+	case len(all) == 0:
+		return "THIS_HOST:" + port
+	case len(all) == 1:
+		return all[0]
+	}
+	return all[0] + " (or this host's other addresses: " + strings.Join(all[1:min(len(all), 5)], ", ") + ")"
 }
 
 // peerConfigs are a server's [[peer]] tables, their PSK files read.
@@ -305,7 +339,7 @@ func (su *Setup) clientPeer(cfg *Config) error {
 	cfg.Peers = []PeerConfig{sp}
 	su.client = sp
 	if su.s.ServerKey != "" {
-		su.Notes = append(su.Notes, fmt.Sprintf("client public key: %s (the server must list it in its allow file)", su.PublicKey))
+		su.Notes = append(su.Notes, fmt.Sprintf("client public key: %s: add this line to the server's allow file (its --allow FILE, or clients.txt in its state directory)", su.PublicKey))
 	}
 	return nil
 }
