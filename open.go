@@ -336,24 +336,65 @@ func (o *carrierOpener) listenDNS(zone string) error {
 	return nil
 }
 
-// dialDNS opens a client's tunnel through the resolver to zone.
+// dialDNS opens a client's tunnel through the resolver to zone. When the
+// resolver cannot be reached yet (no route, no nameserver in
+// /etc/resolv.conf) and carriers come before this one, they start without
+// it, and it is opened when its turn comes.
 func (o *carrierOpener) dialDNS(zone string) error {
 	resolver := o.s.Resolver
-	if resolver == "" {
-		r, err := dnstun.SystemResolver()
-		if err != nil {
-			return err
+	dial := func() (transport.Conn, transport.Addr, error) {
+		r := o.s.Resolver
+		if r == "" {
+			sr, err := dnstun.SystemResolver()
+			if err != nil {
+				return nil, nil, notYet{err}
+			}
+			r = sr
 		}
 		resolver = r
+		c, err := dialDNS(zone, r, o.log)
+		var oe *net.OpError
+		if errors.As(err, &oe) {
+			return nil, nil, notYet{err}
+		}
+		if err != nil {
+			return nil, nil, err
+		}
+		return c, c.Remote(), nil
 	}
-	c, err := dnstun.Dial(zone, resolver, o.log)
+	c, remote, err := dial()
+	var ny notYet
+	if errors.As(err, &ny) && len(o.t.Dialers) > 0 {
+		o.log.Warn("a carrier cannot start yet; the ones before it start, and it is tried again in its turn", "carrier", "dns://"+zone, "err", err)
+		lc := newLazyConn("dns", dnstun.MaxPacket, dial)
+		o.t.add(lc, "dns://"+zone+" (not started yet)")
+		o.t.Dialers = append(o.t.Dialers, &Dialer{Conn: lc, Resolve: lc.resolve})
+		return nil
+	}
 	if err != nil {
 		return err
 	}
 	o.t.add(c, "dns://"+zone+" via "+resolver)
-	o.t.Dialers = append(o.t.Dialers, &Dialer{Conn: c, Resolve: func() (transport.Addr, error) { return c.Remote(), nil }})
+	o.t.Dialers = append(o.t.Dialers, &Dialer{Conn: c, Resolve: func() (transport.Addr, error) { return remote, nil }})
 	return nil
 }
+
+// dialDNS is dnstun.Dial; tests replace it.
+var dialDNS = func(zone, resolver string, log *slog.Logger) (interface {
+	transport.Conn
+	Remote() transport.Addr
+}, error) {
+	c, err := dnstun.Dial(zone, resolver, log)
+	if err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// notYet is an error that may go away: a carrier that cannot start yet.
+type notYet struct{ error }
+
+func (e notYet) Unwrap() error { return e.error }
 
 // openPipe opens a server's pipe socket, the far end of ssh:// carriers:
 // `cab pipe` joins an SSH session's stdio to it.

@@ -1,9 +1,12 @@
 package cab
 
 import (
+	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"strings"
+	"syscall"
 	"testing"
 
 	"cab/transport"
@@ -186,4 +189,51 @@ func role(server bool) string {
 		return "server"
 	}
 	return "client"
+}
+
+// TestFallbackNotYet: a fallback carrier that cannot start yet (the DNS
+// resolver unreachable) does not stop the carriers before it; it is tried
+// again when the cable dials over it, and works once it can start. As the
+// first carrier, the same failure is an error at start.
+func TestFallbackNotYet(t *testing.T) {
+	real := dialDNS
+	defer func() { dialDNS = real }()
+	fail := true
+	dialDNS = func(zone, resolver string, log *slog.Logger) (interface {
+		transport.Conn
+		Remote() transport.Addr
+	}, error) {
+		if fail {
+			return nil, &net.OpError{Op: "dial", Net: "udp", Err: syscall.ENETUNREACH}
+		}
+		return real(zone, resolver, log)
+	}
+	o := &Settings{Role: "client", Transport: "udp,dns://t.example.com", Listen: "127.0.0.1", Name: "cabtest-notyet",
+		Resolver: "127.0.0.1:1053", Servers: []string{"127.0.0.1:1001"}}
+	tr, err := OpenCarriers(o, nil)
+	if err != nil {
+		t.Fatalf("udp,dns with the resolver unreachable: %v, want udp to start", err)
+	}
+	defer tr.Close()
+	if len(tr.Dialers) != 2 || !strings.Contains(tr.Names[1], "not started yet") {
+		t.Fatalf("dialers %d, names %q", len(tr.Dialers), tr.Names)
+	}
+	d := tr.Dialers[1]
+	if _, err := d.Resolve(); !errors.Is(err, syscall.ENETUNREACH) {
+		t.Errorf("dialing over the dns carrier while it cannot start: %v", err)
+	}
+	if err := d.Conn.WriteBatch([]transport.Packet{{B: []byte{1}}}); err != nil {
+		t.Errorf("a write before it started: %v, want the packet lost", err)
+	}
+	fail = false
+	a, err := d.Resolve()
+	if err != nil || a.String() != "dns://t.example.com" || transportName(d.Conn) != "dns" || d.Conn.MaxPacket() < 1500 {
+		t.Errorf("once it can start: addr %v, err %v, scheme %q", a, err, transportName(d.Conn))
+	}
+	fail = true
+	o.Transport = "dns://t.example.com"
+	if tr, err := OpenCarriers(o, nil); err == nil {
+		tr.Close()
+		t.Errorf("dns as the only carrier, unreachable: no error at start")
+	}
 }

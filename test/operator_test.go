@@ -80,3 +80,22 @@ func TestJSONLogs(t *testing.T) {
 		t.Errorf("the server's notes are not in its JSON log:\n%s", srv.stderr.String())
 	}
 }
+
+// TestFallbackNotYet: a client with udp,tcp,dns://ZONE whose resolver has
+// no route yet starts on UDP (it used to exit), says the dns carrier waits,
+// and reaches the server.
+func TestFallbackNotYet(t *testing.T) {
+	t.Parallel()
+	a, b := newPair(t)
+	psk := genkey(t, a.path("site.psk"))
+	srv := a.cab(t, "server", "-p", port, "-s", "tap:"+tapDev, "--psk", psk)
+	cli := b.cab(t, "client", "-s", "tap:"+tapDev, "--psk", psk, "--transport", "udp,tcp,dns://t.example.com",
+		"--resolver", "203.0.113.53", a.v4+":"+port)
+	setupTap(t, a, srv, overlayA)
+	setupTap(t, b, cli, overlayB)
+	waitPeerUp(t, upTimeout, srv, cli)
+	if !strings.Contains(cli.stderr.String(), "cannot start yet") {
+		t.Errorf("the client does not say its dns carrier waits:\n%s", cli.stderr.String())
+	}
+	checkPing(t, a, b)
+}
