@@ -37,7 +37,8 @@ type Cable struct {
 	byKey map[crypto.PublicKey]*peer
 	half  halfOpen // dynamic peers not yet proven (halfopen.go)
 
-	index sync.Map // local index → *session; read without a lock per packet
+	index   sync.Map // local index → *session; read without a lock per packet
+	revoked sync.Map // local index of a removed peer's session → when it would expire (unix ns)
 
 	imu     sync.Mutex       // serialises writes of index, and guards pending
 	pending map[uint32]*peer // local index of an initiation in flight
@@ -185,7 +186,7 @@ func (c *Cable) Run(ctx context.Context) error {
 	c.ownWG.Wait()
 	for _, p := range c.peerList() {
 		if p.live.up.CompareAndSwap(true, false) {
-			c.log.Info("peer down", "peer", p.name, "reason", "shutdown")
+			c.log.Info("peer down", "peer", p.name(), "reason", "shutdown")
 		}
 	}
 	return err

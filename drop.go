@@ -73,7 +73,7 @@ func (d *dropper) drop(p *peer, r dropReason) {
 		if now-last > int64(time.Second) && d.gate.CompareAndSwap(last, now) {
 			name := ""
 			if p != nil {
-				name = p.name
+				name = p.name()
 			}
 			d.log.Debug("dropped", "reason", r.String(), "peer", name)
 		}

@@ -10,7 +10,7 @@ func key(b byte, vlan uint16) macKey { return macKey{mac: [6]byte{2, 0, 0, 0, 0,
 
 func TestFDBLearnLookupMove(t *testing.T) {
 	f := newFDB(2, false)
-	p1, p2 := &peer{name: "p1"}, &peer{name: "p2"}
+	p1, p2 := testPeer("p1"), testPeer("p2")
 	now := time.Now().UnixNano()
 	if _, ok := f.lookup(key(1, 0)); ok {
 		t.Fatal("empty fdb knows a MAC")
@@ -154,3 +154,10 @@ func BenchmarkFDBLookup(b *testing.B) {
 type testAddr string
 
 func (a testAddr) String() string { return string(a) }
+
+// testPeer is a bare peer named name.
+func testPeer(name string) *peer {
+	p := &peer{}
+	p.nm.Store(&name)
+	return p
+}

@@ -75,7 +75,7 @@ func (c *Cable) handleInit(conn transport.Conn, addr transport.Addr, msg []byte,
 	p.hs.nextOld, p.hs.next = p.hs.next, s
 	c.register(idx, s)
 	p.hs.mu.Unlock()
-	c.log.Debug("handshake response sent", "peer", p.name, "addr", addr.String())
+	c.log.Debug("handshake response sent", "peer", p.name(), "addr", addr.String())
 	conn.WriteBatch([]transport.Packet{{B: msg2, Addr: addr}})
 }
 
@@ -127,7 +127,7 @@ func (c *Cable) handleResponse(conn transport.Conn, addr transport.Addr, msg []b
 	c.updateMTU(p)
 	p.stats.handshakes.Add(1)
 	p.live.lastHandshake.Store(now)
-	c.log.Info("handshake complete", "peer", p.name, "cipher", cs.Cipher().String(), "addr", addr.String())
+	c.log.Info("handshake complete", "peer", p.name(), "cipher", cs.Cipher().String(), "addr", addr.String())
 	c.setUp(p, true, "")
 	c.sendKeepalive(p, now) // confirms the session to the responder
 }
@@ -138,7 +138,7 @@ func (c *Cable) noteTransport(p *peer, conn transport.Conn) {
 	for i, d := range p.dialers {
 		if d.Conn == conn {
 			if old := int(p.route.active.Swap(int32(i))); old != i {
-				c.log.Info("transport changed", "peer", p.name, "from", transportName(p.dialers[old].Conn), "to", transportName(conn))
+				c.log.Info("transport changed", "peer", p.name(), "from", transportName(p.dialers[old].Conn), "to", transportName(conn))
 			}
 			return
 		}
@@ -157,14 +157,14 @@ func (c *Cable) initiate(p *peer, via int, seen *session) {
 	d := p.dialers[via]
 	addr, err := d.Resolve()
 	if err != nil {
-		c.log.Warn("handshake: cannot resolve peer", "peer", p.name, "err", err)
+		c.log.Warn("handshake: cannot resolve peer", "peer", p.name(), "err", err)
 		return
 	}
 	idx := c.newIndex()
 	now := time.Now()
 	h, msg1, err := p.hs.jar.NewInitiator(c.cfg.PrivateKey, p.key, p.psk, idx, c.ciphers, now)
 	if err != nil {
-		c.log.Warn("handshake: cannot initiate", "peer", p.name, "err", err)
+		c.log.Warn("handshake: cannot initiate", "peer", p.name(), "err", err)
 		return
 	}
 	p.hs.mu.Lock()
@@ -189,7 +189,7 @@ func (c *Cable) initiate(p *peer, via int, seen *session) {
 	c.pending[idx] = p
 	c.imu.Unlock()
 	p.hs.mu.Unlock()
-	c.log.Debug("handshake initiation sent", "peer", p.name, "addr", addr.String(), "transport", transportName(d.Conn))
+	c.log.Debug("handshake initiation sent", "peer", p.name(), "addr", addr.String(), "transport", transportName(d.Conn))
 	d.Conn.WriteBatch([]transport.Packet{{B: msg1, Addr: addr}})
 }
 

@@ -36,7 +36,7 @@ func (c *Cable) updateMTU(p *peer) {
 	}
 	p.hs.mu.Unlock()
 	if old := p.route.wireMTU.Swap(int64(wire)); old != int64(wire) && p.live.up.Load() {
-		c.log.Info("path mtu", "peer", p.name, "wire_mtu", wire)
+		c.log.Info("path mtu", "peer", p.name(), "wire_mtu", wire)
 	}
 }
 

@@ -25,7 +25,7 @@ type path struct {
 
 // peer is one remote cab.
 type peer struct {
-	name    string
+	nm      atomic.Pointer[string] // name(); the allow file or a reload may change it
 	key     crypto.PublicKey
 	conf    PeerConfig     // as configured (zero for a dynamic peer)
 	psk     *crypto.Secret // mixed into its handshakes; nil: none
@@ -153,10 +153,27 @@ func (c *Cable) keepaliveOf(p *peer) time.Duration {
 }
 
 func (c *Cable) newPeer(name string, key crypto.PublicKey, dial *Dialer) *peer {
-	p := &peer{name: name, key: key, dial: dial, psk: c.cfg.PSK}
+	p := &peer{key: key, dial: dial, psk: c.cfg.PSK}
+	p.nm.Store(&name)
 	p.route.wireMTU.Store(int64(defaultWireMTU))
 	p.route.reasm.total = &c.inReasm
 	return p
+}
+
+// name is how logs and status show p.
+func (p *peer) name() string {
+	if n := p.nm.Load(); n != nil {
+		return *n
+	}
+	return ""
+}
+
+// rename gives p a new name, for logs and status from now on.
+func (c *Cable) rename(p *peer, name string) {
+	if old := p.name(); old != name {
+		p.nm.Store(&name)
+		c.log.Info("peer renamed", "peer", name, "was", old, "key", p.key.Short())
+	}
 }
 
 // flags returns the header flags of a packet to p sent at now: FlagHeard
@@ -186,7 +203,7 @@ func (c *Cable) setUp(p *peer, up bool, reason string) {
 		if pt != nil {
 			addr = pt.addr.String()
 		}
-		c.log.Info("peer up", "peer", p.name, "key", p.key.Short(), "addr", addr)
+		c.log.Info("peer up", "peer", p.name(), "key", p.key.Short(), "addr", addr)
 		if c.cfg.PortPerPeer != nil && !c.closing.Load() {
 			c.openOwnPort(p)
 		}
@@ -194,7 +211,7 @@ func (c *Cable) setUp(p *peer, up bool, reason string) {
 	}
 	c.fdb.forget(p)
 	c.closeOwnPort(p)
-	c.log.Info("peer down", "peer", p.name, "reason", reason)
+	c.log.Info("peer down", "peer", p.name(), "reason", reason)
 }
 
 // ownPort is a port opened for one peer alone (Config.PortPerPeer).
@@ -215,9 +232,9 @@ func (c *Cable) openOwnPort(p *peer) {
 		if p.own.port.Load() != nil {
 			return
 		}
-		port, err := c.cfg.PortPerPeer(p.name)
+		port, err := c.cfg.PortPerPeer(p.name())
 		if err != nil {
-			c.log.Warn("cannot open the peer's own port", "peer", p.name, "err", err)
+			c.log.Warn("cannot open the peer's own port", "peer", p.name(), "err", err)
 			return
 		}
 		op := &ownPort{port: port}
@@ -225,9 +242,9 @@ func (c *Cable) openOwnPort(p *peer) {
 		if !p.live.up.Load() || c.closing.Load() { // went down meanwhile
 			c.closeOwnPort(p)
 		}
-		c.log.Info("peer port open", "peer", p.name)
+		c.log.Info("peer port open", "peer", p.name())
 		if err := c.portLoop(port, p); err != nil {
-			c.log.Warn("peer port failed", "peer", p.name, "err", err)
+			c.log.Warn("peer port failed", "peer", p.name(), "err", err)
 		}
 	}()
 }

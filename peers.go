@@ -9,11 +9,12 @@ import (
 )
 
 // SetPeers replaces the configured peers, for a live reload. A peer whose
-// key, name and dialer are unchanged keeps its sessions and loses no frame;
-// one that is gone, or changed, goes down (its sessions and MACs are
-// forgotten); a new one is added, and a client starts its handshake at
-// once. Peers that came in through Allow or AllowAny are left alone unless
-// the new configuration names them.
+// key and settings are unchanged keeps its sessions and loses no frame
+// (with a new name it is renamed); one that is gone, or changed, is
+// removed at once (its sessions, MACs and own port are forgotten, and its
+// packets are dropped as not allowed); a new one is added, and a client
+// starts its handshake at once. Peers that came in through Allow or
+// AllowAny are left alone unless the new configuration names them.
 func (c *Cable) SetPeers(peers []PeerConfig) (added, removed int, err error) {
 	want := make(map[crypto.PublicKey]PeerConfig, len(peers))
 	for _, pc := range peers {
@@ -29,7 +30,7 @@ func (c *Cable) SetPeers(peers []PeerConfig) (added, removed int, err error) {
 		want[pc.PublicKey] = pc
 	}
 	c.pmu.Lock()
-	var keep, drop []*peer
+	var keep, drop, renamed []*peer
 	for _, p := range c.peerList() {
 		pc, listed := want[p.key]
 		switch {
@@ -38,6 +39,10 @@ func (c *Cable) SetPeers(peers []PeerConfig) (added, removed int, err error) {
 		case listed && !p.dynamic && samePeer(pc, p.conf):
 			keep = append(keep, p)
 			delete(want, p.key)
+			if pc.Name != p.conf.Name {
+				p.conf.Name = pc.Name
+				renamed = append(renamed, p)
+			}
 		default:
 			drop = append(drop, p)
 			delete(c.byKey, p.key)
@@ -54,6 +59,9 @@ func (c *Cable) SetPeers(peers []PeerConfig) (added, removed int, err error) {
 	}
 	c.peers.Store(&keep)
 	c.pmu.Unlock()
+	for _, p := range renamed {
+		c.rename(p, p.conf.Name)
+	}
 	for _, p := range drop {
 		c.retire(p, "removed from the configuration")
 	}
@@ -61,9 +69,10 @@ func (c *Cable) SetPeers(peers []PeerConfig) (added, removed int, err error) {
 	return added, len(drop), nil
 }
 
-// samePeer reports whether two configurations of a peer are the same.
+// samePeer reports whether two configurations of a peer are the same but
+// for the name.
 func samePeer(a, b PeerConfig) bool {
-	if a.Name != b.Name || a.PublicKey != b.PublicKey || a.Dial != b.Dial || a.Keepalive != b.Keepalive ||
+	if a.PublicKey != b.PublicKey || a.Dial != b.Dial || a.Keepalive != b.Keepalive ||
 		!slices.Equal(a.Fallback, b.Fallback) || !slices.Equal(a.AllowedVLANs, b.AllowedVLANs) ||
 		(a.PSK == nil) != (b.PSK == nil) || a.PSK != nil && *a.PSK != *b.PSK ||
 		len(a.AllowedMACs) != len(b.AllowedMACs) {
@@ -77,9 +86,14 @@ func samePeer(a, b PeerConfig) bool {
 	return true
 }
 
-// retire takes a peer that SetPeers removed down for good.
+// retire takes p, which is out of the peer table, down for good at once:
+// its sessions are forgotten (and packets on them dropped as not allowed
+// until they would have expired), and so are its MACs and own port.
 func (c *Cable) retire(p *peer, reason string) {
-	p.removed.Store(true)
+	if p.removed.Swap(true) {
+		return
+	}
+	c.log.Info("peer removed", "peer", p.name(), "key", p.key.Short(), "reason", reason)
 	c.setUp(p, false, reason)
 	p.hs.mu.Lock()
 	c.imu.Lock()
@@ -92,12 +106,69 @@ func (c *Cable) retire(p *peer, reason string) {
 	for _, s := range []*session{p.hs.prev, p.hs.next, p.hs.nextOld, p.hs.cur.Swap(nil)} {
 		if s != nil {
 			c.unregister(s.LocalIndex())
+			c.revoked.Store(s.LocalIndex(), s.Created().Add(crypto.RejectAfterTime).UnixNano())
 		}
 	}
 	p.hs.prev, p.hs.next, p.hs.nextOld, p.hs.initiator, p.hs.prevInit = nil, nil, nil, nil, nil
 	p.hs.mu.Unlock()
 	c.fdb.forget(p)
 	c.closeOwnPort(p)
+}
+
+// pruneRevoked forgets the indexes of retired sessions that have expired
+// by now.
+func (c *Cable) pruneRevoked(now int64) {
+	c.revoked.Range(func(k, v any) bool {
+		if v.(int64) <= now {
+			c.revoked.Delete(k)
+		}
+		return true
+	})
+}
+
+// recheckAllowed asks Config.Allow again about every peer it let in: a key
+// it no longer allows is removed at once, and a new name renames the peer.
+// It runs on every tick of the timer loop, so that an edit of the allow
+// file takes effect within a second.
+func (c *Cable) recheckAllowed() {
+	if c.cfg.Allow == nil {
+		return
+	}
+	var gone []*peer
+	c.pmu.Lock()
+	list := c.peerList()
+	keep := make([]*peer, 0, len(list))
+	for _, p := range list {
+		if !p.dynamic {
+			keep = append(keep, p)
+			continue
+		}
+		name, ok := c.cfg.Allow(p.key)
+		if !ok {
+			gone = append(gone, p)
+			delete(c.byKey, p.key)
+			continue
+		}
+		keep = append(keep, p)
+		if name == "" {
+			name = p.key.Short()
+		}
+		if name != p.name() {
+			c.rename(p, name)
+		}
+	}
+	for _, p := range append([]*peer(nil), c.half.order...) {
+		if _, ok := c.cfg.Allow(p.key); !ok {
+			c.forgetHalfOpenLocked(p)
+		}
+	}
+	if len(gone) > 0 {
+		c.peers.Store(&keep)
+	}
+	c.pmu.Unlock()
+	for _, p := range gone {
+		c.retire(p, "its key is no longer allowed")
+	}
 }
 
 // peerFor returns the peer with key, or a half-open one (halfopen.go) when

@@ -74,7 +74,7 @@ func (c *Cable) probeTimers(p *peer, now time.Time) {
 			c.updateMTU(p)
 			return
 		}
-		c.log.Info("path mtu probe unanswered", "peer", p.name, "size", ps.size, "next", next)
+		c.log.Info("path mtu probe unanswered", "peer", p.name(), "size", ps.size, "next", next)
 		ps.size, ps.tries, ps.limit = next, 0, next // stop sending into the hole meanwhile
 		p.hs.mu.Unlock()
 		c.updateMTU(p)

@@ -96,7 +96,11 @@ func (c *Cable) sessionOf(idx uint32, now int64) *session {
 	v, _ := c.index.Load(idx)
 	s, _ := v.(*session)
 	if s == nil {
-		c.drop(nil, dropNoSession)
+		if _, ok := c.revoked.Load(idx); ok {
+			c.drop(nil, dropNotAllowed) // a session of a peer removed
+		} else {
+			c.drop(nil, dropNoSession)
+		}
 		return nil
 	}
 	if now-s.Created().UnixNano() >= int64(crypto.RejectAfterTime) {
@@ -266,7 +270,7 @@ func (c *Cable) authenticated(p *peer, s *session, conn transport.Conn, addr tra
 		c.noteTransport(p, conn)
 		c.updateMTU(p)
 		if pt != nil {
-			c.log.Info("path changed", "peer", p.name, "addr", addr.String())
+			c.log.Info("path changed", "peer", p.name(), "addr", addr.String())
 		}
 	}
 	if p.hs.cur.Load() == s {
@@ -298,7 +302,7 @@ func (c *Cable) authenticated(p *peer, s *session, conn transport.Conn, addr tra
 		vouch(conn, addr)
 		p.stats.handshakes.Add(1)
 		p.live.lastHandshake.Store(now)
-		c.log.Info("handshake complete", "peer", p.name, "cipher", s.Cipher().String(), "addr", addr.String())
+		c.log.Info("handshake complete", "peer", p.name(), "cipher", s.Cipher().String(), "addr", addr.String())
 		c.setUp(p, true, "")
 	}
 }

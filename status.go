@@ -56,7 +56,7 @@ func (c *Cable) FDB() []FDBEntry {
 	c.fdb.each(func(k macKey, e *fdbEntry) {
 		fe := FDBEntry{MAC: net.HardwareAddr(k.mac[:]).String(), VLAN: k.vlan, Age: time.Duration(now - e.seen.Load())}
 		if e.peer != nil {
-			fe.Peer = e.peer.name
+			fe.Peer = e.peer.name()
 		}
 		out = append(out, fe)
 	})
@@ -117,7 +117,7 @@ func transportName(conn transport.Conn) string {
 // status is p's part of Status, with macs MACs learned behind it.
 func (p *peer) status(macs int) PeerStatus {
 	ps := PeerStatus{
-		Name:       p.name,
+		Name:       p.name(),
 		PublicKey:  p.key.String(),
 		Up:         p.live.up.Load(),
 		Handshakes: p.stats.handshakes.Load(),

@@ -22,6 +22,7 @@ func (c *Cable) timerLoop(ctx context.Context) {
 		}
 		now := time.Now()
 		c.lastTick.Store(now.UnixNano())
+		c.recheckAllowed()
 		for _, p := range c.peerList() {
 			c.peerTimers(ctx, p, now)
 		}
@@ -51,6 +52,7 @@ func (c *Cable) timerLoop(ctx context.Context) {
 			}
 			c.minWire.Store(minWire)
 			c.fdb.age(now.Add(-c.cfg.fdbMaxAge()).UnixNano(), c.cfg.fdbMaxAge())
+			c.pruneRevoked(now.UnixNano())
 			c.limiter.Prune(now.UnixNano())
 		}
 	}
@@ -144,7 +146,7 @@ func (c *Cable) nextTransportLocked(p *peer, via int) int {
 	p.route.active.Store(int32(via))
 	p.hs.attempts = 0
 	p.hs.wentStale = false
-	c.log.Warn("no handshake completes, trying the next transport", "peer", p.name,
+	c.log.Warn("no handshake completes, trying the next transport", "peer", p.name(),
 		"transport", transportName(p.dialers[via].Conn))
 	return via
 }

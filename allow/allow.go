@@ -62,20 +62,23 @@ func Parse(r io.Reader, name string) ([]Entry, error) {
 }
 
 // File answers whether a public key is listed in a file, reading the
-// file again when it changes (checked at most once a second), so that a
-// server picks up a newly authorised client without a restart. A file that
-// becomes unreadable or invalid keeps the last good list and logs why once.
+// file again when it changes (its size, time or inode; checked at most
+// every Recheck), so that a server picks up a newly authorised client, and
+// drops a removed one, without a restart. A file that becomes unreadable
+// or invalid keeps the last good list and logs why once.
 type File struct {
 	path string
 	warn func(error)
 
 	mu      sync.Mutex // guards the following fields
 	checked time.Time
-	mod     time.Time
-	size    int64
+	info    os.FileInfo // of the file last read
 	keys    map[crypto.PublicKey]string
 	lastErr string
 }
+
+// Recheck is how often at most a File looks at its file again.
+const Recheck = 200 * time.Millisecond
 
 // Load reads path. warn receives the errors of later re-reads.
 func Load(path string, warn func(error)) (*File, error) {
@@ -104,7 +107,7 @@ func (a *File) reload() error {
 	for _, e := range entries {
 		keys[e.Key] = e.Name
 	}
-	a.keys, a.mod, a.size = keys, st.ModTime(), st.Size()
+	a.keys, a.info = keys, st
 	return nil
 }
 
@@ -119,10 +122,10 @@ func (a *File) Len() int {
 func (a *File) Lookup(key crypto.PublicKey) (string, bool) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if now := time.Now(); now.Sub(a.checked) >= time.Second {
+	if now := time.Now(); now.Sub(a.checked) >= Recheck {
 		a.checked = now
 		st, err := os.Stat(a.path)
-		if err == nil && (!st.ModTime().Equal(a.mod) || st.Size() != a.size) {
+		if err == nil && (!st.ModTime().Equal(a.info.ModTime()) || st.Size() != a.info.Size() || !os.SameFile(st, a.info)) {
 			err = a.reload()
 		}
 		if err != nil && err.Error() != a.lastErr && a.warn != nil {
