@@ -28,12 +28,13 @@ type lazyConn struct {
 }
 
 var (
-	_ transport.Conn        = (*lazyConn)(nil)
-	_ transport.Schemer     = (*lazyConn)(nil)
-	_ transport.PathMTUer   = (*lazyConn)(nil)
-	_ transport.PathStatser = (*lazyConn)(nil)
-	_ transport.DropCounter = (*lazyConn)(nil)
-	_ transport.RTTer       = (*lazyConn)(nil)
+	_ transport.Conn         = (*lazyConn)(nil)
+	_ transport.Schemer      = (*lazyConn)(nil)
+	_ transport.PathMTUer    = (*lazyConn)(nil)
+	_ transport.PathStatser  = (*lazyConn)(nil)
+	_ transport.DropCounter  = (*lazyConn)(nil)
+	_ transport.RTTer        = (*lazyConn)(nil)
+	_ transport.ReachChecker = (*lazyConn)(nil)
 )
 
 func newLazyConn(scheme string, maxPacket int, open func() (transport.Conn, transport.Addr, error)) *lazyConn {
@@ -137,4 +138,11 @@ func (l *lazyConn) RTT(a transport.Addr) time.Duration {
 		return c.RTT(a)
 	}
 	return 0
+}
+
+func (l *lazyConn) CheckReach(a transport.Addr) error {
+	if c, ok := l.inner().(transport.ReachChecker); ok {
+		return c.CheckReach(a)
+	}
+	return nil
 }

@@ -162,7 +162,7 @@ func TestCapabilityGuards(t *testing.T) {
 	capOf := map[string]string{
 		"Scheme": "Schemer", "PathMTU": "PathMTUer", "ProbesPathMTU": "SelfProber",
 		"RTT": "RTTer", "DropCounts": "DropCounter", "PathStats": "PathStatser",
-		"Authenticated": "Authenticator",
+		"Authenticated": "Authenticator", "CheckReach": "ReachChecker",
 	}
 	checked := 0
 	for dir, files := range goFiles(t) {

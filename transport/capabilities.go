@@ -83,3 +83,15 @@ type Hoster interface {
 type Authenticator interface {
 	Authenticated(a Addr)
 }
+
+// ReachChecker is a Conn that can say why an Addr does not answer, as the
+// OS sees it, for the cable's warning when handshakes go unanswered: UDP
+// (an empty datagram from a connected socket, to which an ICMP port
+// unreachable comes back as ECONNREFUSED), stream and QUIC clients (why
+// the last dial failed, or the last connection ended: connection refused,
+// ssh's own complaint). It returns nil when it knows of nothing wrong, and
+// may block for half a second. Without it, the warning lists the likely
+// causes alone.
+type ReachChecker interface {
+	CheckReach(Addr) error
+}

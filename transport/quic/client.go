@@ -45,12 +45,13 @@ type Client struct {
 }
 
 var (
-	_ transport.Conn        = (*Client)(nil)
-	_ transport.Schemer     = (*Client)(nil)
-	_ transport.PathMTUer   = (*Client)(nil)
-	_ transport.SelfProber  = (*Client)(nil)
-	_ transport.RTTer       = (*Client)(nil)
-	_ transport.DropCounter = (*Client)(nil)
+	_ transport.Conn         = (*Client)(nil)
+	_ transport.Schemer      = (*Client)(nil)
+	_ transport.PathMTUer    = (*Client)(nil)
+	_ transport.ReachChecker = (*Client)(nil)
+	_ transport.SelfProber   = (*Client)(nil)
+	_ transport.RTTer        = (*Client)(nil)
+	_ transport.DropCounter  = (*Client)(nil)
 )
 
 // Dial returns a Client of the QUIC server at remote ("host:port"). It
@@ -99,6 +100,10 @@ func (c *Client) Connected() bool { return c.e.cur.Load() != nil }
 func (c *Client) LastError() error { return c.lastErr.Get() }
 
 func (c *Client) setErr(err error) { c.lastErr.Set(err) }
+
+// CheckReach implements transport.ReachChecker: why the last dial failed
+// or the last connection ended, or nil.
+func (c *Client) CheckReach(transport.Addr) error { return c.LastError() }
 
 // dialTimeout bounds one dial; transport.Redial paces the dials.
 const dialTimeout = 10 * time.Second

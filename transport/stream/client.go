@@ -31,10 +31,11 @@ type Client struct {
 }
 
 var (
-	_ transport.Conn        = (*Client)(nil)
-	_ transport.Schemer     = (*Client)(nil)
-	_ transport.PathMTUer   = (*Client)(nil)
-	_ transport.DropCounter = (*Client)(nil)
+	_ transport.Conn         = (*Client)(nil)
+	_ transport.Schemer      = (*Client)(nil)
+	_ transport.PathMTUer    = (*Client)(nil)
+	_ transport.DropCounter  = (*Client)(nil)
+	_ transport.ReachChecker = (*Client)(nil)
 )
 
 // Dial returns a Client that reaches remote (shown in logs as
@@ -161,6 +162,10 @@ func (c *Client) Connected() bool { return c.cur.Load() != nil }
 func (c *Client) LastError() error { return c.lastErr.Get() }
 
 func (c *Client) setErr(err error) { c.lastErr.Set(err) }
+
+// CheckReach implements transport.ReachChecker: why the last dial failed
+// or the last connection ended, or nil.
+func (c *Client) CheckReach(transport.Addr) error { return c.LastError() }
 
 func (c *Client) dialLoop() {
 	defer c.wg.Done()

@@ -17,8 +17,10 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
 	"sync/atomic"
 	"syscall"
+	"time"
 
 	"cab/transport"
 )
@@ -75,9 +77,10 @@ type Conn struct {
 }
 
 var (
-	_ transport.Conn      = (*Conn)(nil)
-	_ transport.Schemer   = (*Conn)(nil)
-	_ transport.PathMTUer = (*Conn)(nil)
+	_ transport.Conn         = (*Conn)(nil)
+	_ transport.Schemer      = (*Conn)(nil)
+	_ transport.PathMTUer    = (*Conn)(nil)
+	_ transport.ReachChecker = (*Conn)(nil)
 )
 
 // Listen opens a UDP socket bound to addr ("host:port", ":port", "[::]:0",
@@ -199,6 +202,37 @@ func (c *Conn) reaches(a Addr) bool {
 		return !a.Addr().Unmap().Is4()
 	}
 	return a.IsValid()
+}
+
+// reachWait is how long CheckReach waits for an ICMP error.
+const reachWait = 500 * time.Millisecond
+
+// CheckReach asks the kernel whether anything listens at a: it sends an
+// empty datagram from a connected socket of its own and waits up to half a
+// second for an error. An ICMP port unreachable comes back as an error
+// wrapping syscall.ECONNREFUSED: nothing listens there. nil means no such
+// report came: something listens, or the path drops the probe or the ICMP
+// error. A server that listens counts the empty datagram as a runt.
+func (c *Conn) CheckReach(ta transport.Addr) error {
+	a, ok := ta.(Addr)
+	if !ok {
+		return nil
+	}
+	probe, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(a.AddrPort))
+	if err != nil {
+		return err
+	}
+	defer probe.Close()
+	probe.SetDeadline(time.Now().Add(reachWait))
+	if _, err := probe.Write(nil); err != nil {
+		return err
+	}
+	var b [1]byte
+	_, err = probe.Read(b[:])
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		return nil
+	}
+	return err
 }
 
 // Close closes the socket; a blocked ReadBatch returns net.ErrClosed, and so

@@ -439,3 +439,26 @@ func BenchmarkLoopback(b *testing.B) {
 		})
 	}
 }
+
+// TestCheckReach: the kernel's ICMP port unreachable comes back as
+// ECONNREFUSED for a port nothing listens on; a port with a socket gives
+// no error.
+func TestCheckReach(t *testing.T) {
+	c, err := Listen("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	srv, err := Listen("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	live := Addr{srv.LocalAddr()}
+	if err := c.CheckReach(live); err != nil {
+		t.Errorf("a port with a socket: %v", err)
+	}
+	srv.Close()
+	if err := c.CheckReach(live); !errors.Is(err, syscall.ECONNREFUSED) {
+		t.Errorf("a port with no socket: %v, want ECONNREFUSED", err)
+	}
+}
