@@ -45,6 +45,9 @@ type Cable struct {
 
 	closing atomic.Bool    // Run is shutting down
 	ownWG   sync.WaitGroup // loops of the peers' own ports
+	diagWG  sync.WaitGroup // warnings that check a carrier (diagnose.go)
+
+	refusals refusalLog // handshakes refused, for the log
 
 	clamped atomic.Uint64 // TCP SYNs whose MSS was lowered
 	inReasm atomic.Int64  // frames in reassembly, all peers
@@ -184,6 +187,7 @@ func (c *Cable) Run(ctx context.Context) error {
 	}
 	wg.Wait()
 	c.ownWG.Wait()
+	c.diagWG.Wait()
 	for _, p := range c.peerList() {
 		if p.live.up.CompareAndSwap(true, false) {
 			c.log.Info("peer down", "peer", p.name(), "reason", "shutdown")

@@ -29,6 +29,7 @@ const (
 	dropBPDU
 	dropFragment
 	dropCookie
+	dropDuplicateKey
 	numDropReasons
 )
 
@@ -48,6 +49,7 @@ var dropNames = [numDropReasons]string{
 	dropBPDU:            "bpdu",
 	dropFragment:        "fragment",
 	dropCookie:          "cookie sent",
+	dropDuplicateKey:    "duplicate key",
 }
 
 func (r dropReason) String() string { return dropNames[r] }

@@ -73,14 +73,17 @@ func TestHalfOpenPerSource(t *testing.T) {
 	one, other := sourceOf(transporttest.Addr("a")), sourceOf(transporttest.Addr("b"))
 	got := 0
 	for i := 0; i < 100; i++ {
-		if c.peerFor(mustKey(t).Public(), one) != nil {
+		p, allowed := c.peerFor(mustKey(t).Public(), one)
+		if p != nil {
 			got++
+		} else if !allowed {
+			t.Fatal("a key AllowAny allows was not allowed")
 		}
 	}
 	if got != halfOpenPerSource {
 		t.Fatalf("one source got %d half-open peers, want %d", got, halfOpenPerSource)
 	}
-	if c.peerFor(mustKey(t).Public(), other) == nil {
+	if p, _ := c.peerFor(mustKey(t).Public(), other); p == nil {
 		t.Fatal("another source was refused")
 	}
 	if len(c.peerList()) != 0 {

@@ -28,36 +28,15 @@ func (c *Cable) handshake(conn transport.Conn, pk *transport.Packet, typ byte, i
 
 // handleInit answers a handshake initiation from an allowed peer.
 func (c *Cable) handleInit(conn transport.Conn, addr transport.Addr, msg []byte, now int64) {
-	if c.responder == nil {
-		c.drop(nil, dropNotAllowed)
-		return
-	}
-	if !c.responder.CheckMAC(msg) {
-		c.drop(nil, dropAuth)
-		return
-	}
-	src := sourceOf(addr)
-	if c.askCookie(conn, addr, msg, now) {
-		return
-	}
-	if !c.limiter.Allow(src, now) {
-		c.drop(nil, dropRateLimited)
-		return
-	}
-	pi, err := c.responder.ReadInit(msg)
-	if err != nil {
-		c.drop(nil, dropAuth)
-		return
-	}
-	p := c.peerFor(pi.Peer(), src)
+	pi, p := c.readInit(conn, addr, msg, now)
 	if p == nil {
-		c.drop(nil, dropNotAllowed)
 		return
 	}
 	p.hs.mu.Lock()
 	if pi.Timestamp() <= p.hs.lastInitTS {
 		p.hs.mu.Unlock()
 		c.drop(p, dropHandshakeReplay)
+		c.refused(addr, refusedReplay, now, "peer", p.name())
 		return
 	}
 	idx := c.newIndex()
@@ -75,8 +54,54 @@ func (c *Cable) handleInit(conn transport.Conn, addr transport.Addr, msg []byte,
 	p.hs.nextOld, p.hs.next = p.hs.next, s
 	c.register(idx, s)
 	p.hs.mu.Unlock()
+	p.noteInit(addr)
 	c.log.Debug("handshake response sent", "peer", p.name(), "addr", addr.String())
 	conn.WriteBatch([]transport.Packet{{B: msg2, Addr: addr}})
+}
+
+// readInit checks an initiation from addr and returns it with its peer, or
+// drops it, counted and logged (rate-limited) with the reason, and returns
+// a nil peer. Only an initiation whose mac1 is right, and under load whose
+// mac2 is (cookie.go), costs a Diffie-Hellman.
+func (c *Cable) readInit(conn transport.Conn, addr transport.Addr, msg []byte, now int64) (*crypto.PendingInit, *peer) {
+	if c.responder == nil {
+		c.drop(nil, dropNotAllowed)
+		return nil, nil
+	}
+	if !c.responder.CheckMAC(msg) {
+		c.drop(nil, dropAuth)
+		c.refused(addr, refusedMAC, now)
+		return nil, nil
+	}
+	src := sourceOf(addr)
+	if c.askCookie(conn, addr, msg, now) {
+		return nil, nil // under load: the initiator is to come back with mac2
+	}
+	if !c.limiter.Allow(src, now) {
+		c.drop(nil, dropRateLimited)
+		c.refused(addr, refusedRate, now)
+		return nil, nil
+	}
+	pi, err := c.responder.ReadInit(msg)
+	if err != nil {
+		c.drop(nil, dropAuth)
+		c.refused(addr, refusedUndecrypt, now)
+		return nil, nil
+	}
+	p, allowed := c.peerFor(pi.Peer(), src)
+	switch {
+	case p == nil && allowed:
+		c.drop(nil, dropNotAllowed)
+		c.refused(addr, refusedBusy, now)
+	case p == nil:
+		c.drop(nil, dropNotAllowed)
+		c.refused(addr, refusedKey, now, "key", pi.Peer().Short(), "public_key", pi.Peer().String())
+	case p.heldOff(addr, now):
+		c.drop(p, dropDuplicateKey)
+		c.refused(addr, refusedDuplicate, now, "peer", p.name(), "key", p.key.Short())
+		p = nil
+	}
+	return pi, p
 }
 
 // handleResponse completes a handshake this cable initiated.
@@ -100,6 +125,7 @@ func (c *Cable) handleResponse(conn transport.Conn, addr transport.Addr, msg []b
 	}
 	cs, err := h.Consume(msg)
 	if err != nil {
+		c.badAnswerLocked(p, addr, now)
 		p.hs.mu.Unlock()
 		c.drop(p, dropAuth)
 		return
@@ -116,6 +142,7 @@ func (c *Cable) handleResponse(conn transport.Conn, addr transport.Addr, msg []b
 	p.hs.initiator, p.hs.prevInit = nil, nil
 	p.hs.attempts = 0
 	p.hs.wentStale = false
+	c.answeredLocked(p)
 	c.rotateLocked(p, s)
 	p.hs.mu.Unlock()
 
@@ -185,6 +212,7 @@ func (c *Cable) initiate(p *peer, via int, seen *session) {
 		c.imu.Unlock()
 	}
 	p.hs.prevInit, p.hs.initiator = p.hs.initiator, h
+	p.noteTryLocked(addr, via, now)
 	c.imu.Lock()
 	c.pending[idx] = p
 	c.imu.Unlock()

@@ -40,6 +40,7 @@ type peer struct {
 	live   liveness       // up or down, and when packets last went each way
 	policy policy         // what the peer may send in
 	own    ownPortState   // the peer's own port (Config.PortPerPeer)
+	dup    dupState       // a second client with this key (diagnose.go)
 	stats  peerStats
 
 	macs int // learned MACs; guarded by fdb.mu
@@ -60,8 +61,18 @@ type handshakeState struct {
 	wentStale   bool // the session went stale; no handshake completed since
 	lastInitTS  uint64
 	dialing     bool
-	lastPrefer  time.Time  // the last handshake tried over dial while on a fallback
-	probe       probeState // path MTU probes (plpmtud.go)
+	lastPrefer  time.Time // the last handshake tried over dial while on a fallback
+
+	// Unanswered handshakes, for the warning (diagnose.go).
+	tries         int            // initiations since the last handshake completed
+	firstTry      time.Time      // the first of them
+	lastTo        transport.Addr // where the newest went
+	lastVia       int            // over which dialer
+	nextWarn      time.Time      // when the warning may come again
+	warnEvery     time.Duration
+	warned        bool
+	lastBadAnswer int64      // when an answer that did not authenticate was last logged
+	probe         probeState // path MTU probes (plpmtud.go)
 
 	jar crypto.CookieJar // the responder's cookie, while fresh (cookie.go)
 }

@@ -172,13 +172,15 @@ func (c *Cable) recheckAllowed() {
 }
 
 // peerFor returns the peer with key, or a half-open one (halfopen.go) when
-// the configuration allows that key from src, or nil.
-func (c *Cable) peerFor(key crypto.PublicKey, src source) *peer {
+// the configuration allows that key from src, or nil; allowed reports
+// whether the key is allowed (nil and allowed: src has too many half-open
+// peers).
+func (c *Cable) peerFor(key crypto.PublicKey, src source) (p *peer, allowed bool) {
 	c.pmu.Lock()
 	defer c.pmu.Unlock()
-	p := c.byKey[key]
+	p = c.byKey[key]
 	if p != nil && !p.dynamic {
-		return p
+		return p, true
 	}
 	name, ok := "", false
 	switch {
@@ -188,13 +190,13 @@ func (c *Cable) peerFor(key crypto.PublicKey, src source) *peer {
 		name, ok = key.Short(), true
 	}
 	if !ok {
-		return nil // a dynamic peer no longer allowed gets no new session
+		return nil, false // a dynamic peer no longer allowed gets no new session
 	}
 	if p != nil {
-		return p
+		return p, true
 	}
 	if name == "" {
 		name = key.Short()
 	}
-	return c.halfOpenFor(key, name, src)
+	return c.halfOpenFor(key, name, src), true
 }

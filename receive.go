@@ -145,7 +145,9 @@ func (c *Cable) authenticate(conn transport.Conn, pk *transport.Packet, s *sessi
 		return nil, nil
 	}
 	typ := pk.B[0]
-	c.authenticated(p, s, conn, pk.Addr, now, crypto.Flags(pk.B))
+	if !c.authenticated(p, s, conn, pk.Addr, now, crypto.Flags(pk.B)) {
+		return nil, nil
+	}
 	if typ == crypto.TypeProbe {
 		c.handleProbe(p, s, conn, pk.Addr, frame)
 		return nil, nil
@@ -251,27 +253,23 @@ func (c *Cable) relay(to *peer, frame []byte, out *outBatch, sc *scratch, now in
 
 // authenticated records that a packet from p opened with s on (conn, addr):
 // it confirms a responder's new session, moves the path, and marks the peer
-// up.
-func (c *Cable) authenticated(p *peer, s *session, conn transport.Conn, addr transport.Addr, now int64, flags byte) {
+// up. It returns false, having counted the drop, for a packet from a
+// second client with p's key that is held off (diagnose.go).
+func (c *Cable) authenticated(p *peer, s *session, conn transport.Conn, addr transport.Addr, now int64, flags byte) bool {
+	if pt := p.route.path.Load(); pt != nil && pt.conn != conn && len(p.dialers) > 1 {
+		// A client with fallbacks moves between transports by handshakes
+		// alone: a packet that still comes over the old transport says
+		// nothing of whether ours get through there.
+	} else if (pt == nil || pt.conn != conn || pt.addr != addr) && !c.movePath(p, pt, conn, addr, now) {
+		c.drop(p, dropDuplicateKey)
+		return false
+	}
 	p.live.lastRecv.Store(now)
 	if flags&crypto.FlagHeard != 0 {
 		// Only a peer that hears us answers our questions: traffic that
 		// flows one way only (UDP blocked towards the peer) leaves ours
 		// unanswered, and the path goes stale.
 		p.live.unanswered.Store(0)
-	}
-	if pt := p.route.path.Load(); pt != nil && pt.conn != conn && len(p.dialers) > 1 {
-		// A client with fallbacks moves between transports by handshakes
-		// alone: a packet that still comes over the old transport says
-		// nothing of whether ours get through there.
-	} else if pt == nil || pt.conn != conn || pt.addr != addr {
-		vouch(conn, addr)
-		p.route.path.Store(&path{conn: conn, addr: addr})
-		c.noteTransport(p, conn)
-		c.updateMTU(p)
-		if pt != nil {
-			c.log.Info("path changed", "peer", p.name(), "addr", addr.String())
-		}
 	}
 	if p.hs.cur.Load() == s {
 		// A peer we dial that went down for want of answers is up again
@@ -280,7 +278,7 @@ func (c *Cable) authenticated(p *peer, s *session, conn transport.Conn, addr tra
 		if !p.live.up.Load() && (p.dial == nil || flags&crypto.FlagHeard != 0) {
 			c.setUp(p, true, "")
 		}
-		return
+		return true
 	}
 	p.hs.mu.Lock()
 	confirmed := false
@@ -296,7 +294,7 @@ func (c *Cable) authenticated(p *peer, s *session, conn transport.Conn, addr tra
 	}
 	p.hs.mu.Unlock()
 	if confirmed && p.dynamic && !c.admitted(p) && !c.promote(p) {
-		return // evicted from the half-open table meanwhile
+		return true // evicted from the half-open table meanwhile
 	}
 	if confirmed {
 		vouch(conn, addr)
@@ -305,6 +303,26 @@ func (c *Cable) authenticated(p *peer, s *session, conn transport.Conn, addr tra
 		c.log.Info("handshake complete", "peer", p.name(), "cipher", s.Cipher().String(), "addr", addr.String())
 		c.setUp(p, true, "")
 	}
+	return true
+}
+
+// movePath moves p's path from pt to (conn, addr), when addr is not a
+// second client with p's key held off; it reports whether it did.
+func (c *Cable) movePath(p *peer, pt *path, conn transport.Conn, addr transport.Addr, now int64) bool {
+	if p.heldOff(addr, now) {
+		return false
+	}
+	if pt != nil && c.notePathChange(p, pt.addr, addr, now) == addr {
+		return false
+	}
+	vouch(conn, addr)
+	p.route.path.Store(&path{conn: conn, addr: addr})
+	c.noteTransport(p, conn)
+	c.updateMTU(p)
+	if pt != nil {
+		c.log.Info("path changed", "peer", p.name(), "addr", addr.String())
+	}
+	return true
 }
 
 // vouch tells conn, when it asks (transport.Authenticator), that a packet

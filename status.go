@@ -30,6 +30,9 @@ type PeerStatus struct {
 	// Path is how the transport sees the path, for transports that tell
 	// (dns: queries per second, loss, round-trip time).
 	Path *transport.PathStats `json:"path,omitempty"`
+	// DuplicateKey, while set, says that a second client holds this
+	// peer's key: which one the cable keeps and which it holds off.
+	DuplicateKey *DuplicateKey `json:"duplicate_key,omitempty"`
 }
 
 // Status is a snapshot of a cable.
@@ -129,6 +132,8 @@ func (p *peer) status(macs int) PeerStatus {
 		MACs:       macs,
 		WireMTU:    int(p.route.wireMTU.Load()),
 		Fragmented: p.route.fragmented.Load(),
+
+		DuplicateKey: p.duplicate(time.Now().UnixNano()),
 	}
 	if ps.Up {
 		ps.UpSince = time.Unix(0, p.live.upSince.Load())

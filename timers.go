@@ -52,6 +52,7 @@ func (c *Cable) timerLoop(ctx context.Context) {
 			}
 			c.minWire.Store(minWire)
 			c.fdb.age(now.Add(-c.cfg.fdbMaxAge()).UnixNano(), c.cfg.fdbMaxAge())
+			c.summarise(now.UnixNano())
 			c.pruneRevoked(now.UnixNano())
 			c.limiter.Prune(now.UnixNano())
 		}
@@ -122,9 +123,17 @@ func (c *Cable) dialerTimers(ctx context.Context, p *peer, cur *session, valid, 
 		p.hs.dialing = true
 		p.hs.lastPrefer = now
 	}
+	w, warn := p.noAnswerDueLocked(now)
 	p.hs.mu.Unlock()
 	if start {
 		go c.initiate(p, via, cur)
+	}
+	if warn {
+		c.diagWG.Add(1)
+		go func() {
+			defer c.diagWG.Done()
+			c.warnNoAnswer(p, w)
+		}()
 	}
 	if nowNs := now.UnixNano(); valid && !stale && nowNs-p.live.lastSent.Load() >= int64(c.keepaliveOf(p)) {
 		c.sendKeepalive(p, nowNs)
