@@ -54,6 +54,9 @@ var dropNames = [numDropReasons]string{
 
 func (r dropReason) String() string { return dropNames[r] }
 
+// DropReasons lists the reasons Status counts drops by, as it names them.
+func DropReasons() []string { return dropNames[:] }
+
 // dropper counts drops by peer and reason, and logs them at debug level,
 // once a second at most.
 type dropper struct {

@@ -104,13 +104,20 @@ func printStatus(w io.Writer, st *cab.Status) {
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%d\t%d\t%d\t%s\n",
 			p.Name, p.PublicKey[:8], state, dash(p.Addr), transportCell(p), ago(p.UpSince), ago(p.LastHandshake),
-			p.RxFrames, p.RxBytes, p.TxFrames, p.TxBytes, p.MACs, dropString(p.Drops))
+			p.RxFrames, p.RxBytes, p.TxFrames, p.TxBytes, p.MACs, dropTotal(p.Drops))
 	}
 	tw.Flush()
 	for _, p := range st.Peers {
 		if ps := p.Path; ps != nil {
 			fmt.Fprintf(w, "%s over %s: %.1f queries/s, %.1f%% lost, rtt %v, %d queries\n",
 				p.Name, dash(p.Transport), ps.QueriesPerSecond, 100*ps.Loss, ps.RTT.Round(100*time.Microsecond), ps.Queries)
+		}
+		if d := p.DuplicateKey; d != nil {
+			fmt.Fprintf(w, "%s: two clients use this key: keeping %s, holding %s off for %v\n",
+				p.Name, d.Kept, d.HeldOff, time.Until(d.HeldUntil).Round(time.Second))
+		}
+		if len(p.Drops) > 0 {
+			fmt.Fprintf(w, "%s dropped: %s\n", p.Name, dropString(p.Drops))
 		}
 	}
 	if len(st.Drops) > 0 {
@@ -135,21 +142,55 @@ func dash(s string) string {
 	return s
 }
 
-func dropString(m map[string]uint64) string {
+// dropLabels say what the drop reasons of cab.Status (the reason label of
+// the metrics) mean, for cab status.
+var dropLabels = map[string]string{
+	"runt":             "malformed",
+	"no session":       "for no session (expired, or the peer restarted)",
+	"auth":             "failed authentication (a wrong key or PSK, or forged)",
+	"replay":           "replayed",
+	"too big":          "too big for the path",
+	"rate limited":     "handshakes over the rate limit",
+	"queue full":       "with the queue full",
+	"not allowed":      "not allowed (a key, MAC or VLAN not allowed, or a peer removed)",
+	"handshake replay": "replayed handshakes",
+	"mac limit":        "over the MAC limit",
+	"isolated":         "from client to client (isolate)",
+	"mac conflict":     "claiming another peer's MAC",
+	"bpdu":             "spanning-tree BPDUs (bpdu = drop)",
+	"fragment":         "bad fragments",
+	"duplicate key":    "from a second client with this key",
+}
+
+// dropTotal is the DROPS column: how many, all reasons.
+func dropTotal(m map[string]uint64) string {
 	if len(m) == 0 {
 		return "-"
 	}
+	n := uint64(0)
+	for _, v := range m {
+		n += v
+	}
+	return fmt.Sprint(n)
+}
+
+// dropString lists drops by reason, in words, most first.
+func dropString(m map[string]uint64) string {
 	keys := make([]string, 0, len(m))
 	for k := range m {
 		keys = append(keys, k)
 	}
-	sort.Strings(keys)
+	sort.Slice(keys, func(i, j int) bool { return m[keys[i]] > m[keys[j]] || m[keys[i]] == m[keys[j]] && keys[i] < keys[j] })
 	var b strings.Builder
 	for i, k := range keys {
 		if i > 0 {
 			b.WriteString(", ")
 		}
-		fmt.Fprintf(&b, "%s=%d", k, m[k])
+		label := dropLabels[k]
+		if label == "" {
+			label = strings.ReplaceAll(k, "_", " ") // a carrier's own (dns_nxdomain)
+		}
+		fmt.Fprintf(&b, "%d %s", m[k], label)
 	}
 	return b.String()
 }

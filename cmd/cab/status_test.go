@@ -68,3 +68,28 @@ func TestPrintStatusPath(t *testing.T) {
 		t.Errorf("a path line for a udp peer:\n%s", out)
 	}
 }
+
+// TestPrintStatusWords: cab status says in words why it dropped what, for
+// every reason the cable counts, and names a second client with a key.
+func TestPrintStatusWords(t *testing.T) {
+	for _, r := range cab.DropReasons() {
+		if dropLabels[r] == "" {
+			t.Errorf("drop reason %q has no words in dropLabels", r)
+		}
+	}
+	st := &cab.Status{Peers: []cab.PeerStatus{{Name: "hq", PublicKey: "JjT+47rR0HJPbM+N3wNmoCf194DvI9B1RbqeGPcllVs=", Up: true,
+		Drops:        map[string]uint64{"auth": 3, "runt": 1},
+		DuplicateKey: &cab.DuplicateKey{Kept: "192.0.2.3:4000", HeldOff: "192.0.2.2:4000", HeldUntil: time.Now().Add(20 * time.Second)}}},
+		Drops: map[string]uint64{"dns_nxdomain": 2}}
+	var b bytes.Buffer
+	printStatus(&b, st)
+	for _, want := range []string{
+		"hq dropped: 3 failed authentication (a wrong key or PSK, or forged), 1 malformed",
+		"hq: two clients use this key: keeping 192.0.2.3:4000, holding 192.0.2.2:4000 off for 2",
+		"dropped before a peer was known: 2 dns nxdomain",
+	} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("cab status lacks %q:\n%s", want, b.String())
+		}
+	}
+}
