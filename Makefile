@@ -17,6 +17,11 @@ VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X main.version=$(VERSION)
 DEBS    := iproute2 iputils-ping tcpdump iperf3 procps util-linux vde2 openvswitch-switch nftables conntrack openssh-server openssh-client systemd unbound
 
+# DEMO_CMDS are what make demo runs besides cab and a shell, and DEMO_DEBS
+# the Debian packages that have them; make demo installs those missing.
+DEMO_CMDS := ip ping
+DEMO_DEBS := iproute2 iputils-ping
+
 BENCH_DEBS := iperf3 iputils-ping iproute2 fastd openvpn openssl python3 openssh-server openssh-client procps
 
 PREFIX  ?= /usr/local
@@ -30,6 +35,15 @@ build:
 
 demo: build
 	@if [ "$$(id -u)" != 0 ]; then echo "make demo needs root (network namespaces, TAP devices): run sudo make demo"; exit 1; fi
+	@missing=""; for c in $(DEMO_CMDS); do command -v $$c >/dev/null 2>&1 || missing="$$missing $$c"; done; \
+	if [ -n "$$missing" ]; then \
+		if command -v apt-get >/dev/null 2>&1; then \
+			echo "make demo: installing $(DEMO_DEBS) for:$$missing"; \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(DEMO_DEBS) >/dev/null; \
+		else \
+			echo "make demo needs:$$missing (Debian: $(DEMO_DEBS)); install them and run it again"; exit 1; \
+		fi; \
+	fi
 	bash test/demo.sh ./cab
 
 # deps installs what the tests need on a fresh Debian machine.

@@ -20,6 +20,13 @@ if [[ $(id -u) != 0 ]]; then
 	echo "demo: needs root (network namespaces, TAP devices)" >&2
 	exit 1
 fi
+# Besides cab and bash, the demo needs ip and ping (make demo installs them).
+for c in ip ping; do
+	if ! command -v "$c" >/dev/null 2>&1; then
+		echo "demo: $c is missing: apt-get install iproute2 iputils-ping (make demo does that)" >&2
+		exit 1
+	fi
+done
 
 nsA=cab-demo-$$-a
 nsB=cab-demo-$$-b

@@ -157,3 +157,33 @@ func TestConfigFiles(t *testing.T) {
 		t.Errorf("client status %+v, want its server named hq, up", ps)
 	}
 }
+
+// TestDemo: make demo's script runs as the README says (two namespaces, a
+// ping across), and on a machine without ping it says what to install
+// instead of failing half-way; make demo installs what the script needs.
+func TestDemo(t *testing.T) {
+	needRoot(t)
+	out, err := exec.Command("bash", "../test/demo.sh", cabBin).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "=== done") || !strings.Contains(string(out), "peer up") {
+		t.Errorf("demo.sh: %v\n%s", err, out)
+	}
+	// A PATH with all the demo uses but ping.
+	bin := t.TempDir()
+	for _, c := range []string{"ip", "id", "mktemp", "seq", "sleep", "kill", "cat", "grep", "sed", "ls", "rm", "dirname", "basename", "bash"} {
+		p, err := exec.LookPath(c)
+		if err != nil {
+			continue // a shell builtin
+		}
+		os.Symlink(p, filepath.Join(bin, c))
+	}
+	cmd := exec.Command(filepath.Join(bin, "bash"), "../test/demo.sh", cabBin)
+	cmd.Env = append(os.Environ(), "PATH="+bin)
+	out, err = cmd.CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "demo: ping is missing: apt-get install iproute2 iputils-ping") {
+		t.Errorf("demo.sh without ping: %v, want a clear error:\n%s", err, out)
+	}
+	out, err = exec.Command("make", "-C", "..", "-n", "demo").CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "iputils-ping") || !strings.Contains(string(out), "command -v") {
+		t.Errorf("make -n demo does not install what the demo needs: %v\n%s", err, out)
+	}
+}
