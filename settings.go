@@ -281,12 +281,16 @@ func (s *Settings) mssClamp() (int, error) {
 func (s *Settings) checkPeers() error {
 	server := s.Role == "server"
 	for i, p := range s.Peers {
-		if p.PublicKey == "" && (server || s.PSK == "" && p.PSK == "") {
+		if p.PublicKey == "" && (server || s.PSK == "" && p.PSK == "" && s.ServerKey == "") {
 			return s.errorf(p.at("[[peer]]"), "[[peer]] %q has no public_key: add public_key = \"…\" (cab pubkey < its.key prints it)", p.Name)
 		}
 		if p.PublicKey != "" { // a client with a PSK alone derives the server's key from it
-			if _, err := crypto.ParsePublicKey(p.PublicKey); err != nil {
+			k, err := crypto.ParsePublicKey(p.PublicKey)
+			if err != nil {
 				return s.errorf(p.at("public_key"), "public_key: %v (cab pubkey < its.key prints one)", err)
+			}
+			if k == (crypto.PublicKey{}) {
+				return s.errorf(p.at("public_key"), "public_key is all zeros, a placeholder: write the key that cab pubkey < its.key prints")
 			}
 		}
 		switch {
