@@ -9,8 +9,9 @@
 #   make bench-dns  the DNS tunnel through a real Unbound at 0, 1 and 5 %
 #                 query loss (root); prints a Markdown table
 #   make gobench  the Go benchmarks (seal/open, fdb, clamp, the whole cable)
-#   make install  cab into $(PREFIX)/bin, the systemd unit cab@.service and
-#                 an example /etc/cab/example.toml (DESTDIR honoured)
+#   make install  cab into $(PREFIX)/bin, the systemd unit cab@.service,
+#                 an example /etc/cab/example.toml and the pre-shared key
+#                 it names, /etc/cab/site.psk (DESTDIR honoured)
 
 GO      ?= go
 VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
@@ -90,6 +91,10 @@ install:
 	rm -f cab@.service.tmp
 	install -d -m 0700 $(DESTDIR)/etc/cab
 	test -e $(DESTDIR)/etc/cab/example.toml || install -m 0600 configs/two-site-server.toml $(DESTDIR)/etc/cab/example.toml
+	@# The pre-shared key example.toml names, so that it runs as installed;
+	@# the other site needs a copy of it.
+	@test -e $(DESTDIR)/etc/cab/site.psk || { (umask 077 && ./cab genkey > $(DESTDIR)/etc/cab/site.psk) && \
+		echo "made /etc/cab/site.psk, the pre-shared key of example.toml: copy it to the other site"; }
 
 clean:
 	rm -f cab

@@ -121,6 +121,7 @@ func TestMakeInstall(t *testing.T) {
 		"etc/systemd/system/cab@.service": 0o644,
 		"etc/cab":                         0o700 | os.ModeDir,
 		"etc/cab/example.toml":            0o600,
+		"etc/cab/site.psk":                0o600,
 	} {
 		st, err := os.Stat(filepath.Join(dest, path))
 		if err != nil {
@@ -134,6 +135,26 @@ func TestMakeInstall(t *testing.T) {
 	out, err := exec.Command(filepath.Join(dest, "usr/local/bin/cab"), "--version").Output()
 	if err != nil || !strings.HasPrefix(string(out), "cab ") {
 		t.Errorf("installed cab --version: %q %v", out, err)
+	}
+	// The example runs as installed (as cab@example would run it), and a
+	// second make install keeps the key.
+	psk, _ := os.ReadFile(filepath.Join(dest, "etc/cab/site.psk"))
+	if out, err := exec.Command("make", "-C", "..", "install", "DESTDIR="+dest).CombinedOutput(); err != nil {
+		t.Fatalf("make install again: %v\n%s", err, out)
+	}
+	if again, _ := os.ReadFile(filepath.Join(dest, "etc/cab/site.psk")); string(again) != string(psk) || len(psk) == 0 {
+		t.Errorf("a second make install changed or lost site.psk")
+	}
+	ex, err := os.ReadFile(filepath.Join(dest, "etc/cab/example.toml"))
+	if err != nil || !strings.Contains(string(ex), `psk = "/etc/cab/site.psk"`) {
+		t.Fatalf("example.toml does not name /etc/cab/site.psk: %v\n%s", err, ex)
+	}
+	s := newNetns(t, "i")
+	file := s.path("example.toml")
+	writeFile(t, file, strings.ReplaceAll(string(ex), "/etc/cab/", filepath.Join(dest, "etc/cab")+"/"))
+	p := s.cab(t, "run", "-f", file)
+	if !waitFor(10*time.Second, func() bool { return strings.Contains(p.stderr.String(), `msg="cable up"`) || p.exited() }) || p.exited() {
+		t.Errorf("the installed example.toml does not run: %s\n%s", p.state(), p.stderr.String())
 	}
 }
 
