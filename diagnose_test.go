@@ -154,5 +154,17 @@ func TestDuplicateKey(t *testing.T) {
 		if d := peerStatus(server, "branch").DuplicateKey; d != nil {
 			t.Errorf("status after the hold: %+v, want none", d)
 		}
+		// The one held off comes back with a new handshake once the hold
+		// ends; the next hold is twice as long.
+		time.Sleep(20 * time.Second)
+		for i := range 4 {
+			newer.port.Inject(testFrame(0xaa, 0xb2, uint32(i), 100))
+			time.Sleep(10 * time.Millisecond)
+			older.port.Inject(testFrame(0xaa, 0xb1, uint32(i), 100))
+			time.Sleep(10 * time.Millisecond)
+		}
+		if !regexp.MustCompile(`peer=branch key=` + regexp.QuoteMeta(ckey.Public().Short()) + ` kept=c[12] held_off=c[12] for=1m0s`).MatchString(log.String()) {
+			t.Errorf("no second hold, twice as long:\n%s", log.String())
+		}
 	})
 }

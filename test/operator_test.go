@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"os/exec"
 	"regexp"
 	"strconv"
 	"strings"
@@ -78,6 +79,10 @@ func TestJSONLogs(t *testing.T) {
 				t.Errorf("%s: not a JSON log line: %q", p.name, l)
 			}
 		}
+	}
+	// As the README says: a PSK-only client still makes a key of its own.
+	if _, err := os.Stat(b.path("state/client.key")); err != nil {
+		t.Errorf("the PSK-only client made no client.key in its state directory: %v", err)
 	}
 	if !strings.Contains(srv.stderr.String(), `"msg":"any client holding the pre-shared key is accepted"`) {
 		t.Errorf("the server's notes are not in its JSON log:\n%s", srv.stderr.String())
@@ -373,5 +378,38 @@ func TestDuplicateKeyLive(t *testing.T) {
 	}
 	if changes := strings.Count(sp.stderr.String(), `msg="path changed"`); changes > 10 {
 		t.Errorf("%d path changes: the clients still flap", changes)
+	}
+}
+
+// TestREADMEOneMachine runs the README's "try it on one machine" recipe as
+// it is written, with names of its own for the namespaces and this test's
+// cab, and wants its ping answered and cab status to show the peer up.
+func TestREADMEOneMachine(t *testing.T) {
+	needRoot(t)
+	b, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile("(?s)### Try it on one machine\n.*?```sh\n(.*?)```").FindSubmatch(b)
+	if m == nil {
+		t.Fatal("no recipe in the README")
+	}
+	id := randomID(t)
+	nsA, nsB := "cab-"+id+"-ra", "cab-"+id+"-rb"
+	t.Cleanup(func() {
+		run(10*time.Second, "ip", "netns", "del", nsA)
+		run(10*time.Second, "ip", "netns", "del", nsB)
+	})
+	dir := t.TempDir()
+	script := strings.NewReplacer("sudo ", "", "./cab ", cabBin+" ", "/tmp/site-a", dir+"/state-a", "/tmp/site-b", dir+"/state-b",
+		"site-a", nsA, "site-b", nsB).Replace(string(m[1]))
+	script = regexp.MustCompile(`(?m)^cab `).ReplaceAllString(script, cabBin+" ")
+	// The recipe leaves its two cabs running; here they end with the script.
+	script = "set -e\ntrap 'kill $(jobs -p) 2>/dev/null; wait' EXIT\n" + script
+	cmd := exec.Command("bash", "-c", script)
+	cmd.Dir = dir
+	out, err := cmd.CombinedOutput()
+	if err != nil || !regexp.MustCompile(`[123] received`).Match(out) || !strings.Contains(string(out), " up ") {
+		t.Errorf("the recipe: %v\n%s", err, out)
 	}
 }
