@@ -25,8 +25,16 @@
 //
 // cable.go holds the Cable and its lifecycle; peer.go a peer's state, in
 // named groups (handshake, route, liveness, policy, own port, stats);
-// peers.go the peer table and its reload; drop.go the drop counters;
+// peers.go the peer table, its reload and the allow list's revocations;
+// drop.go the drop counters; diagnose.go what the cable tells an operator
+// (unanswered handshakes, refused ones, two clients with one key);
 // status.go the snapshot cab status shows.
+//
+// Around the cable: settings.go and configfile.go hold Settings, what a
+// configuration file (Parse) or the command line says; open.go opens every
+// port and carrier by its URL (lazyconn.go: a fallback carrier that cannot
+// start yet); setup.go makes a running cable of Settings (Open), and
+// reload.go applies them again (Setup.Reload).
 //
 // One goroutine per blocking reader; the work is done inline. A peer's path
 // (the conn and addr it is reached at) changes only after a packet from it
