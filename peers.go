@@ -129,44 +129,57 @@ func (c *Cable) pruneRevoked(now int64) {
 // recheckAllowed asks Config.Allow again about every peer it let in: a key
 // it no longer allows is removed at once, and a new name renames the peer.
 // It runs on every tick of the timer loop, so that an edit of the allow
-// file takes effect within a second.
+// file takes effect within a second. Allow may read a file, so it is
+// asked without c.pmu held.
 func (c *Cable) recheckAllowed() {
 	if c.cfg.Allow == nil {
 		return
 	}
-	var gone []*peer
 	c.pmu.Lock()
-	list := c.peerList()
-	keep := make([]*peer, 0, len(list))
-	for _, p := range list {
+	half := append([]*peer(nil), c.half.order...)
+	c.pmu.Unlock()
+	var gone, goneHalf []*peer
+	for _, p := range c.peerList() {
 		if !p.dynamic {
-			keep = append(keep, p)
 			continue
 		}
 		name, ok := c.cfg.Allow(p.key)
-		if !ok {
+		switch {
+		case !ok:
 			gone = append(gone, p)
-			delete(c.byKey, p.key)
-			continue
-		}
-		keep = append(keep, p)
-		if name == "" {
-			name = p.key.Short()
-		}
-		if name != p.name() {
+		case name == "":
+			c.rename(p, p.key.Short())
+		default:
 			c.rename(p, name)
 		}
 	}
-	for _, p := range append([]*peer(nil), c.half.order...) {
+	for _, p := range half {
 		if _, ok := c.cfg.Allow(p.key); !ok {
+			goneHalf = append(goneHalf, p)
+		}
+	}
+	if len(gone)+len(goneHalf) == 0 {
+		return
+	}
+	c.pmu.Lock()
+	for _, p := range goneHalf {
+		if c.half.byKey[p.key] == p {
 			c.forgetHalfOpenLocked(p)
 		}
 	}
-	if len(gone) > 0 {
-		c.peers.Store(&keep)
+	var removed []*peer
+	keep := make([]*peer, 0, len(c.peerList()))
+	for _, p := range c.peerList() {
+		if slices.Contains(gone, p) && c.byKey[p.key] == p {
+			delete(c.byKey, p.key)
+			removed = append(removed, p)
+			continue
+		}
+		keep = append(keep, p)
 	}
+	c.peers.Store(&keep)
 	c.pmu.Unlock()
-	for _, p := range gone {
+	for _, p := range removed {
 		c.retire(p, "its key is no longer allowed")
 	}
 }
