@@ -168,3 +168,35 @@ func TestDuplicateKey(t *testing.T) {
 		}
 	})
 }
+
+// TestRefusalReasons: a replayed initiation and a flood over the rate
+// limit are each named: the first refusal from a source by itself, the
+// rest in the summary a minute later.
+func TestRefusalReasons(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		n := transporttest.NewNetwork(transporttest.Options{})
+		skey, ckey := mustKey(t), mustKey(t)
+		var log syncLog
+		server := startSite(t, Config{PrivateKey: skey, Responder: true, Logger: logTo(&log),
+			Peers: []PeerConfig{{Name: "branch", PublicKey: ckey.Public()}}}, n.Conn("server"))
+		c := server.cable
+		_, msg, err := crypto.NewInitiator(ckey, skey.Public(), nil, 1, crypto.LocalCiphers(), time.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		conn := n.Conn("x")
+		now := time.Now().UnixNano()
+		c.handleInit(conn, transporttest.Addr("x1"), msg, now)                         // answered
+		c.handleInit(conn, transporttest.Addr("x1"), append([]byte(nil), msg...), now) // replayed
+		for range 30 {
+			c.handleInit(conn, transporttest.Addr("x2"), append([]byte(nil), msg...), now) // replayed, then over the limit
+		}
+		if !strings.Contains(log.String(), `msg="handshake refused" src=x1 reason="replayed initiation" peer=branch`) {
+			t.Errorf("no replay refusal:\n%s", log.String())
+		}
+		time.Sleep(61 * time.Second)
+		if !regexp.MustCompile(`msg="more handshakes refused in the last minute" count=\d+ reasons="rate limited: \d+; replayed initiation: \d+"`).MatchString(log.String()) {
+			t.Errorf("the summary does not name the rate limit and the replays:\n%s", log.String())
+		}
+	})
+}
