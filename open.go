@@ -60,6 +60,26 @@ func OpenPort(spec string, id crypto.PublicKey) (bridgeif.Port, error) {
 	}
 }
 
+// OpenPortPerPeer returns, for vde:DIR, what opens a port of that switch
+// for each peer (Config.PortPerPeer), as vde_cryptcab does: the switch sees
+// each client on a port of its own, described by the peer's name.
+func OpenPortPerPeer(spec string, log *slog.Logger) (func(name string) (bridgeif.Port, error), error) {
+	dir, ok := strings.CutPrefix(spec, "vde:")
+	if !ok {
+		return nil, fmt.Errorf("-s %s: a port per peer needs a vde_switch (vde:DIR)", spec)
+	}
+	vdir, _, err := bridgeif.ParseVDESpec(dir)
+	if err != nil {
+		return nil, fmt.Errorf("-s %s: %w", spec, err)
+	}
+	if _, err := os.Stat(filepath.Join(vdir, "ctl")); err != nil {
+		return nil, fmt.Errorf("-s %s: no vde_switch at %s (start one with vde_switch -d -s %s)", spec, vdir, vdir)
+	}
+	return func(name string) (bridgeif.Port, error) {
+		return bridgeif.OpenVDE(vdir, bridgeif.VDEOptions{Description: "cab client " + name, Logger: log})
+	}, nil
+}
+
 // OpenStdio returns a port of frames on stdin and stdout in vde_plug's
 // stream format. Stdin is made non-blocking first, so that closing the
 // port unblocks a read.

@@ -349,17 +349,12 @@ func (su *Setup) clientPeer(cfg *Config) error {
 // switch sees each client on its own port.
 func (su *Setup) openPort(cfg *Config) error {
 	s := su.s
-	if dir, ok := strings.CutPrefix(s.Local, "vde:"); ok && s.Role == "server" && !s.VDESharedPort {
-		vdir, _, err := bridgeif.ParseVDESpec(dir)
+	if strings.HasPrefix(s.Local, "vde:") && s.Role == "server" && !s.VDESharedPort {
+		open, err := OpenPortPerPeer(s.Local, su.log)
 		if err != nil {
-			return fmt.Errorf("-s %s: %w", s.Local, err)
+			return err
 		}
-		if _, err := os.Stat(filepath.Join(vdir, "ctl")); err != nil {
-			return fmt.Errorf("-s %s: no vde_switch at %s (start one with vde_switch -d -s %s)", s.Local, vdir, vdir)
-		}
-		cfg.PortPerPeer = func(name string) (bridgeif.Port, error) {
-			return bridgeif.OpenVDE(vdir, bridgeif.VDEOptions{Description: "cab client " + name, Logger: su.log})
-		}
+		cfg.PortPerPeer = open
 		return nil
 	}
 	port, err := OpenPort(s.Local, su.PublicKey)
