@@ -160,6 +160,7 @@ var dropLabels = map[string]string{
 	"bpdu":             "spanning-tree BPDUs (bpdu = drop)",
 	"fragment":         "bad fragments",
 	"duplicate key":    "from a second client with this key",
+	"cookie sent":      "initiations answered with a cookie (under load)",
 }
 
 // dropTotal is the DROPS column: how many, all reasons.
