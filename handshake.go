@@ -120,7 +120,7 @@ func (c *Cable) handleResponse(conn transport.Conn, addr transport.Addr, msg []b
 	p.hs.mu.Unlock()
 
 	p.live.lastRecv.Store(now)
-	p.live.unanswered.Store(0)
+	p.heard(now)
 	vouch(conn, addr)
 	p.route.path.Store(&path{conn: conn, addr: addr})
 	c.noteTransport(p, conn)

@@ -111,7 +111,7 @@ func (c *Cable) sessionOf(idx uint32, now int64) *session {
 // HeaderLen), or nil. Three steps: what the packet proves (authenticate),
 // whether the frame may enter (admit), and where it goes (forward).
 func (c *Cable) opened(conn transport.Conn, pk *transport.Packet, s *session, frame []byte, err error, out *outBatch, sc *scratch, now int64) []byte {
-	buf, frame := c.authenticate(conn, pk, s, frame, err, sc, now)
+	buf, frame := c.authenticate(conn, pk, s, frame, err, out, sc, now)
 	if buf == nil {
 		return nil
 	}
@@ -128,9 +128,10 @@ func (c *Cable) opened(conn transport.Conn, pk *transport.Packet, s *session, fr
 
 // authenticate takes what packet pk, opened with s, proves: the peer is
 // alive at that path; a probe is answered, a fragment reassembled, a
-// keepalive noted. It returns the buffer holding a whole frame at offset
-// HeaderLen, and that frame, or nil when there is no frame to handle.
-func (c *Cable) authenticate(conn transport.Conn, pk *transport.Packet, s *session, frame []byte, err error, sc *scratch, now int64) (buf, whole []byte) {
+// keepalive noted, an ask (FlagAsk) answered on out. It returns the buffer
+// holding a whole frame at offset HeaderLen, and that frame, or nil when
+// there is no frame to handle.
+func (c *Cable) authenticate(conn transport.Conn, pk *transport.Packet, s *session, frame []byte, err error, out *outBatch, sc *scratch, now int64) (buf, whole []byte) {
 	p := s.peer
 	if err != nil {
 		if errors.Is(err, crypto.ErrReplay) {
@@ -141,7 +142,11 @@ func (c *Cable) authenticate(conn transport.Conn, pk *transport.Packet, s *sessi
 		return nil, nil
 	}
 	typ := pk.B[0]
-	c.authenticated(p, s, conn, pk.Addr, now, crypto.Flags(pk.B))
+	flags := crypto.Flags(pk.B)
+	c.authenticated(p, s, conn, pk.Addr, now, flags)
+	if flags&crypto.FlagAsk != 0 {
+		c.answerAsk(p, out, sc, now)
+	}
 	if typ == crypto.TypeProbe {
 		c.handleProbe(p, s, conn, pk.Addr, frame)
 		return nil, nil
@@ -254,7 +259,7 @@ func (c *Cable) authenticated(p *peer, s *session, conn transport.Conn, addr tra
 		// Only a peer that hears us answers our questions: traffic that
 		// flows one way only (UDP blocked towards the peer) leaves ours
 		// unanswered, and the path goes stale.
-		p.live.unanswered.Store(0)
+		p.heard(now)
 	}
 	if pt := p.route.path.Load(); pt != nil && pt.conn != conn && len(p.dialers) > 1 {
 		// A client with fallbacks moves between transports by handshakes
@@ -274,6 +279,9 @@ func (c *Cable) authenticated(p *peer, s *session, conn transport.Conn, addr tra
 		// only when it says it hears us: its packets alone may flow one
 		// way.
 		if !p.live.up.Load() && (p.dial == nil || flags&crypto.FlagHeard != 0) {
+			// A peer that dials us is up again on its first packet; it
+			// gets a fresh DeadAfter to show that it hears us.
+			p.heard(now)
 			c.setUp(p, true, "")
 		}
 		return
@@ -296,6 +304,7 @@ func (c *Cable) authenticated(p *peer, s *session, conn transport.Conn, addr tra
 	}
 	if confirmed {
 		vouch(conn, addr)
+		p.heard(now)
 		p.stats.handshakes.Add(1)
 		p.live.lastHandshake.Store(now)
 		c.log.Info("handshake complete", "peer", p.name, "cipher", s.Cipher().String(), "addr", addr.String())

@@ -209,16 +209,36 @@ func (c *Cable) seal(p *peer, buf []byte, size int, out *outBatch, sc *scratch, 
 }
 
 // sendKeepalive sends an empty data packet to p.
-func (c *Cable) sendKeepalive(p *peer, now int64) {
+func (c *Cable) sendKeepalive(p *peer, now int64) { c.sendKeepaliveFlags(p, now, 0) }
+
+// sendKeepaliveFlags sends an empty data packet to p with flags (FlagAsk)
+// in addition to its usual ones.
+func (c *Cable) sendKeepaliveFlags(p *peer, now int64, flags byte) {
 	s, pt := p.hs.cur.Load(), p.route.path.Load()
 	if s == nil || pt == nil {
 		return
 	}
 	var buf [crypto.Overhead]byte
-	pkt, err := s.SealFlags(crypto.TypeData, p.flags(now), buf[:], 0)
+	pkt, err := s.SealFlags(crypto.TypeData, p.flags(now)|flags, buf[:], 0)
 	if err != nil {
 		return
 	}
 	p.noteSent(now)
 	pt.conn.WriteBatch([]transport.Packet{{B: pkt, Addr: pt.addr}})
+}
+
+// answerAsk queues on out a keepalive that answers p's ask (FlagAsk) at once,
+// at most one per answerGap whatever p sends. An answer is not a question:
+// it leaves p's unanswered time alone.
+func (c *Cable) answerAsk(p *peer, out *outBatch, sc *scratch, now int64) {
+	last := p.live.lastAnswer.Load()
+	if now-last < int64(answerGap) || !p.live.lastAnswer.CompareAndSwap(last, now) {
+		return
+	}
+	s, pt := p.hs.cur.Load(), p.route.path.Load()
+	if s == nil || pt == nil {
+		return
+	}
+	out.seal(sealJob{p: p, s: s, pt: pt, typ: crypto.TypeData, flags: p.flags(now), buf: sc.get(), size: 0})
+	p.live.lastSent.Store(now)
 }

@@ -38,11 +38,18 @@ type Status struct {
 	FDB   int               `json:"fdb_entries"`
 	// MSSClamped counts TCP SYNs whose MSS the cable lowered.
 	MSSClamped uint64 `json:"mss_clamped"`
+	// Carrier is the port's carrier as the cable last set it, "up" or
+	// "down", when the cable follows the peers with it (Config.Carrier);
+	// empty when it leaves the carrier alone.
+	Carrier string `json:"carrier,omitempty"`
+	// DeadAfter is Config.DeadAfter: fast failure detection, 0 when off.
+	DeadAfter time.Duration `json:"dead_after_ns,omitempty"`
 }
 
 // Status returns a snapshot of the cable's peers and counters.
 func (c *Cable) Status() Status {
-	st := Status{Drops: dropMap(&c.unattributed), FDB: c.fdb.len(), MSSClamped: c.clamped.Load()}
+	st := Status{Drops: dropMap(&c.unattributed), FDB: c.fdb.len(), MSSClamped: c.clamped.Load(), DeadAfter: c.cfg.DeadAfter}
+	st.Carrier = c.carrierStatus()
 	for _, conn := range c.conns {
 		dc, ok := conn.(transport.DropCounter)
 		if !ok {
