@@ -166,6 +166,7 @@ type options struct {
 	serverKey    string
 	stateDir     string
 	keepalive    time.Duration
+	deadAfter    time.Duration
 	isolate      bool
 	verbose      bool
 	logFormat    string
@@ -228,7 +229,7 @@ func parseFlags(args []string, server bool, stderr io.Writer) (*options, []strin
 	fs := flag.NewFlagSet("cab "+name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	o := &options{}
-	fs.StringVar(&o.spec, "s", "tap:cab0", "local port: tap:NAME[,bridge=BR|,ovs=BR][,mtu=N][,offload=off], vde:DIR[N] or stdio")
+	fs.StringVar(&o.spec, "s", "tap:cab0", "local port: tap:NAME[,bridge=BR|,ovs=BR][,mtu=N][,offload=off][,carrier=follow|on], vde:DIR[N] or stdio")
 	fs.StringVar(&o.pskFile, "psk", "", "pre-shared key `file` (from cab genkey); alone it is enough for a two-site link")
 	fs.StringVar(&o.keyFile, "key", "", "private key `file` (default: STATE_DIR/"+name+".key, created on first run)")
 	fs.StringVar(&o.stateDir, "state-dir", "", "state `directory` (default /var/lib/cab as root, else $XDG_STATE_HOME/cab)")
@@ -238,6 +239,7 @@ func parseFlags(args []string, server bool, stderr io.Writer) (*options, []strin
 	fs.StringVar(&o.bpdu, "bpdu", "pass", "spanning-tree BPDUs: pass or drop")
 	fs.StringVar(&o.mtu, "mtu", "", "MTU of a TAP that is in no bridge: auto (follow the largest that crosses without fragments) or a number; default: leave it (1500)")
 	fs.StringVar(&o.mssClamp, "mss-clamp", "auto", "TCP MSS clamping of frames entering the cable: auto, off, or the IPv4 MSS")
+	fs.DurationVar(&o.deadAfter, "dead-after", 0, fmt.Sprintf("fast failure detection: a peer silent this long while asked is down (%v to %v); asks go out after a third of it without a packet heard, about 4 packets a second in all at 1s; 0: the default detection", cab.MinDeadAfter, cab.MaxDeadAfter))
 	fs.StringVar(&o.configFile, "f", "", "configuration `file` (TOML; flags given here win over it)")
 	fs.StringVar(&o.metrics, "metrics", "", "serve Prometheus metrics at http://`ADDR`/metrics (e.g. 127.0.0.1:9667)")
 	fs.StringVar(&o.udpGSO, "udp-gso", "on", "UDP segmentation offload (one send for a run of packets), where the kernel has it: on or off")
@@ -301,7 +303,32 @@ func parseFlags(args []string, server bool, stderr io.Writer) (*options, []strin
 			return nil, nil, err
 		}
 	}
+	if err := o.checkValues(); err != nil {
+		return nil, nil, err
+	}
 	return o, pos, nil
+}
+
+// checkValues checks the settings whose values the flag package cannot:
+// the bounds of --dead-after and the options of a tap: spec. A value from
+// the configuration file is blamed on its line there.
+func (o *options) checkValues() error {
+	blame := func(flagName, key string, err error) error {
+		if o.configFile == "" || o.setByFlag[flagName] {
+			return fmt.Errorf("-%s: %w", flagName, err)
+		}
+		text, _ := os.ReadFile(o.configFile)
+		return configError(o.configFile, keyLine(strings.Split(string(text), "\n"), "", 0, key), "%s: %v", key, err)
+	}
+	if d := o.deadAfter; d != 0 && (d < cab.MinDeadAfter || d > cab.MaxDeadAfter) {
+		return blame("-dead-after", "dead_after", fmt.Errorf("%v: use %v to %v, or 0 for the default detection", d, cab.MinDeadAfter, cab.MaxDeadAfter))
+	}
+	if arg, ok := strings.CutPrefix(o.spec, "tap:"); ok {
+		if _, err := bridgeif.ParseTAPSpec(arg); err != nil {
+			return blame("s", "local", fmt.Errorf("%s: %w", o.spec, err))
+		}
+	}
+	return nil
 }
 
 // applyFile reads the configuration file into o (where the command line
@@ -477,7 +504,13 @@ func runCable(args []string, server bool, stdout, stderr io.Writer) error {
 		return err
 	}
 	cfg := cab.Config{Responder: server, Keepalive: o.keepalive, Isolate: o.isolate, Logger: log,
-		FDBMaxAge: o.fdbAge, MaxMACs: o.maxMACs, FloodRate: o.floodRate, DropBPDU: o.bpdu == "drop"}
+		FDBMaxAge: o.fdbAge, MaxMACs: o.maxMACs, FloodRate: o.floodRate, DropBPDU: o.bpdu == "drop", DeadAfter: o.deadAfter}
+	if arg, ok := strings.CutPrefix(o.spec, "tap:"); ok {
+		ts, _ := bridgeif.ParseTAPSpec(arg) // checked by parseFlags
+		if cfg.Carrier, err = cab.ParseCarrierMode(ts.Carrier); err != nil {
+			return fmt.Errorf("-s %s: %w", o.spec, err)
+		}
+	}
 	if o.floodRate == 0 {
 		cfg.FloodRate = -1
 	}
@@ -848,6 +881,12 @@ func printStatus(w io.Writer, st *cab.Status) {
 		fmt.Fprintf(w, "dropped before a peer was known: %s\n", dropString(st.Drops))
 	}
 	fmt.Fprintf(w, "MAC table: %d entries\n", st.FDB)
+	if st.Carrier != "" {
+		fmt.Fprintf(w, "carrier: %s (follows the peers: up while at least one is up)\n", st.Carrier)
+	}
+	if st.DeadAfter > 0 {
+		fmt.Fprintf(w, "dead after: %v (fast failure detection)\n", st.DeadAfter)
+	}
 }
 
 // transportCell is the TRANSPORT column: the transport, and its

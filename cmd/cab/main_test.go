@@ -8,7 +8,9 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
+	"cab"
 	"cab/crypto"
 )
 
@@ -171,5 +173,23 @@ func TestWithFlagsAfterAddress(t *testing.T) {
 	}
 	if len(pos) != 1 || pos[0] != "192.0.2.1:6666" || o.pskFile != "x" || o.spec != "tap:t1" {
 		t.Fatalf("pos %v opts %+v", pos, o)
+	}
+}
+
+// TestPrintStatusCarrier: cab status shows the carrier when the cable
+// follows the peers with it, and the fast failure detection when set.
+func TestPrintStatusCarrier(t *testing.T) {
+	var b strings.Builder
+	printStatus(&b, &cab.Status{Peers: []cab.PeerStatus{{Name: "hub", PublicKey: "JjT+47rR0HJPbM+N3wNmoCf194DvI9B1RbqeGPcllVs="}},
+		Carrier: "down", DeadAfter: time.Second})
+	for _, want := range []string{"carrier: down (follows the peers", "dead after: 1s"} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("status lacks %q:\n%s", want, b.String())
+		}
+	}
+	b.Reset()
+	printStatus(&b, &cab.Status{})
+	if strings.Contains(b.String(), "carrier") || strings.Contains(b.String(), "dead after") {
+		t.Errorf("a cable that leaves its carrier alone, without --dead-after:\n%s", b.String())
 	}
 }

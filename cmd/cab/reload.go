@@ -131,7 +131,8 @@ func changedField(a, b *options) string {
 var settingNames = map[string]string{
 	"spec": "local (-s)", "port": "listen_port (-p)", "listen": "listen (-l)", "transports": "transport",
 	"pskFile": "psk", "keyFile": "key", "allowFile": "allow", "stateDir": "state_dir", "keepalive": "keepalive",
-	"isolate": "isolate", "fdbAge": "fdb_age", "maxMACs": "max_macs", "floodRate": "flood_rate", "bpdu": "bpdu",
+	"deadAfter": "dead_after",
+	"isolate":   "isolate", "fdbAge": "fdb_age", "maxMACs": "max_macs", "floodRate": "flood_rate", "bpdu": "bpdu",
 	"mssClamp": "mss_clamp", "mtu": "mtu", "udpGSO": "udp_gso", "udpGRO": "udp_gro", "workers": "crypto_workers", "metrics": "metrics",
 	"name": "name", "logFormat": "log_format", "verbose": "verbose (-v)", "vdeShared": "vde_shared_port",
 	"sshCommand": "ssh_command", "sshRemote": "ssh_remote", "quicCert": "quic_cert", "quicKey": "quic_key",
