@@ -1,0 +1,261 @@
+package cabtest
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// The recipes of the README's "Many sites": Linux bonding, Open vSwitch
+// with RSTP and the Linux bridge with STP over several cab cables, each
+// run with its file from configs/ (the command line adds only keys,
+// addresses and names). The cables' carrier follows the peers, so the
+// bond, the bridges and spanning tree see a hub die as a cable pulled.
+
+// configPath is an example configuration file of configs/.
+func configPath(name string) string { return filepath.Join("..", "configs", name) }
+
+// lan makes n namespaces on one underlay segment (a Linux bridge in an
+// underlay namespace of its own): site i has 198.51.100.(i+1) on eth0.
+func lan(t *testing.T, names ...string) []*site {
+	t.Helper()
+	ul := newNetns(t, "ul")
+	mustRun(t, "ip", "-n", ul.ns, "link", "add", "br0", "type", "bridge")
+	mustRun(t, "ip", "-n", ul.ns, "link", "set", "br0", "up")
+	id := randomID(t)
+	var sites []*site
+	for i, name := range names {
+		s := newNetns(t, name)
+		s.ulIf = "eth0"
+		outer := fmt.Sprintf("u%s%d", id, i)
+		mustRun(t, "ip", "-n", ul.ns, "link", "add", outer, "type", "veth", "peer", "name", "eth0", "netns", s.ns)
+		mustRun(t, "ip", "-n", ul.ns, "link", "set", outer, "master", "br0", "up")
+		s.v4 = fmt.Sprintf("198.51.100.%d", i+1)
+		mustRun(t, "ip", "-n", s.ns, "addr", "add", s.v4+"/24", "dev", "eth0")
+		mustRun(t, "ip", "-n", s.ns, "link", "set", "eth0", "up")
+		sites = append(sites, s)
+	}
+	return sites
+}
+
+// vethInto links a device dev in a's namespace to bridge br in b's
+// namespace with a veth pair; dev is left down and unattached.
+func vethInto(t *testing.T, a *site, dev string, b *site, br string) {
+	t.Helper()
+	peer := "v" + randomID(t)
+	mustRun(t, "ip", "-n", a.ns, "link", "add", dev, "type", "veth", "peer", "name", peer, "netns", b.ns)
+	mustRun(t, "ip", "-n", b.ns, "link", "set", peer, "master", br, "up")
+}
+
+// pingRun is a ping every interval from a namespace, started in the
+// background; result waits for it and reads its replies.
+type pingRun struct {
+	p     *proc
+	count int
+	every time.Duration
+}
+
+func startPing(t *testing.T, ns, addr string, count int, every time.Duration) *pingRun {
+	t.Helper()
+	p := start(t, ns, "ping", "-n", "-D", "-c", strconv.Itoa(count), "-i", fmt.Sprintf("%.3f", every.Seconds()), "-W", "1", addr)
+	return &pingRun{p: p, count: count, every: every}
+}
+
+// pingResult is what a pingRun saw.
+type pingResult struct {
+	sent, replies int
+	lost          int           // requests in the longest run without a reply
+	outage        time.Duration // from the last reply before that run to the first after it
+}
+
+func (r pingResult) String() string {
+	return fmt.Sprintf("%d of %d pings answered, longest outage %v (%d pings lost in a row)",
+		r.replies, r.sent, r.outage.Round(10*time.Millisecond), r.lost)
+}
+
+// result waits for the ping to end and returns what it saw.
+func (r *pingRun) result(t *testing.T) pingResult {
+	t.Helper()
+	if !r.p.wait(time.Duration(r.count)*r.every*3 + 20*time.Second) {
+		t.Fatalf("ping did not end: %s", r.p.state())
+	}
+	at := map[int]float64{} // seq → reply time, unix seconds
+	for _, m := range regexp.MustCompile(`\[(\d+\.\d+)\] .*icmp_seq=(\d+) `).FindAllStringSubmatch(r.p.stdout.String(), -1) {
+		ts, _ := strconv.ParseFloat(m[1], 64)
+		n, _ := strconv.Atoi(m[2])
+		at[n] = ts
+	}
+	res := pingResult{sent: r.count, replies: len(at)}
+	last, run := 0.0, 0
+	for seq := 1; seq <= r.count; seq++ {
+		ts, ok := at[seq]
+		if !ok {
+			run++
+			continue
+		}
+		if run > res.lost && last > 0 {
+			res.lost = run
+			res.outage = time.Duration((ts - last) * float64(time.Second))
+		}
+		run, last = 0, ts
+	}
+	if run > res.lost { // the outage never ended
+		res.lost, res.outage = run, time.Duration(run)*r.every
+	}
+	return res
+}
+
+// siteBond is the bond of a site in the bond recipe: Linux bonding, or
+// an Open vSwitch bond where the kernel has no bonding.
+type siteBond struct {
+	kind string // "linux" or "ovs"
+	s    *site
+	ctl  string // ovs-vswitchd's control socket
+}
+
+// info is what the bond says of itself.
+func (b *siteBond) info(t *testing.T) string {
+	t.Helper()
+	if b.kind == "ovs" {
+		return mustRun(t, "ovs-appctl", "-t", b.ctl, "bond/show", "bond0")
+	}
+	return mustRun(t, "ip", "netns", "exec", b.s.ns, "cat", "/proc/net/bonding/bond0")
+}
+
+// active is the bond's active member (slave).
+func (b *siteBond) active(t *testing.T) string {
+	t.Helper()
+	re := regexp.MustCompile(`Currently Active Slave: (\S+)`)
+	if b.kind == "ovs" {
+		re = regexp.MustCompile(`(?:member|slave) (\S+): enabled\s+active (?:member|slave)`)
+	}
+	if m := re.FindStringSubmatch(b.info(t)); m != nil {
+		return m[1]
+	}
+	return ""
+}
+
+// ready reports whether both members are up in the bond.
+func (b *siteBond) ready(t *testing.T) bool {
+	t.Helper()
+	if b.kind == "ovs" {
+		return len(regexp.MustCompile(`(?:member|slave) cab\d: enabled`).FindAllString(b.info(t), -1)) == 2
+	}
+	return strings.Count(b.info(t), "MII Status: up") == 3
+}
+
+// TestRecipeBondFailover: a site's active-backup bond (miimon 100) over
+// two cab TAPs, one cable to each of two hubs whose TAPs share the hub
+// side's LAN (each hub's bridge has a leg in it). kill -9 of the hub in
+// use: the cable's carrier drops about --dead-after later, the bond moves
+// to the other cable, and a ping every 10 ms from the site to a host on
+// the hub side resumes. The bond is Linux bonding (skipped, loudly, on a
+// kernel without it) and, the same recipe, an Open vSwitch bond.
+func TestRecipeBondFailover(t *testing.T) {
+	t.Parallel()
+	t.Run("linux", func(t *testing.T) {
+		t.Parallel()
+		probe := newNetns(t, "bondprobe")
+		if out, err := run(5*time.Second, "ip", "-n", probe.ns, "link", "add", "bond0", "type", "bond"); err != nil {
+			if os.Getenv("CI") == "true" {
+				t.Fatalf("CI: this kernel has no Linux bonding (CONFIG_BONDING, modprobe bonding): %s", out)
+			}
+			t.Skipf("SKIPPED: this kernel has no Linux bonding (CONFIG_BONDING; modprobe bonding): %s — the ovs subtest runs the same recipe with an Open vSwitch bond", strings.TrimSpace(out))
+		}
+		bondRecipe(t, "linux")
+	})
+	t.Run("ovs", func(t *testing.T) {
+		t.Parallel()
+		bondRecipe(t, "ovs")
+	})
+}
+
+func bondRecipe(t *testing.T, kind string) {
+	ss := lan(t, "site", "hub1", "hub2")
+	site, hubs := ss[0], ss[1:]
+	// The hub side's LAN, with a host on it.
+	core := newNetns(t, "core")
+	mustRun(t, "ip", "-n", core.ns, "link", "add", "brc", "type", "bridge")
+	mustRun(t, "ip", "-n", core.ns, "addr", "add", "192.0.2.1/24", "dev", "brc")
+	mustRun(t, "ip", "-n", core.ns, "link", "set", "brc", "up")
+	psk := genkey(t, site.path("hubs.psk"))
+	var srvs []*proc
+	for _, h := range hubs {
+		mustRun(t, "ip", "-n", h.ns, "link", "add", "br0", "type", "bridge")
+		mustRun(t, "ip", "-n", h.ns, "link", "set", "br0", "up")
+		vethInto(t, h, "lan", core, "brc")
+		mustRun(t, "ip", "-n", h.ns, "link", "set", "lan", "master", "br0", "up")
+		srvs = append(srvs, cabAs(t, h, h.ns, nil, "server", "-f", configPath("bond-hub.toml"), "-p", port, "--psk", psk))
+	}
+	// The site: bond0 over two persistent TAPs that the cab clients open.
+	for _, tap := range []string{"cab1", "cab2"} {
+		mustRun(t, "ip", "-n", site.ns, "tuntap", "add", "dev", tap, "mode", "tap")
+	}
+	b := &siteBond{kind: kind, s: site}
+	if kind == "linux" {
+		mustRun(t, "ip", "-n", site.ns, "link", "add", "bond0", "type", "bond", "mode", "active-backup", "miimon", "100")
+		for _, tap := range []string{"cab1", "cab2"} {
+			mustRun(t, "ip", "-n", site.ns, "link", "set", tap, "master", "bond0")
+		}
+		mustRun(t, "ip", "-n", site.ns, "addr", "add", "192.0.2.10/24", "dev", "bond0")
+		mustRun(t, "ip", "-n", site.ns, "link", "set", "bond0", "up")
+	} else {
+		db := startOVS(t, site, "192.0.2.10")
+		b.ctl = filepath.Join(site.path("ovs"), "vswitchd.ctl")
+		for _, tap := range []string{"cab1", "cab2"} {
+			mustRun(t, "ip", "-n", site.ns, "link", "set", tap, "up")
+		}
+		mustRun(t, "ovs-vsctl", "--db=unix:"+db, "--timeout=10", "add-bond", "brx", "bond0", "cab1", "cab2",
+			"bond_mode=active-backup", "other_config:bond-detect-mode=miimon", "other_config:bond-miimon-interval=100")
+	}
+	var clis []*proc
+	for i, h := range hubs {
+		clis = append(clis, cabAs(t, site, fmt.Sprintf("%s-%d", site.ns, i+1), nil,
+			"client", "-f", configPath(fmt.Sprintf("bond-site-%d.toml", i+1)), "--psk", psk, h.v4+":"+port))
+	}
+	waitPeerUp(t, upTimeout, append(srvs, clis...)...)
+	for _, tap := range []string{"cab1", "cab2"} {
+		waitCarrier(t, site, tap, true, 5*time.Second)
+	}
+	if !waitFor(5*time.Second, func() bool { return b.ready(t) }) {
+		t.Fatalf("the bond and both members not up:\n%s", b.info(t))
+	}
+	waitPing(t, 2*upTimeout, site.ns, "192.0.2.1")
+	active := b.active(t)
+	if active != "cab1" && active != "cab2" {
+		t.Fatalf("active member %q:\n%s", active, b.info(t))
+	}
+	victim := map[string]int{"cab1": 0, "cab2": 1}[active]
+	other := map[string]string{"cab1": "cab2", "cab2": "cab1"}[active]
+
+	const count, interval = 800, 10 * time.Millisecond
+	pr := startPing(t, site.ns, "192.0.2.1", count, interval)
+	time.Sleep(2 * time.Second)
+	srvs[victim].signal(syscall.SIGKILL) // the hub in use dies
+	detect := waitCarrier(t, site, active, false, 10*time.Second)
+	res := pr.result(t)
+	t.Logf("%s bond: %s's carrier dropped %v after kill -9 of its hub; pings every %v: %v", kind, active, detect.Round(10*time.Millisecond), interval, res)
+	if got := b.active(t); got != other {
+		t.Errorf("active member after the failover: %q, want %s\n%s", got, other, b.info(t))
+	}
+	// Traffic resumes within about a second of the detection; the bound
+	// is generous for a loaded machine.
+	if limit := detect + 5*time.Second; res.outage > limit {
+		t.Errorf("outage %v, want within %v (detection %v + 5 s)", res.outage, limit, detect)
+	}
+	if res.replies < count/2 {
+		t.Errorf("%d of %d pings answered", res.replies, count)
+	}
+	if res.lost == 0 {
+		t.Error("no ping lost: the kill did not hit the path in use")
+	}
+	if !strings.Contains(clis[victim].stderr.String(), `msg="carrier down" reason="last peer down"`) {
+		t.Errorf("the client of the dead hub did not log carrier down:\n%s", clis[victim].stderr.String())
+	}
+}
