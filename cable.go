@@ -53,6 +53,9 @@ type Cable struct {
 
 	carrier carrierState // the port's carrier, following the peers
 
+	lastFlush atomic.Int64  // the last flush of the fdb for a topology change
+	flushes   atomic.Uint64 // flushes for topology changes
+
 	lastTick  atomic.Int64 // when the timer loop last ran, unix nanoseconds
 	loadUntil atomic.Int64 // until when the responder asks for cookies (cookie.go)
 	forceLoad bool         // tests: the responder is always under load

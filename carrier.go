@@ -68,6 +68,10 @@ func (c *Cable) setCarrierLocked(on bool, reason, peerName string) {
 	if on {
 		msg = "carrier up"
 	}
+	if peerName == "" {
+		c.log.Info(msg, "reason", reason)
+		return
+	}
 	c.log.Info(msg, "reason", reason, "peer", peerName)
 }
 

@@ -205,6 +205,9 @@ func (c *Cable) admit(p *peer, frame []byte) bool {
 func (c *Cable) forward(p *peer, buf []byte, out *outBatch, sc *scratch, now int64) []byte {
 	frame := buf[crypto.HeaderLen:]
 	dst, src := frameKeys(frame)
+	if dst.isBPDU() && bpduTopologyChange(frame) {
+		c.topologyChange(now)
+	}
 	switch c.fdb.learn(src, p, now) {
 	case overCap:
 		c.drop(p, dropMACLimit) // counted; the frame still goes

@@ -135,9 +135,14 @@ func (c *Cable) portLoop(port bridgeif.Port, owner *peer) error {
 				continue
 			}
 			dst, src := frameKeys(frame)
-			if c.cfg.DropBPDU && dst.isBPDU() {
-				c.drop(nil, dropBPDU)
-				continue
+			if dst.isBPDU() {
+				if c.cfg.DropBPDU {
+					c.drop(nil, dropBPDU)
+					continue
+				}
+				if owner == nil && bpduTopologyChange(frame) {
+					c.topologyChange(now)
+				}
 			}
 			if mtu := c.cfg.clampFrameMTU(WireMTU(c.minWire.Load())); mtu > 0 && clampMSS(frame, mtu) {
 				c.clamped.Add(1)

@@ -42,13 +42,17 @@ type Status struct {
 	// "down", when the cable follows the peers with it (Config.Carrier);
 	// empty when it leaves the carrier alone.
 	Carrier string `json:"carrier,omitempty"`
+	// FDBFlushes counts the times the MAC table was forgotten because a
+	// spanning-tree BPDU announced a topology change.
+	FDBFlushes uint64 `json:"fdb_flushes"`
 	// DeadAfter is Config.DeadAfter: fast failure detection, 0 when off.
 	DeadAfter time.Duration `json:"dead_after_ns,omitempty"`
 }
 
 // Status returns a snapshot of the cable's peers and counters.
 func (c *Cable) Status() Status {
-	st := Status{Drops: dropMap(&c.unattributed), FDB: c.fdb.len(), MSSClamped: c.clamped.Load(), DeadAfter: c.cfg.DeadAfter}
+	st := Status{Drops: dropMap(&c.unattributed), FDB: c.fdb.len(), MSSClamped: c.clamped.Load(), DeadAfter: c.cfg.DeadAfter,
+		FDBFlushes: c.flushes.Load()}
 	st.Carrier = c.carrierStatus()
 	for _, conn := range c.conns {
 		dc, ok := conn.(transport.DropCounter)
