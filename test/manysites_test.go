@@ -1,6 +1,7 @@
 package cabtest
 
 import (
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -258,4 +259,204 @@ func bondRecipe(t *testing.T, kind string) {
 	if !strings.Contains(clis[victim].stderr.String(), `msg="carrier down" reason="last peer down"`) {
 		t.Errorf("the client of the dead hub did not log carrier down:\n%s", clis[victim].stderr.String())
 	}
+}
+
+// rstpRoles returns the RSTP role of each port of bridge brx, from
+// ovs-vswitchd's rstp/show ("cab1" → "Root").
+func rstpRoles(t *testing.T, ctl string) map[string]string {
+	t.Helper()
+	out, err := run(5*time.Second, "ovs-appctl", "-t", ctl, "rstp/show", "brx")
+	roles := map[string]string{}
+	if err != nil {
+		return roles
+	}
+	for _, m := range regexp.MustCompile(`(?m)^\s+(\S+)\s+(Root|Designated|Alternate|Backup|Disabled)\s+(\S+)`).FindAllStringSubmatch(out, -1) {
+		roles[m[1]] = m[2] + "/" + m[3]
+	}
+	return roles
+}
+
+// hexCapture runs tcpdump on dev in ns with filter, printing every frame in
+// hex, until stop; it waits until tcpdump listens.
+type hexCapture struct{ p *proc }
+
+func startHexCapture(t *testing.T, ns, dev, filter string) *hexCapture {
+	t.Helper()
+	p := start(t, ns, "tcpdump", "-i", dev, "-n", "-l", "-e", "-XX", "-U", filter)
+	if !waitFor(10*time.Second, func() bool { return strings.Contains(p.stderr.String(), "listening on") || p.exited() }) || p.exited() {
+		t.Fatalf("tcpdump on %s in %s: %s\n%s", dev, ns, p.state(), p.stderr.String())
+	}
+	return &hexCapture{p: p}
+}
+
+// frames stops the capture and returns each frame's bytes, as hex.
+func (c *hexCapture) frames(t *testing.T) []string {
+	t.Helper()
+	time.Sleep(200 * time.Millisecond) // the last frames reach the output
+	c.p.signal(syscall.SIGINT)
+	if !c.p.wait(5 * time.Second) {
+		t.Fatalf("tcpdump did not stop: %s", c.p.state())
+	}
+	var out []string
+	var cur strings.Builder
+	flush := func() {
+		if cur.Len() > 0 {
+			out = append(out, cur.String())
+			cur.Reset()
+		}
+	}
+	for _, line := range strings.Split(c.p.stdout.String(), "\n") {
+		m := regexp.MustCompile(`^\s+0x[0-9a-f]+:\s+((?:[0-9a-f]{2,4}\s)+)`).FindStringSubmatch(line)
+		if m == nil {
+			flush()
+			continue
+		}
+		cur.WriteString(strings.ReplaceAll(m[1], " ", ""))
+	}
+	flush()
+	return out
+}
+
+// TestRecipeOVSRSTP: three sites, each an Open vSwitch bridge (userspace
+// datapath) with RSTP on, a host port, and a cab cable to each of two
+// hubs; the hubs make two shared segments, so the sites form a loop. RSTP
+// blocks it: a broadcast reaches another site's host once, not again and
+// again; the BPDUs cross the cables byte for byte. kill -9 of the hub
+// that carries site 2's traffic to site 3: its cables drop their carrier
+// about --dead-after later, RSTP moves to the other hub, and a ping every
+// 10 ms between the sites resumes.
+func TestRecipeOVSRSTP(t *testing.T) {
+	t.Parallel()
+	ss := lan(t, "hub1", "hub2", "s1", "s2", "s3")
+	hubs, sites := ss[:2], ss[2:]
+	psk := genkey(t, hubs[0].path("hubs.psk"))
+	var srvs []*proc
+	for _, h := range hubs {
+		srvs = append(srvs, cabAs(t, h, h.ns, nil, "server", "-f", configPath("rstp-hub.toml"), "-p", port, "--psk", psk))
+	}
+	ctls := make([]string, len(sites))
+	var clis []*proc
+	for i, s := range sites {
+		db := startOVS(t, s, fmt.Sprintf("192.0.2.%d", 11+i))
+		ctls[i] = filepath.Join(s.path("ovs"), "vswitchd.ctl")
+		// Site 1 is the root bridge. Timers: hello 1 s, max age 6 s,
+		// forward delay 4 s (the least RSTP allows); the host port is an
+		// edge port.
+		mustRun(t, "ovs-vsctl", "--db=unix:"+db, "--timeout=10", "set", "bridge", "brx", "rstp_enable=true",
+			fmt.Sprintf("other_config:rstp-priority=%d", 4096*(i+1)), "other_config:rstp-hello-time=1",
+			"other_config:rstp-max-age=6", "other_config:rstp-forward-delay=4")
+		mustRun(t, "ovs-vsctl", "--db=unix:"+db, "--timeout=10", "set", "port", "int0", "other_config:rstp-port-admin-edge=true")
+		for j, h := range hubs {
+			clis = append(clis, cabAs(t, s, fmt.Sprintf("%s-%d", s.ns, j+1), []string{"OVS_DB_SOCK=" + db},
+				"client", "-f", configPath(fmt.Sprintf("rstp-site-%d.toml", j+1)), "-s", fmt.Sprintf("tap:cab%d,ovs=brx", j+1),
+				"--psk", psk, h.v4+":"+port))
+		}
+	}
+	waitPeerUp(t, upTimeout, append(srvs, clis...)...)
+
+	// RSTP settles: on sites 2 and 3 one cable is the root port, the
+	// other an alternate (blocked); site 1, the root, forwards on both.
+	var roles [3]map[string]string
+	settled := waitFor(30*time.Second, func() bool {
+		for i := range sites {
+			roles[i] = rstpRoles(t, ctls[i])
+		}
+		ok := strings.HasPrefix(roles[0]["cab1"], "Designated/Forwarding") && strings.HasPrefix(roles[0]["cab2"], "Designated/Forwarding")
+		for _, r := range roles[1:] {
+			ok = ok && (r["cab1"] == "Root/Forwarding" && r["cab2"] == "Alternate/Discarding" ||
+				r["cab2"] == "Root/Forwarding" && r["cab1"] == "Alternate/Discarding")
+		}
+		return ok
+	})
+	if !settled {
+		for i := range sites {
+			out, _ := run(5*time.Second, "ovs-appctl", "-t", ctls[i], "rstp/show", "brx")
+			t.Logf("site %d:\n%s", i+1, out)
+		}
+		t.Fatalf("RSTP did not settle within 30 s: %v", roles)
+	}
+	t.Logf("RSTP roles: site 1 %v, site 2 %v, site 3 %v", roles[0], roles[1], roles[2])
+	waitPing(t, 20*time.Second, sites[1].ns, "192.0.2.13")
+
+	// The loop is blocked: 5 broadcast pings from site 2 reach site 3's
+	// host 5 times. BPDUs from site 1 reach site 2 as site 1 sent them.
+	bc := startHexCapture(t, sites[2].ns, "int0", "icmp and dst host 192.0.2.255")
+	sent := startHexCapture(t, sites[0].ns, "cab1", "ether dst 01:80:c2:00:00:00")
+	got := startHexCapture(t, sites[1].ns, "cab1", "ether dst 01:80:c2:00:00:00")
+	run(15*time.Second, "ip", "netns", "exec", sites[1].ns, "ping", "-n", "-b", "-c", "5", "-i", "0.2", "-W", "1", "192.0.2.255")
+	time.Sleep(3 * time.Second) // a frame that circulated would come back within this
+	if n := len(bc.frames(t)); n != 5 {
+		t.Errorf("site 3's host saw %d copies of 5 broadcast frames, want 5 (a loop multiplies them)", n)
+	}
+	sentSet := map[string]bool{}
+	for _, f := range sent.frames(t) {
+		sentSet[f] = true
+	}
+	matched, fromSite1 := 0, 0
+	for _, f := range got.frames(t) {
+		if len(f) >= 24 && sentSetHasSource(sentSet, f[12:24]) {
+			fromSite1++
+			if sentSet[f] {
+				matched++
+			}
+		}
+	}
+	if fromSite1 < 2 || matched != fromSite1 {
+		t.Errorf("BPDUs from site 1 at site 2: %d, of which %d byte-identical to one site 1 sent (%d sent); want at least 2, all identical", fromSite1, matched, len(sentSet))
+	}
+
+	// The hub that carries site 2's traffic dies.
+	victim := 0
+	if roles[1]["cab2"] == "Root/Forwarding" {
+		victim = 1
+	}
+	dev := fmt.Sprintf("cab%d", victim+1)
+	const count, interval = 800, 10 * time.Millisecond
+	pr := startPing(t, sites[1].ns, "192.0.2.13", count, interval)
+	time.Sleep(2 * time.Second)
+	srvs[victim].signal(syscall.SIGKILL)
+	detect := waitCarrier(t, sites[1], dev, false, 10*time.Second)
+	res := pr.result(t)
+	after := rstpRoles(t, ctls[1])
+	t.Logf("RSTP: site 2's %s carrier dropped %v after kill -9 of hub %d; pings site 2 → site 3 every %v: %v; roles now %v",
+		dev, detect.Round(10*time.Millisecond), victim+1, interval, res, after)
+	other := fmt.Sprintf("cab%d", 2-victim)
+	if after[other] != "Root/Forwarding" {
+		t.Errorf("site 2's %s is %q after the failover, want Root/Forwarding", other, after[other])
+	}
+	if limit := detect + 5*time.Second; res.outage > limit {
+		t.Errorf("outage %v, want within %v (detection %v + 5 s)", res.outage, limit, detect)
+	}
+	if res.lost == 0 || res.replies < count/2 {
+		t.Errorf("pings: %v; want some lost to the kill, and most answered", res)
+	}
+	// The surviving hub forgot its MACs when the BPDUs announced the
+	// change: without that, frames for site 3's host would go on to
+	// site 1, where hub 1 no longer leads, until the host spoke again.
+	if f := flushesOf(t, hubs[1-victim]); f < 1 {
+		t.Errorf("surviving hub: %d MAC table flushes for topology changes, want at least 1", f)
+	}
+}
+
+// flushesOf is `cab status --json`'s fdb_flushes of s's cab (--name s.ns).
+func flushesOf(t *testing.T, s *site) uint64 {
+	t.Helper()
+	out := mustRun(t, "ip", "netns", "exec", s.ns, cabBin, "status", "--json", "--name", s.ns)
+	var st struct {
+		Flushes uint64 `json:"fdb_flushes"`
+	}
+	if err := json.Unmarshal([]byte(out), &st); err != nil {
+		t.Fatalf("cab status --json: %v\n%s", err, out)
+	}
+	return st.Flushes
+}
+
+// sentSetHasSource reports whether a frame in set has source MAC src (hex).
+func sentSetHasSource(set map[string]bool, src string) bool {
+	for f := range set {
+		if len(f) >= 24 && f[12:24] == src {
+			return true
+		}
+	}
+	return false
 }
