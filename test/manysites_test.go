@@ -185,9 +185,13 @@ func bondRecipe(t *testing.T, kind string) {
 	mustRun(t, "ip", "-n", core.ns, "link", "add", "brc", "type", "bridge")
 	mustRun(t, "ip", "-n", core.ns, "addr", "add", "192.0.2.1/24", "dev", "brc")
 	mustRun(t, "ip", "-n", core.ns, "link", "set", "brc", "up")
-	psk := genkey(t, site.path("hubs.psk"))
+	// Each hub its own PSK: in PSK-only mode a server's key, and so its
+	// TAP's MAC, derives from the PSK.
+	var psks []string
 	var srvs []*proc
 	for _, h := range hubs {
+		psk := genkey(t, h.path("hub.psk"))
+		psks = append(psks, psk)
 		mustRun(t, "ip", "-n", h.ns, "link", "add", "br0", "type", "bridge")
 		mustRun(t, "ip", "-n", h.ns, "link", "set", "br0", "up")
 		vethInto(t, h, "lan", core, "brc")
@@ -218,7 +222,7 @@ func bondRecipe(t *testing.T, kind string) {
 	var clis []*proc
 	for i, h := range hubs {
 		clis = append(clis, cabAs(t, site, fmt.Sprintf("%s-%d", site.ns, i+1), nil,
-			"client", "-f", configPath(fmt.Sprintf("bond-site-%d.toml", i+1)), "--psk", psk, h.v4+":"+port))
+			"client", "-f", configPath(fmt.Sprintf("bond-site-%d.toml", i+1)), "--psk", psks[i], h.v4+":"+port))
 	}
 	waitPeerUp(t, upTimeout, append(srvs, clis...)...)
 	for _, tap := range []string{"cab1", "cab2"} {
@@ -329,9 +333,11 @@ func TestRecipeOVSRSTP(t *testing.T) {
 	t.Parallel()
 	ss := lan(t, "hub1", "hub2", "s1", "s2", "s3")
 	hubs, sites := ss[:2], ss[2:]
-	psk := genkey(t, hubs[0].path("hubs.psk"))
+	var psks []string
 	var srvs []*proc
 	for _, h := range hubs {
+		psk := genkey(t, h.path("hub.psk"))
+		psks = append(psks, psk)
 		srvs = append(srvs, cabAs(t, h, h.ns, nil, "server", "-f", configPath("rstp-hub.toml"), "-p", port, "--psk", psk))
 	}
 	ctls := make([]string, len(sites))
@@ -349,7 +355,7 @@ func TestRecipeOVSRSTP(t *testing.T) {
 		for j, h := range hubs {
 			clis = append(clis, cabAs(t, s, fmt.Sprintf("%s-%d", s.ns, j+1), []string{"OVS_DB_SOCK=" + db},
 				"client", "-f", configPath(fmt.Sprintf("rstp-site-%d.toml", j+1)), "-s", fmt.Sprintf("tap:cab%d,ovs=brx", j+1),
-				"--psk", psk, h.v4+":"+port))
+				"--psk", psks[j], h.v4+":"+port))
 		}
 	}
 	waitPeerUp(t, upTimeout, append(srvs, clis...)...)
@@ -459,4 +465,119 @@ func sentSetHasSource(set map[string]bool, src string) bool {
 		}
 	}
 	return false
+}
+
+// bridgePorts returns the STP state of each port of br0 in s's namespace
+// ("cab-in" → "forwarding").
+func bridgePorts(t *testing.T, s *site) map[string]string {
+	t.Helper()
+	out, err := run(5*time.Second, "bridge", "-n", s.ns, "-j", "link", "show")
+	states := map[string]string{}
+	if err != nil {
+		return states
+	}
+	var ls []struct {
+		Name   string `json:"ifname"`
+		Master string `json:"master"`
+		State  string `json:"state"`
+	}
+	if json.Unmarshal([]byte(out), &ls) == nil {
+		for _, l := range ls {
+			if l.Master == "br0" {
+				states[l.Name] = l.State
+			}
+		}
+	}
+	return states
+}
+
+// TestRecipeLinuxBridgeSTP: a triangle of sites, each a Linux bridge with
+// kernel STP and tuned timers (hello 1 s, max age 6 s, forward delay 2 s),
+// joined pairwise by cab cables whose carrier follows the peer at both
+// ends (a server told carrier=follow). STP blocks one port of the
+// triangle: a broadcast reaches the far site once. kill -9 of the cable
+// that carries site A's traffic to site C: the blocked port takes over
+// after listening and learning, and a ping every 10 ms resumes.
+func TestRecipeLinuxBridgeSTP(t *testing.T) {
+	t.Parallel()
+	sites := lan(t, "a", "b", "c")
+	// The bridges get a MAC of their own: a Linux bridge otherwise takes
+	// its smallest port's, and changes it when that port goes away.
+	for i, s := range sites {
+		mustRun(t, "ip", "-n", s.ns, "link", "add", "br0", "address", fmt.Sprintf("02:00:5e:00:00:%02x", 0x21+i), "type", "bridge", "stp_state", "1",
+			"priority", strconv.Itoa(4096*(i+1)), "hello_time", "100", "max_age", "600", "forward_delay", "200")
+		mustRun(t, "ip", "-n", s.ns, "addr", "add", fmt.Sprintf("192.0.2.%d/24", 21+i), "dev", "br0")
+		mustRun(t, "ip", "-n", s.ns, "link", "set", "br0", "up")
+	}
+	// Site i serves the cable from site i+1 and dials site i-1: A serves
+	// B, B serves C, C serves A.
+	// Each cable its own PSK.
+	var srvs, clis []*proc
+	var psks []string
+	for _, s := range sites {
+		psk := genkey(t, s.path("link-in.psk"))
+		psks = append(psks, psk)
+		srvs = append(srvs, cabAs(t, s, s.ns+"-in", nil, "server", "-f", configPath("stp-link-server.toml"), "-p", port, "--psk", psk))
+	}
+	for i, s := range sites {
+		to := (i + 2) % 3
+		clis = append(clis, cabAs(t, s, s.ns+"-out", nil, "client", "-f", configPath("stp-link-client.toml"), "--psk", psks[to], sites[to].v4+":"+port))
+	}
+	waitPeerUp(t, upTimeout, append(srvs, clis...)...)
+
+	// STP settles: one port of the six blocks, the others forward.
+	var states [3]map[string]string
+	settled := waitFor(30*time.Second, func() bool {
+		blocking, forwarding := 0, 0
+		for i, s := range sites {
+			states[i] = bridgePorts(t, s)
+			for _, st := range states[i] {
+				switch st {
+				case "blocking":
+					blocking++
+				case "forwarding":
+					forwarding++
+				}
+			}
+		}
+		return blocking == 1 && forwarding == 5
+	})
+	if !settled {
+		t.Fatalf("STP did not settle to one blocked port within 30 s: %v", states)
+	}
+	t.Logf("STP ports: A %v, B %v, C %v", states[0], states[1], states[2])
+	a, c := sites[0], sites[2]
+	waitPing(t, 20*time.Second, a.ns, "192.0.2.23")
+
+	// The loop is blocked: 5 broadcast pings from A reach C 5 times.
+	bc := startHexCapture(t, c.ns, "br0", "icmp and dst host 192.0.2.255")
+	run(15*time.Second, "ip", "netns", "exec", a.ns, "ping", "-n", "-b", "-c", "5", "-i", "0.2", "-W", "1", "192.0.2.255")
+	time.Sleep(3 * time.Second)
+	if n := len(bc.frames(t)); n != 5 {
+		t.Errorf("site C saw %d copies of 5 broadcast frames, want 5 (a loop multiplies them)", n)
+	}
+
+	// A reaches C over the cable C serves (A is the root, so C's root
+	// port is that cable's); kill its server.
+	if states[2]["cab-in"] != "forwarding" {
+		t.Fatalf("site C's cable from A is %q, want forwarding (C's root port): %v", states[2]["cab-in"], states)
+	}
+	const count, interval = 1200, 10 * time.Millisecond
+	pr := startPing(t, a.ns, "192.0.2.23", count, interval)
+	time.Sleep(2 * time.Second)
+	srvs[2].signal(syscall.SIGKILL)
+	detect := waitCarrier(t, a, "cab-out", false, 10*time.Second)
+	res := pr.result(t)
+	t.Logf("STP: site A's cable to C lost its carrier %v after kill -9 of C's end; pings A → C every %v: %v; ports now A %v, B %v, C %v",
+		detect.Round(10*time.Millisecond), interval, res, bridgePorts(t, a), bridgePorts(t, sites[1]), bridgePorts(t, c))
+	// Detection, then listening and learning (2 × 2 s); generous.
+	if limit := detect + 10*time.Second; res.outage > limit {
+		t.Errorf("outage %v, want within %v (detection %v + 10 s)", res.outage, limit, detect)
+	}
+	if res.lost == 0 || res.replies < count/3 {
+		t.Errorf("pings: %v; want some lost to the kill, and many answered", res)
+	}
+	if st := bridgePorts(t, sites[1])["cab-in"]; st != "forwarding" {
+		t.Errorf("site B's cable from C is %q after the failover, want forwarding", st)
+	}
 }
