@@ -32,7 +32,7 @@ func (c *Cable) connLoop(conn transport.Conn) error {
 			time.Sleep(10 * time.Millisecond)
 			continue
 		}
-		sc.used = 0
+		sc.reset()
 		portBufs = c.receiveBatch(conn, ps[:n], &ob, &out, &sc, portBufs[:0], time.Now().UnixNano())
 		if len(portBufs) > 0 {
 			if _, err := c.port.WriteBatch(portBufs, crypto.HeaderLen); err != nil && errors.Is(err, net.ErrClosed) {
@@ -157,7 +157,7 @@ func (c *Cable) authenticate(conn transport.Conn, pk *transport.Packet, s *sessi
 		if w == nil {
 			return nil, nil
 		}
-		buf = sc.get()
+		buf = sc.get(len(w))
 		frame = buf[crypto.HeaderLen : crypto.HeaderLen+copy(buf[crypto.HeaderLen:], w)]
 	}
 	if len(frame) == 0 { // keepalive
@@ -239,7 +239,7 @@ func (c *Cable) forward(p *peer, buf []byte, out *outBatch, sc *scratch, now int
 		}
 	}
 	if !c.cfg.Isolate {
-		b := sc.get()
+		b := sc.get(len(frame))
 		copy(b[crypto.HeaderLen:], frame)
 		c.flood(p, b, len(frame), out, sc, now)
 	}
@@ -248,7 +248,7 @@ func (c *Cable) forward(p *peer, buf []byte, out *outBatch, sc *scratch, now int
 
 // relay seals a copy of frame for peer to.
 func (c *Cable) relay(to *peer, frame []byte, out *outBatch, sc *scratch, now int64) {
-	b := sc.get()
+	b := sc.get(len(frame))
 	copy(b[crypto.HeaderLen:], frame)
 	c.seal(to, b, len(frame), out, sc, now)
 }
