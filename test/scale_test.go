@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -27,7 +28,8 @@ import (
 // this process, each on its own UDP socket in a namespace of their own, so
 // that the server's CPU and memory are its own (read from /proc). By
 // default it is a quick check with 50 clients; CAB_HUB_CLIENTS=200
-// CAB_HUB_SECONDS=10 gives the README's figures.
+// CAB_HUB_SECONDS=10 gives the README's figures (and 1000), and
+// CAB_HUB_DEAD_AFTER=0 runs the clients without --dead-after (default 1s).
 
 // envInt reads a positive integer from the environment, or def.
 func envInt(name string, def int) int {
@@ -76,7 +78,8 @@ type loadPort struct {
 	in       chan []byte
 	done     chan struct{}
 	once     sync.Once
-	received *atomic.Uint64
+	received *atomic.Uint64 // unicast frames of the load
+	bcast    *atomic.Uint64 // broadcast frames of the load
 }
 
 func (p *loadPort) ReadBatch(bufs [][]byte, sizes []int, offset int) (int, error) {
@@ -103,8 +106,12 @@ func (p *loadPort) ReadBatch(bufs [][]byte, sizes []int, offset int) (int, error
 // floods a little IPv6 of its own too).
 func (p *loadPort) WriteBatch(bufs [][]byte, offset int) (int, error) {
 	for _, b := range bufs {
-		if f := b[offset:]; len(f) >= 14 && f[0]&1 == 0 && f[12] == 0x88 && f[13] == 0xb5 {
-			p.received.Add(1)
+		if f := b[offset:]; len(f) >= 14 && f[12] == 0x88 && f[13] == 0xb5 {
+			if f[0]&1 == 0 {
+				p.received.Add(1)
+			} else {
+				p.bcast.Add(1)
+			}
 		}
 	}
 	return len(bufs), nil
@@ -163,6 +170,10 @@ func hubStatusOf(t *testing.T, s *site) hubStatus {
 func TestHubScale(t *testing.T) {
 	t.Parallel()
 	n, secs := envInt("CAB_HUB_CLIENTS", 50), envInt("CAB_HUB_SECONDS", 3)
+	deadAfter := time.Second
+	if d, err := time.ParseDuration(os.Getenv("CAB_HUB_DEAD_AFTER")); err == nil {
+		deadAfter = d
+	}
 	const macs = 5 // per client
 	phase := time.Duration(secs) * time.Second
 	a, b := newPair(t)
@@ -183,7 +194,7 @@ func TestHubScale(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	t.Cleanup(func() { cancel(); wg.Wait() })
-	var received atomic.Uint64
+	var received, broadcasts atomic.Uint64
 	ports := make([]*loadPort, n)
 	cables := make([]*cab.Cable, n)
 	start := time.Now()
@@ -201,8 +212,8 @@ func TestHubScale(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		ports[i] = &loadPort{in: make(chan []byte, 256), done: make(chan struct{}), received: &received}
-		cables[i], err = cab.New(cab.Config{PrivateKey: key, PSK: &psk, Logger: quiet, CryptoWorkers: -1, DeadAfter: time.Second,
+		ports[i] = &loadPort{in: make(chan []byte, 256), done: make(chan struct{}), received: &received, bcast: &broadcasts}
+		cables[i], err = cab.New(cab.Config{PrivateKey: key, PSK: &psk, Logger: quiet, CryptoWorkers: -1, DeadAfter: deadAfter,
 			Peers: []cab.PeerConfig{{Name: "hub", PublicKey: crypto.PSKStatic(psk).Public(), Dial: d}}},
 			ports[i], []transport.Conn{conn})
 		if err != nil {
@@ -238,16 +249,26 @@ func TestHubScale(t *testing.T) {
 		t.Fatalf("the hub does not show %d clients up", n)
 	}
 
-	// Idle: the clients ask every third of a second of silence.
+	// Idle: the clients ask after a third of their dead-after of silence.
 	cpu0, t0 := procCPU(t, pid), time.Now()
 	time.Sleep(phase)
 	idleCPU := float64(procCPU(t, pid)-cpu0) / float64(time.Since(t0))
 
-	// MACs: each client announces its MACs with broadcasts.
+	// MACs: each client sends a frame from each of its MACs to the hub's
+	// own TAP, whose MAC the hub knows (the TAP's IPv6 chatter): learned
+	// without a flood.
+	if !waitFor(10*time.Second, func() bool { return hubStatusOf(t, a).FDB >= 1 }) {
+		t.Fatal("the hub has not learned its own TAP's MAC")
+	}
+	out := mustRun(t, "ip", "-n", a.ns, "-o", "link", "show", "dev", tapDev)
+	m := regexp.MustCompile(`link/ether ([0-9a-f:]{17})`).FindStringSubmatch(out)
+	if m == nil {
+		t.Fatalf("no MAC for the hub's TAP: %s", out)
+	}
+	hubMAC, _ := net.ParseMAC(m[1])
 	for i, p := range ports {
 		for m := range macs {
-			bc := loadFrame([]byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}, loadMAC(i, m), 0)
-			for !p.send(bc) {
+			for !p.send(loadFrame(hubMAC, loadMAC(i, m), 0)) {
 				time.Sleep(time.Millisecond)
 			}
 		}
@@ -257,8 +278,21 @@ func TestHubScale(t *testing.T) {
 		t.Fatalf("the hub learned %d MACs, want %d\n%s", hubStatusOf(t, a).FDB, n*macs, out)
 	}
 	macCount := hubStatusOf(t, a).FDB
-	time.Sleep(time.Second) // the flooded copies land
 	rss, _ := procMem(t, pid)
+
+	// Broadcasts: each client sends one, spread over a second; the hub
+	// copies each to every other client.
+	b0, bc0 := broadcasts.Load(), procCPU(t, pid)
+	for i, p := range ports {
+		p.send(loadFrame([]byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}, loadMAC(i, 0), 1))
+		time.Sleep(time.Second / time.Duration(n))
+	}
+	wantBC := uint64(n * (n - 1))
+	waitFor(20*time.Second, func() bool { return broadcasts.Load()-b0 >= wantBC })
+	gotBC, bcCPU := broadcasts.Load()-b0, procCPU(t, pid)-bc0
+	if n <= 50 && gotBC != wantBC {
+		t.Errorf("%d broadcasts: %d copies arrived, want %d", n, gotBC, wantBC)
+	}
 
 	// A moderate rate, every frame counted: each client sends 20 frames
 	// a second to the next client's first MAC.
@@ -297,10 +331,12 @@ func TestHubScale(t *testing.T) {
 	satSent, satGot, satCPU := relay(0, phase, false)
 	_, hwm := procMem(t, pid)
 	fps := float64(satGot) / phase.Seconds()
-	t.Logf("hub with %d clients (all up in %v): idle (clients asking every ~1/3 s): %.1f %% of a core; %d MACs learned, RSS %d MiB; "+
+	t.Logf("hub with %d clients (all up in %v): idle (clients' dead-after %v): %.1f %% of a core; %d MACs learned, RSS %d MiB; "+
+		"%d broadcasts: %d of %d copies delivered, %.2f CPU s; "+
 		"at 20 frames/s per client %d of %d arrived; saturated: %d of %d frames relayed in %v (%.0f frames/s) using %.2f CPU s (%.1f µs per frame), peak RSS %d MiB",
-		n, upIn.Round(100*time.Millisecond), 100*idleCPU, macCount, rss/1024, got, sent, satGot, satSent, phase, fps,
-		satCPU.Seconds(), satCPU.Seconds()*1e6/max(float64(satGot), 1), hwm/1024)
+		n, upIn.Round(100*time.Millisecond), deadAfter, 100*idleCPU, macCount, rss/1024,
+		n, gotBC, wantBC, bcCPU.Seconds(),
+		got, sent, satGot, satSent, phase, fps, satCPU.Seconds(), satCPU.Seconds()*1e6/max(float64(satGot), 1), hwm/1024)
 	if satGot == 0 {
 		t.Error("no frame relayed at saturation")
 	}
