@@ -60,8 +60,9 @@ type handshakeState struct {
 	wentStale   bool // the session went stale; no handshake completed since
 	lastInitTS  uint64
 	dialing     bool
-	lastPrefer  time.Time  // the last handshake tried over dial while on a fallback
-	probe       probeState // path MTU probes (plpmtud.go)
+	lastPrefer  time.Time        // the last handshake tried over dial while on a fallback
+	dialAddrs   []transport.Addr // where each dialer's last handshake went
+	probe       probeState       // path MTU probes (plpmtud.go)
 
 	jar crypto.CookieJar // the responder's cookie, while fresh (cookie.go)
 }

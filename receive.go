@@ -271,7 +271,7 @@ func (c *Cable) authenticated(p *peer, s *session, conn transport.Conn, addr tra
 	} else if pt == nil || pt.conn != conn || pt.addr != addr {
 		vouch(conn, addr)
 		p.route.path.Store(&path{conn: conn, addr: addr})
-		c.noteTransport(p, conn)
+		c.noteTransport(p, conn, addr)
 		c.updateMTU(p)
 		if pt != nil {
 			c.log.Info("path changed", "peer", p.name, "addr", addr.String())
