@@ -2,11 +2,13 @@ package cab
 
 import (
 	"strings"
+	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
 
 	"cab/crypto"
+	"cab/transport"
 	"cab/transport/transporttest"
 )
 
@@ -221,4 +223,57 @@ func TestDeadAfterBounds(t *testing.T) {
 			t.Errorf("DeadAfter %v: %v", d, err)
 		}
 	}
+}
+
+// askCounter is a conn that counts the asks (FlagAsk) it sends.
+type askCounter struct {
+	*transporttest.Conn
+	asks atomic.Uint64
+}
+
+func (a *askCounter) WriteBatch(ps []transport.Packet) error {
+	for _, p := range ps {
+		if len(p.B) >= crypto.HeaderLen && p.B[0] == crypto.TypeData && p.B[1]&crypto.FlagAsk != 0 {
+			a.asks.Add(1)
+		}
+	}
+	return a.Conn.WriteBatch(ps)
+}
+
+// TestDeadAfterAsksOnlyWhenQuiet: a link with frames both ways carries no
+// asks; once it is quiet, the asks start.
+func TestDeadAfterAsksOnlyWhenQuiet(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		n := transporttest.NewNetwork(transporttest.Options{Delay: time.Millisecond})
+		skey := mustKey(t)
+		sconn, cconn := &askCounter{Conn: n.Conn("server")}, &askCounter{Conn: n.Conn("client")}
+		server := startSite(t, Config{PrivateKey: skey, PSK: psk(20), Responder: true, AllowAny: true, DeadAfter: time.Second}, sconn)
+		client := startSite(t, Config{PrivateKey: mustKey(t), PSK: psk(20), DeadAfter: time.Second, Peers: []PeerConfig{{
+			PublicKey: skey.Public(),
+			Dial:      &Dialer{Conn: cconn, Resolve: func() (transport.Addr, error) { return transporttest.Addr("server"), nil }},
+		}}}, cconn)
+		waitUp(t, client, 1)
+		exchange(t, server, client, 1)
+		asks := func() uint64 { return sconn.asks.Load() + cconn.asks.Load() }
+		// 30 s of frames both ways, 20 a second each way.
+		before := asks()
+		for i := 0; i < 600; i++ {
+			client.port.Inject(testFrame(0xaa, 0xbb, uint32(i), 100))
+			server.port.Inject(testFrame(0xbb, 0xaa, uint32(i), 100))
+			time.Sleep(50 * time.Millisecond)
+			drain(client)
+			drain(server)
+		}
+		if busy := asks() - before; busy != 0 {
+			t.Errorf("%d asks in 30 s of traffic both ways, want none", busy)
+		}
+		before = asks()
+		time.Sleep(30 * time.Second)
+		if quiet := asks() - before; quiet < 30 {
+			t.Errorf("%d asks in 30 quiet seconds with DeadAfter 1s, want about 60", quiet)
+		}
+		if !client.cable.Status().Peers[0].Up || !server.cable.Status().Peers[0].Up {
+			t.Error("a peer went down")
+		}
+	})
 }

@@ -132,4 +132,19 @@ func TestCarrierFollowsCable(t *testing.T) {
 			t.Errorf("client log lacks %s", want)
 		}
 	}
+
+	// A server by default, with no client at all: carrier.
+	srv2.signal(syscall.SIGTERM)
+	if !srv2.wait(5 * time.Second) {
+		t.Fatalf("server exit: %s", srv2.state())
+	}
+	srv3 := a.cab(t, "server", "-p", port, "-s", "tap:"+tapDev, "--psk", psk)
+	setupTap(t, a, srv3, overlayA)
+	time.Sleep(2 * time.Second)
+	if c, _ := carrierOf(a, tapDev); !c {
+		t.Error("a server's TAP without clients has no carrier; by default it should")
+	}
+	if strings.Contains(srv3.stderr.String(), "carrier") {
+		t.Errorf("a server by default logged about its carrier:\n%s", srv3.stderr.String())
+	}
 }
