@@ -191,6 +191,13 @@ func TestHubScale(t *testing.T) {
 	psk := crypto.Secret(raw)
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
 
+	// The clients come from many addresses, as from many hosts: the hub
+	// limits handshakes per source host.
+	const hosts = 252 // 198.51.100.3 to .254
+	for h := range min(n, hosts) {
+		mustRun(t, "ip", "-n", b.ns, "addr", "add", fmt.Sprintf("198.51.100.%d/24", 3+h), "dev", b.ulIf)
+	}
+
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	t.Cleanup(func() { cancel(); wg.Wait() })
@@ -200,7 +207,7 @@ func TestHubScale(t *testing.T) {
 	start := time.Now()
 	for i := range n {
 		var conn *udp.Conn
-		inNetns(t, b.ns, func() { conn, err = udp.Listen("0.0.0.0:0") })
+		inNetns(t, b.ns, func() { conn, err = udp.Listen(fmt.Sprintf("198.51.100.%d:0", 3+i%hosts)) })
 		if err != nil {
 			t.Fatalf("client %d: %v", i, err)
 		}
