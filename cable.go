@@ -55,6 +55,11 @@ type Cable struct {
 
 	pool *cryptoPool // crypto workers, while Run runs
 
+	carrier carrierState // the port's carrier, following the peers
+
+	lastFlush atomic.Int64  // the last flush of the fdb for a topology change
+	flushes   atomic.Uint64 // flushes for topology changes
+
 	lastTick  atomic.Int64 // when the timer loop last ran, unix nanoseconds
 	loadUntil atomic.Int64 // until when the responder asks for cookies (cookie.go)
 	forceLoad bool         // tests: the responder is always under load
@@ -89,8 +94,14 @@ const (
 	preferRecheck = 10 * time.Second
 	// maxBackoff caps the interval between handshake attempts.
 	maxBackoff = 8 * time.Second
-	// tick is the timer loop's period.
+	// tick is the timer loop's period; with Config.DeadAfter it is a
+	// sixth of that when shorter, so an ask goes out within half of the
+	// third of DeadAfter it is due at.
 	tick = 250 * time.Millisecond
+	// answerGap is the least time between two answers to one peer's asks
+	// (FlagAsk): asks come at most every MinDeadAfter/6, so a peer
+	// that asks more often gets no more answers.
+	answerGap = MinDeadAfter / 12
 	// pathMTURecheck is how often the kernel's path MTU is read again.
 	pathMTURecheck = 5 * time.Second
 	// batch is how many frames or packets one read takes at most.
@@ -141,6 +152,7 @@ func New(cfg Config, port bridgeif.Port, conns []transport.Conn) (*Cable, error)
 func (c *Cable) Run(ctx context.Context) error {
 	c.pool = newCryptoPool(c.cfg.cryptoWorkers())
 	defer c.pool.stop()
+	c.startCarrier()
 	var wg sync.WaitGroup
 	errc := make(chan error, 1+len(c.conns))
 	if c.port != nil {

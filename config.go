@@ -48,6 +48,25 @@ type Config struct {
 	// Default 25s.
 	Keepalive time.Duration
 
+	// DeadAfter, when set, is fast failure detection: a peer that has
+	// said nothing showing it hears this cable for DeadAfter, while this
+	// cable asked, is declared down. The cable asks (a keepalive with
+	// crypto.FlagAsk, which the peer answers at once) when it has heard
+	// nothing from an up peer for a third of DeadAfter (the responder: a
+	// half), and again every sixth until an answer comes, so an idle link
+	// costs one ask and one answer every third to half of DeadAfter, and
+	// a link with traffic both ways nothing. It replaces the default
+	// detection (5 s of unanswered packets on the dialing side; three
+	// keepalive intervals plus 5 s of silence on the responder). From
+	// MinDeadAfter to MaxDeadAfter; 0: the default detection.
+	DeadAfter time.Duration
+
+	// Carrier says what the cable does with its port's carrier, when the
+	// port has one (bridgeif.Carrier: a TAP). CarrierAuto, the zero value,
+	// is CarrierFollow for a cable that is not a responder (a client) and
+	// CarrierOn for a responder (a server).
+	Carrier CarrierMode
+
 	// Isolate stops frames from one peer from being forwarded to another:
 	// peers reach only this cable's port.
 	Isolate bool
@@ -140,6 +159,47 @@ type Dialer struct {
 	Resolve func() (transport.Addr, error)
 }
 
+// A CarrierMode is what a cable does with its port's carrier.
+type CarrierMode int
+
+const (
+	// CarrierAuto follows the peers on a client, and leaves the carrier
+	// on for a server.
+	CarrierAuto CarrierMode = iota
+	// CarrierFollow gives the port carrier only while at least one peer
+	// is up, as a real cable's link light: a bond, a bridge's spanning
+	// tree or a routing daemon on the port sees the far end go away.
+	CarrierFollow
+	// CarrierOn leaves the carrier on: the port is up whatever the peers.
+	CarrierOn
+)
+
+// ParseCarrierMode parses "follow", "on" or "" (auto).
+func ParseCarrierMode(s string) (CarrierMode, error) {
+	switch s {
+	case "":
+		return CarrierAuto, nil
+	case "follow":
+		return CarrierFollow, nil
+	case "on":
+		return CarrierOn, nil
+	}
+	return CarrierAuto, fmt.Errorf("carrier %q: use follow or on", s)
+}
+
+// carrierFollows reports whether the cable drives its port's carrier.
+func (c *Config) carrierFollows() bool {
+	return c.Carrier == CarrierFollow || c.Carrier == CarrierAuto && !c.Responder
+}
+
+// Bounds of Config.DeadAfter: below MinDeadAfter a lost packet or two and
+// a scheduler hiccup would take a live peer down; above MaxDeadAfter the
+// default detection is as quick.
+const (
+	MinDeadAfter = 300 * time.Millisecond
+	MaxDeadAfter = 60 * time.Second
+)
+
 // Defaults.
 const (
 	DefaultKeepalive = 25 * time.Second
@@ -217,6 +277,12 @@ func (c *Config) Validate() error {
 	}
 	if c.AllowAny && !c.Responder {
 		return errors.New("config: AllowAny only makes sense on a responder")
+	}
+	if c.DeadAfter != 0 && (c.DeadAfter < MinDeadAfter || c.DeadAfter > MaxDeadAfter) {
+		return fmt.Errorf("config: dead-after %v: use %v to %v, or 0 for the default detection", c.DeadAfter, MinDeadAfter, MaxDeadAfter)
+	}
+	if c.Carrier < CarrierAuto || c.Carrier > CarrierOn {
+		return fmt.Errorf("config: carrier mode %d unknown", c.Carrier)
 	}
 	seen := map[crypto.PublicKey]bool{}
 	for i, p := range c.Peers {

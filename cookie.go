@@ -98,6 +98,6 @@ func (c *Cable) handleCookie(conn transport.Conn, addr transport.Addr, msg []byt
 		c.drop(p, dropAuth)
 		return
 	}
-	c.log.Debug("cookie reply: initiation sent again with mac2", "peer", p.name, "addr", addr.String())
+	c.log.Debug("cookie reply: initiation sent again with mac2", "peer", p.name(), "addr", addr.String())
 	conn.WriteBatch([]transport.Packet{{B: again, Addr: addr}})
 }

@@ -13,15 +13,19 @@
 //	                    fragment (fragment.go) · outBatch.flush: seals spread
 //	                    over the crypto workers (parallel.go) · WriteBatch per conn ──▶ wire
 //	wire ──ReadBatch──▶ connLoop (receive.go): header · index → session · Open
-//	                    · authenticate: path, liveness, probes (plpmtud.go),
-//	                      reassembly (fragment.go)
+//	                    · authenticate: path, liveness, asks answered at once,
+//	                      probes (plpmtud.go), reassembly (fragment.go)
 //	                    · admit: size, MAC and VLAN policy
-//	                    · forward: learn src MAC (peer) · deliver to port, or
+//	                    · forward: a BPDU's topology change forgets the fdb
+//	                      (stp.go) · learn src MAC (peer) · deliver to port, or
 //	                      relay to another peer (split horizon; none if isolated) ──▶ port
 //	                    handshake messages ──▶ handshake.go: initiation, response,
 //	                      the index table; peers.go creates the peer it is for
-//	timerLoop (timers.go): keepalives, handshake retries and fallbacks, rekey,
-//	                    expiry, path MTU (pathmtu.go, mtu.go), fdb aging
+//	timerLoop (timers.go): keepalives, asks (Config.DeadAfter), handshake
+//	                    retries and fallbacks, rekey, expiry, path MTU
+//	                    (pathmtu.go, mtu.go), fdb aging
+//	setUp (peer.go): the first peer up and the last down move the port's
+//	                    carrier (carrier.go)
 //
 // cable.go holds the Cable and its lifecycle; peer.go a peer's state, in
 // named groups (handshake, route, liveness, policy, own port, stats);

@@ -175,6 +175,18 @@ func (f *fdb) age(cutoff int64, maxAge time.Duration) {
 	})
 }
 
+// flush removes every entry and returns how many there were.
+func (f *fdb) flush() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	n := 0
+	f.each(func(k macKey, e *fdbEntry) {
+		f.removeLocked(k, e)
+		n++
+	})
+	return n
+}
+
 // forget removes every entry learned behind p.
 func (f *fdb) forget(p *peer) {
 	f.mu.Lock()

@@ -61,7 +61,7 @@ func (c *Cable) fragment(p *peer, s *session, pt *path, buf []byte, size int, wi
 	frame := buf[crypto.HeaderLen : crypto.HeaderLen+size]
 	for i := 0; i < count; i++ {
 		part := frame[i*chunk : min((i+1)*chunk, size)]
-		b := sc.get()
+		b := sc.get(fragHeaderLen + len(part))
 		h := b[crypto.HeaderLen:]
 		binary.BigEndian.PutUint32(h[0:4], id)
 		h[4], h[5] = byte(i), byte(count)

@@ -3,6 +3,7 @@ package cab
 import (
 	"crypto/rand"
 	"encoding/binary"
+	"strings"
 	"time"
 
 	"cab/crypto"
@@ -147,10 +148,10 @@ func (c *Cable) handleResponse(conn transport.Conn, addr transport.Addr, msg []b
 	p.hs.mu.Unlock()
 
 	p.live.lastRecv.Store(now)
-	p.live.unanswered.Store(0)
+	p.heard(now)
 	vouch(conn, addr)
 	p.route.path.Store(&path{conn: conn, addr: addr})
-	c.noteTransport(p, conn)
+	c.noteTransport(p, conn, addr)
 	c.updateMTU(p)
 	p.stats.handshakes.Add(1)
 	p.live.lastHandshake.Store(now)
@@ -160,16 +161,45 @@ func (c *Cable) handleResponse(conn transport.Conn, addr transport.Addr, msg []b
 }
 
 // noteTransport makes the dialer over conn p's active one, when p has
-// dialers: the transport the peer answers over is the one in use.
-func (c *Cable) noteTransport(p *peer, conn transport.Conn) {
-	for i, d := range p.dialers {
-		if d.Conn == conn {
-			if old := int(p.route.active.Swap(int32(i))); old != i {
-				c.log.Info("transport changed", "peer", p.name(), "from", transportName(p.dialers[old].Conn), "to", transportName(conn))
-			}
-			return
+// dialers: the transport the peer answers over is the one in use. Of
+// several dialers over one conn (endpoints: one UDP socket, several
+// servers), it is the one whose last handshake went to addr.
+func (c *Cable) noteTransport(p *peer, conn transport.Conn, addr transport.Addr) {
+	i := -1
+	p.hs.mu.Lock()
+	for j, d := range p.dialers {
+		if d.Conn != conn {
+			continue
+		}
+		if i < 0 {
+			i = j
+		}
+		if j < len(p.hs.dialAddrs) && p.hs.dialAddrs[j] == addr {
+			i = j
+			break
 		}
 	}
+	p.hs.mu.Unlock()
+	if i < 0 {
+		return
+	}
+	if old := int(p.route.active.Swap(int32(i))); old != i {
+		from, to := transportName(p.dialers[old].Conn), transportName(conn)
+		if from == to { // endpoints: the same transport to another server
+			from, to = strings.TrimSpace(from+" "+p.hs.addrOf(old)), strings.TrimSpace(to+" "+addr.String())
+		}
+		c.log.Info("transport changed", "peer", p.name(), "from", from, "to", to)
+	}
+}
+
+// addrOf is where dialer i's last handshake went, or "".
+func (h *handshakeState) addrOf(i int) string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if i < len(h.dialAddrs) && h.dialAddrs[i] != nil {
+		return h.dialAddrs[i].String()
+	}
+	return ""
 }
 
 // initiate sends a handshake initiation to p over its dialer via, as the
@@ -213,6 +243,10 @@ func (c *Cable) initiate(p *peer, via int, seen *session) {
 	}
 	p.hs.prevInit, p.hs.initiator = p.hs.initiator, h
 	p.noteTryLocked(addr, via, now)
+	if len(p.hs.dialAddrs) < len(p.dialers) {
+		p.hs.dialAddrs = make([]transport.Addr, len(p.dialers))
+	}
+	p.hs.dialAddrs[via] = addr
 	c.imu.Lock()
 	c.pending[idx] = p
 	c.imu.Unlock()

@@ -61,7 +61,8 @@ type handshakeState struct {
 	wentStale   bool // the session went stale; no handshake completed since
 	lastInitTS  uint64
 	dialing     bool
-	lastPrefer  time.Time // the last handshake tried over dial while on a fallback
+	lastPrefer  time.Time        // the last handshake tried over dial while on a fallback
+	dialAddrs   []transport.Addr // where each dialer's last handshake went
 
 	// Unanswered handshakes, for the warning (diagnose.go).
 	tries         int            // initiations since the last handshake completed
@@ -95,6 +96,9 @@ type liveness struct {
 	lastRecv      atomic.Int64 // the last authenticated packet
 	lastSent      atomic.Int64 // the last data or keepalive sent
 	unanswered    atomic.Int64 // first send since the last receive, 0 if none
+	lastHeard     atomic.Int64 // the last packet that said the peer hears us (FlagHeard), or the handshake
+	lastAsk       atomic.Int64 // the last ask sent (FlagAsk; Config.DeadAfter)
+	lastAnswer    atomic.Int64 // the last answer to the peer's ask
 	recvData      atomic.Bool  // a packet arrived that wants a passive keepalive
 	lastHandshake atomic.Int64
 }
@@ -196,13 +200,21 @@ func (p *peer) flags(now int64) byte {
 	return 0
 }
 
+// heard records that p said, at now, that it hears us: a packet with
+// FlagHeard, or a completed handshake.
+func (p *peer) heard(now int64) {
+	p.live.unanswered.Store(0)
+	p.live.lastHeard.Store(now)
+}
+
 func (p *peer) noteSent(now int64) {
 	p.live.lastSent.Store(now)
 	p.live.unanswered.CompareAndSwap(0, now)
 }
 
 // setUp marks p up or down and logs the change. Going down forgets the
-// MACs learned behind p.
+// MACs learned behind p. The first peer up and the last peer down move the
+// port's carrier (carrier.go).
 func (c *Cable) setUp(p *peer, up bool, reason string) {
 	if !p.live.up.CompareAndSwap(!up, up) {
 		return
@@ -218,11 +230,13 @@ func (c *Cable) setUp(p *peer, up bool, reason string) {
 		if c.cfg.PortPerPeer != nil && !c.closing.Load() {
 			c.openOwnPort(p)
 		}
+		c.peerUpChanged(p, true)
 		return
 	}
 	c.fdb.forget(p)
 	c.closeOwnPort(p)
 	c.log.Info("peer down", "peer", p.name(), "reason", reason)
+	c.peerUpChanged(p, false)
 }
 
 // ownPort is a port opened for one peer alone (Config.PortPerPeer).

@@ -32,7 +32,7 @@ func (c *Cable) connLoop(conn transport.Conn) error {
 			time.Sleep(10 * time.Millisecond)
 			continue
 		}
-		sc.used = 0
+		sc.reset()
 		portBufs = c.receiveBatch(conn, ps[:n], &ob, &out, &sc, portBufs[:0], time.Now().UnixNano())
 		if len(portBufs) > 0 {
 			if _, err := c.port.WriteBatch(portBufs, crypto.HeaderLen); err != nil && errors.Is(err, net.ErrClosed) {
@@ -115,7 +115,7 @@ func (c *Cable) sessionOf(idx uint32, now int64) *session {
 // HeaderLen), or nil. Three steps: what the packet proves (authenticate),
 // whether the frame may enter (admit), and where it goes (forward).
 func (c *Cable) opened(conn transport.Conn, pk *transport.Packet, s *session, frame []byte, err error, out *outBatch, sc *scratch, now int64) []byte {
-	buf, frame := c.authenticate(conn, pk, s, frame, err, sc, now)
+	buf, frame := c.authenticate(conn, pk, s, frame, err, out, sc, now)
 	if buf == nil {
 		return nil
 	}
@@ -132,9 +132,10 @@ func (c *Cable) opened(conn transport.Conn, pk *transport.Packet, s *session, fr
 
 // authenticate takes what packet pk, opened with s, proves: the peer is
 // alive at that path; a probe is answered, a fragment reassembled, a
-// keepalive noted. It returns the buffer holding a whole frame at offset
-// HeaderLen, and that frame, or nil when there is no frame to handle.
-func (c *Cable) authenticate(conn transport.Conn, pk *transport.Packet, s *session, frame []byte, err error, sc *scratch, now int64) (buf, whole []byte) {
+// keepalive noted, an ask (FlagAsk) answered on out. It returns the buffer
+// holding a whole frame at offset HeaderLen, and that frame, or nil when
+// there is no frame to handle.
+func (c *Cable) authenticate(conn transport.Conn, pk *transport.Packet, s *session, frame []byte, err error, out *outBatch, sc *scratch, now int64) (buf, whole []byte) {
 	p := s.peer
 	if err != nil {
 		if errors.Is(err, crypto.ErrReplay) {
@@ -145,8 +146,12 @@ func (c *Cable) authenticate(conn transport.Conn, pk *transport.Packet, s *sessi
 		return nil, nil
 	}
 	typ := pk.B[0]
-	if !c.authenticated(p, s, conn, pk.Addr, now, crypto.Flags(pk.B)) {
+	flags := crypto.Flags(pk.B)
+	if !c.authenticated(p, s, conn, pk.Addr, now, flags) {
 		return nil, nil
+	}
+	if flags&crypto.FlagAsk != 0 {
+		c.answerAsk(p, out, sc, now)
 	}
 	if typ == crypto.TypeProbe {
 		c.handleProbe(p, s, conn, pk.Addr, frame)
@@ -158,7 +163,7 @@ func (c *Cable) authenticate(conn transport.Conn, pk *transport.Packet, s *sessi
 		if w == nil {
 			return nil, nil
 		}
-		buf = sc.get()
+		buf = sc.get(len(w))
 		frame = buf[crypto.HeaderLen : crypto.HeaderLen+copy(buf[crypto.HeaderLen:], w)]
 	}
 	if len(frame) == 0 { // keepalive
@@ -206,6 +211,9 @@ func (c *Cable) admit(p *peer, frame []byte) bool {
 func (c *Cable) forward(p *peer, buf []byte, out *outBatch, sc *scratch, now int64) []byte {
 	frame := buf[crypto.HeaderLen:]
 	dst, src := frameKeys(frame)
+	if dst.isBPDU() && bpduTopologyChange(frame) {
+		c.topologyChange(now)
+	}
 	switch c.fdb.learn(src, p, now) {
 	case overCap:
 		c.drop(p, dropMACLimit) // counted; the frame still goes
@@ -237,7 +245,7 @@ func (c *Cable) forward(p *peer, buf []byte, out *outBatch, sc *scratch, now int
 		}
 	}
 	if !c.cfg.Isolate {
-		b := sc.get()
+		b := sc.get(len(frame))
 		copy(b[crypto.HeaderLen:], frame)
 		c.flood(p, b, len(frame), out, sc, now)
 	}
@@ -246,7 +254,7 @@ func (c *Cable) forward(p *peer, buf []byte, out *outBatch, sc *scratch, now int
 
 // relay seals a copy of frame for peer to.
 func (c *Cable) relay(to *peer, frame []byte, out *outBatch, sc *scratch, now int64) {
-	b := sc.get()
+	b := sc.get(len(frame))
 	copy(b[crypto.HeaderLen:], frame)
 	c.seal(to, b, len(frame), out, sc, now)
 }
@@ -269,13 +277,16 @@ func (c *Cable) authenticated(p *peer, s *session, conn transport.Conn, addr tra
 		// Only a peer that hears us answers our questions: traffic that
 		// flows one way only (UDP blocked towards the peer) leaves ours
 		// unanswered, and the path goes stale.
-		p.live.unanswered.Store(0)
+		p.heard(now)
 	}
 	if p.hs.cur.Load() == s {
 		// A peer we dial that went down for want of answers is up again
 		// only when it says it hears us: its packets alone may flow one
 		// way.
 		if !p.live.up.Load() && (p.dial == nil || flags&crypto.FlagHeard != 0) {
+			// A peer that dials us is up again on its first packet; it
+			// gets a fresh DeadAfter to show that it hears us.
+			p.heard(now)
 			c.setUp(p, true, "")
 		}
 		return true
@@ -298,6 +309,7 @@ func (c *Cable) authenticated(p *peer, s *session, conn transport.Conn, addr tra
 	}
 	if confirmed {
 		vouch(conn, addr)
+		p.heard(now)
 		p.stats.handshakes.Add(1)
 		p.live.lastHandshake.Store(now)
 		c.log.Info("handshake complete", "peer", p.name(), "cipher", s.Cipher().String(), "addr", addr.String())
@@ -317,7 +329,7 @@ func (c *Cable) movePath(p *peer, pt *path, conn transport.Conn, addr transport.
 	}
 	vouch(conn, addr)
 	p.route.path.Store(&path{conn: conn, addr: addr})
-	c.noteTransport(p, conn)
+	c.noteTransport(p, conn, addr)
 	c.updateMTU(p)
 	if pt != nil {
 		c.log.Info("path changed", "peer", p.name(), "addr", addr.String())

@@ -77,21 +77,41 @@ func (o *outBatch) flush() {
 	}
 }
 
-// scratch is a loop-owned free list of packet buffers for frames that go
-// to more than one place.
+// scratch is a loop-owned arena of packet buffers for frames that go to
+// more than one place (flooded copies, relays, fragments, reassembled
+// frames). Each buffer is cut to the packet it will hold, so a broadcast
+// to 200 peers costs 200 copies of its own size, not 200 jumbo-frame
+// buffers. The loop resets it once per batch, once the batch's packets
+// are out; its chunks are reused batch after batch.
 type scratch struct {
-	bufs [][]byte
-	used int
+	chunks [][]byte
+	chunk  int // the chunk being cut
+	off    int // where in it
 }
 
-func (s *scratch) get() []byte {
-	if s.used == len(s.bufs) {
-		s.bufs = append(s.bufs, make([]byte, bufSize))
+// scratchChunk is the size of the arena's chunks: a few jumbo frames.
+const scratchChunk = 64 << 10
+
+// get returns a buffer for a packet of a size-byte frame (or fragment):
+// room for the header, the frame and the tag, sealed in place.
+func (s *scratch) get(size int) []byte {
+	n := crypto.HeaderLen + size + crypto.TagLen
+	for {
+		if s.chunk == len(s.chunks) {
+			s.chunks = append(s.chunks, make([]byte, max(scratchChunk, n)))
+		}
+		if c := s.chunks[s.chunk]; s.off+n <= len(c) {
+			b := c[s.off : s.off+n : s.off+n]
+			s.off += n
+			return b
+		}
+		s.chunk++
+		s.off = 0
 	}
-	b := s.bufs[s.used]
-	s.used++
-	return b
 }
+
+// reset makes every buffer of the arena free again.
+func (s *scratch) reset() { s.chunk, s.off = 0, 0 }
 
 // bufSize fits the largest frame with its header and tag.
 const bufSize = crypto.HeaderLen + bridgeif.MaxFrame + crypto.TagLen
@@ -126,7 +146,7 @@ func (c *Cable) portLoop(port bridgeif.Port, owner *peer) error {
 		}
 		failures = 0
 		now := time.Now().UnixNano()
-		sc.used = 0
+		sc.reset()
 		for i := 0; i < n; i++ {
 			size := sizes[i]
 			frame := bufs[i][crypto.HeaderLen : crypto.HeaderLen+size]
@@ -135,9 +155,14 @@ func (c *Cable) portLoop(port bridgeif.Port, owner *peer) error {
 				continue
 			}
 			dst, src := frameKeys(frame)
-			if c.cfg.DropBPDU && dst.isBPDU() {
-				c.drop(nil, dropBPDU)
-				continue
+			if dst.isBPDU() {
+				if c.cfg.DropBPDU {
+					c.drop(nil, dropBPDU)
+					continue
+				}
+				if owner == nil && bpduTopologyChange(frame) {
+					c.topologyChange(now)
+				}
 			}
 			if mtu := c.cfg.clampFrameMTU(WireMTU(c.minWire.Load())); mtu > 0 && clampMSS(frame, mtu) {
 				c.clamped.Add(1)
@@ -169,7 +194,7 @@ func (c *Cable) flood(from *peer, buf []byte, size int, out *outBatch, sc *scrat
 			continue
 		}
 		if last != nil {
-			b := sc.get()
+			b := sc.get(size)
 			copy(b[crypto.HeaderLen:], buf[crypto.HeaderLen:crypto.HeaderLen+size])
 			c.seal(last, b, size, out, sc, now)
 		}
@@ -209,16 +234,36 @@ func (c *Cable) seal(p *peer, buf []byte, size int, out *outBatch, sc *scratch, 
 }
 
 // sendKeepalive sends an empty data packet to p.
-func (c *Cable) sendKeepalive(p *peer, now int64) {
+func (c *Cable) sendKeepalive(p *peer, now int64) { c.sendKeepaliveFlags(p, now, 0) }
+
+// sendKeepaliveFlags sends an empty data packet to p with flags (FlagAsk)
+// in addition to its usual ones.
+func (c *Cable) sendKeepaliveFlags(p *peer, now int64, flags byte) {
 	s, pt := p.hs.cur.Load(), p.route.path.Load()
 	if s == nil || pt == nil {
 		return
 	}
 	var buf [crypto.Overhead]byte
-	pkt, err := s.SealFlags(crypto.TypeData, p.flags(now), buf[:], 0)
+	pkt, err := s.SealFlags(crypto.TypeData, p.flags(now)|flags, buf[:], 0)
 	if err != nil {
 		return
 	}
 	p.noteSent(now)
 	pt.conn.WriteBatch([]transport.Packet{{B: pkt, Addr: pt.addr}})
+}
+
+// answerAsk queues on out a keepalive that answers p's ask (FlagAsk) at once,
+// at most one per answerGap whatever p sends. An answer is not a question:
+// it leaves p's unanswered time alone.
+func (c *Cable) answerAsk(p *peer, out *outBatch, sc *scratch, now int64) {
+	last := p.live.lastAnswer.Load()
+	if now-last < int64(answerGap) || !p.live.lastAnswer.CompareAndSwap(last, now) {
+		return
+	}
+	s, pt := p.hs.cur.Load(), p.route.path.Load()
+	if s == nil || pt == nil {
+		return
+	}
+	out.seal(sealJob{p: p, s: s, pt: pt, typ: crypto.TypeData, flags: p.flags(now), buf: sc.get(0), size: 0})
+	p.live.lastSent.Store(now)
 }

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"cab/bridgeif"
 	"cab/crypto"
 	"cab/transport/quic"
 )
@@ -31,6 +32,7 @@ type Settings struct {
 	StateDir  string        // state_dir: where generated keys live
 	Transport string        // transport: the carriers, comma-separated
 	Keepalive time.Duration // keepalive
+	DeadAfter time.Duration // dead_after: fast failure detection (0: the default)
 	Name      string        // name: the instance, for its control and pipe sockets
 	Verbose   bool          // verbose: debug logs
 	LogFormat string        // log_format: text or json
@@ -119,6 +121,7 @@ var settingTable = []setting{
 	{"state_dir", "state-dir", "", func(s *Settings) any { return &s.StateDir }},
 	{"transport", "transport", "", func(s *Settings) any { return &s.Transport }},
 	{"keepalive", "keepalive", "", func(s *Settings) any { return &s.Keepalive }},
+	{"dead_after", "dead-after", "", func(s *Settings) any { return &s.DeadAfter }},
 	{"name", "name", "", func(s *Settings) any { return &s.Name }},
 	{"verbose", "v", "", func(s *Settings) any { return &s.Verbose }},
 	{"log_format", "log-format", "", func(s *Settings) any { return &s.LogFormat }},
@@ -232,6 +235,12 @@ func (s *Settings) checkValues() error {
 	if err := CheckName(s.Name); err != nil {
 		return err
 	}
+	if d := s.DeadAfter; d != 0 && (d < MinDeadAfter || d > MaxDeadAfter) {
+		return s.errorf(s.lines["dead_after"], "dead_after (--dead-after) %v: use %v to %v, or 0 for the default detection", d, MinDeadAfter, MaxDeadAfter)
+	}
+	if _, err := s.carrier(); err != nil {
+		return s.errorf(s.lines["local"], "local (-s) %s: %v", s.Local, err)
+	}
 	if _, err := s.cryptoWorkers(); err != nil {
 		return err
 	}
@@ -334,4 +343,18 @@ func (s *Settings) errorf(line int, format string, args ...any) error {
 		return fmt.Errorf(format, args...)
 	}
 	return configError(s.File, line, format, args...)
+}
+
+// carrier is what the cable does with the carrier of a tap: port, from its
+// carrier= option (CarrierAuto for any other port).
+func (s *Settings) carrier() (CarrierMode, error) {
+	arg, ok := strings.CutPrefix(s.Local, "tap:")
+	if !ok {
+		return CarrierAuto, nil
+	}
+	ts, err := bridgeif.ParseTAPSpec(arg)
+	if err != nil {
+		return CarrierAuto, err
+	}
+	return ParseCarrierMode(ts.Carrier)
 }

@@ -95,7 +95,8 @@ func (su *Setup) open(cfg *Config) error {
 // without opening anything but the PSK file.
 func (s *Settings) config(log *slog.Logger) (Config, error) {
 	cfg := Config{Responder: s.Role == "server", Keepalive: s.Keepalive, Isolate: s.Isolate, Logger: log,
-		FDBMaxAge: s.FDBAge, MaxMACs: s.MaxMACs, FloodRate: s.FloodRate, DropBPDU: s.BPDU == "drop"}
+		FDBMaxAge: s.FDBAge, MaxMACs: s.MaxMACs, FloodRate: s.FloodRate, DropBPDU: s.BPDU == "drop",
+		DeadAfter: s.DeadAfter}
 	if s.FloodRate == 0 {
 		cfg.FloodRate = -1
 	}
@@ -104,6 +105,9 @@ func (s *Settings) config(log *slog.Logger) (Config, error) {
 		return cfg, err
 	}
 	if cfg.MSSClamp, err = s.mssClamp(); err != nil {
+		return cfg, err
+	}
+	if cfg.Carrier, err = s.carrier(); err != nil {
 		return cfg, err
 	}
 	if s.PSK != "" {

@@ -42,6 +42,15 @@ type Status struct {
 	FDB   int               `json:"fdb_entries"`
 	// MSSClamped counts TCP SYNs whose MSS the cable lowered.
 	MSSClamped uint64 `json:"mss_clamped"`
+	// Carrier is the port's carrier as the cable last set it, "up" or
+	// "down", when the cable follows the peers with it (Config.Carrier);
+	// empty when it leaves the carrier alone.
+	Carrier string `json:"carrier,omitempty"`
+	// FDBFlushes counts the times the MAC table was forgotten because a
+	// spanning-tree BPDU announced a topology change.
+	FDBFlushes uint64 `json:"fdb_flushes"`
+	// DeadAfter is Config.DeadAfter: fast failure detection, 0 when off.
+	DeadAfter time.Duration `json:"dead_after_ns,omitempty"`
 }
 
 // FDBEntry is one learned MAC address, for `cab status --fdb`.
@@ -68,7 +77,9 @@ func (c *Cable) FDB() []FDBEntry {
 
 // Status returns a snapshot of the cable's peers and counters.
 func (c *Cable) Status() Status {
-	st := Status{Drops: dropMap(&c.unattributed), FDB: c.fdb.len(), MSSClamped: c.clamped.Load()}
+	st := Status{Drops: dropMap(&c.unattributed), FDB: c.fdb.len(), MSSClamped: c.clamped.Load(), DeadAfter: c.cfg.DeadAfter,
+		FDBFlushes: c.flushes.Load()}
+	st.Carrier = c.carrierStatus()
 	for _, conn := range c.conns {
 		dc, ok := conn.(transport.DropCounter)
 		if !ok {

@@ -10,7 +10,7 @@ import (
 
 // timerLoop runs keepalives, handshake retries, rekeys, expiry and aging.
 func (c *Cable) timerLoop(ctx context.Context) {
-	t := time.NewTicker(tick)
+	t := time.NewTicker(c.tick())
 	defer t.Stop()
 	lastAge, lastMTU := time.Now(), time.Now()
 	for {
@@ -59,6 +59,15 @@ func (c *Cable) timerLoop(ctx context.Context) {
 	}
 }
 
+// tick returns the timer loop's period: tick, or a sixth of
+// Config.DeadAfter when that is shorter.
+func (c *Cable) tick() time.Duration {
+	if d := c.cfg.DeadAfter / 6; d > 0 && d < tick {
+		return d
+	}
+	return tick
+}
+
 // peerTimers does what is due for p at now.
 func (c *Cable) peerTimers(ctx context.Context, p *peer, now time.Time) {
 	if p.removed.Load() {
@@ -69,14 +78,25 @@ func (c *Cable) peerTimers(ctx context.Context, p *peer, now time.Time) {
 	valid := cur != nil && now.Sub(cur.Created()) < crypto.RejectAfterTime
 	unanswered := p.live.unanswered.Load()
 	stale := unanswered != 0 && nowNs-unanswered > int64(staleAfter)
+	dead := c.cfg.DeadAfter
+	if dead > 0 {
+		// Fast failure detection: the peer is asked after a third of
+		// DeadAfter of silence (below), and it is dead when it has said
+		// nothing that shows it hears us for DeadAfter while we asked.
+		stale = unanswered != 0 && nowNs-p.live.lastHeard.Load() > int64(dead)
+	}
 
 	// Expire sessions that can no longer be used.
 	c.expire(p, now)
 
 	if p.dial != nil {
 		c.dialerTimers(ctx, p, cur, valid, stale, now)
-	} else if p.live.up.Load() && nowNs-p.live.lastRecv.Load() > int64(3*c.keepaliveOf(p)+crypto.RekeyTimeout) {
+	} else if p.live.up.Load() && (nowNs-p.live.lastRecv.Load() > int64(3*c.keepaliveOf(p)+crypto.RekeyTimeout) || dead > 0 && stale) {
 		c.setUp(p, false, "silent")
+	}
+
+	if dead > 0 && valid && p.live.up.Load() {
+		c.askTimers(p, nowNs)
 	}
 
 	if valid {
@@ -90,6 +110,26 @@ func (c *Cable) peerTimers(ctx context.Context, p *peer, now time.Time) {
 		p.live.recvData.Store(false)
 		c.sendKeepalive(p, nowNs)
 		p.live.unanswered.Store(0) // an answer is not a question
+	}
+}
+
+// askTimers is fast failure detection (Config.DeadAfter): it asks p, an
+// up peer that has said nothing for a third of DeadAfter, and again every
+// sixth until it answers (at once) or is dead: three or four asks go
+// unanswered before it is. A responder whose peer asks too leaves the
+// asking to it, and asks only after half of DeadAfter, when the peer's
+// asks stop coming: so with both ends set alike an idle link carries one
+// ask and one answer at a time. A link with traffic both ways carries no
+// asks.
+func (c *Cable) askTimers(p *peer, nowNs int64) {
+	dead := c.cfg.DeadAfter
+	askAfter := dead / 3
+	if p.dial == nil && nowNs-p.live.lastAnswer.Load() < int64(dead) {
+		askAfter = dead / 2
+	}
+	if nowNs-p.live.lastHeard.Load() >= int64(askAfter) && nowNs-p.live.lastAsk.Load() >= int64(dead/6) {
+		p.live.lastAsk.Store(nowNs)
+		c.sendKeepaliveFlags(p, nowNs, crypto.FlagAsk)
 	}
 }
 

@@ -31,6 +31,8 @@ func TestParseTAPSpecForms(t *testing.T) {
 		"cab0,mtu=9000,ovs=br0":    {Name: "cab0", OVS: "br0", MTU: 9000},
 		"cab0,mtu=68":              {Name: "cab0", MTU: 68},
 		"cab0,mtu=65535":           {Name: "cab0", MTU: 65535},
+		"cab0,carrier=follow":      {Name: "cab0", Carrier: "follow"},
+		"cab0,bridge=b,carrier=on": {Name: "cab0", Bridge: "b", Carrier: "on"},
 	} {
 		got, err := ParseTAPSpec(in)
 		if err != nil || got != want {
@@ -38,7 +40,7 @@ func TestParseTAPSpecForms(t *testing.T) {
 		}
 	}
 	// Every error names what is accepted.
-	const opts = "bridge=BR, ovs=BR, mtu=N or offload=off"
+	const opts = "bridge=BR, ovs=BR, mtu=N, offload=off or carrier=follow|on"
 	for in, want := range map[string][]string{
 		"":                    {"tap:NAME"},
 		",bridge=br0":         {"tap:NAME"},
@@ -54,6 +56,8 @@ func TestParseTAPSpecForms(t *testing.T) {
 		"cab0,mtu=65536":      {"68 to 65535"},
 		"cab0,mtu=-1500":      {"68 to 65535"},
 		"cab0,mtu=9k":         {"68 to 65535"},
+		"cab0,carrier=off":    {"carrier=follow", "carrier=on"},
+		"cab0,carrier=":       {opts},
 	} {
 		_, err := ParseTAPSpec(in)
 		if err == nil {
@@ -73,20 +77,23 @@ func TestParseTAPSpecForms(t *testing.T) {
 // what to write instead.
 func FuzzParseTAPSpecRoundTrip(f *testing.F) {
 	for _, s := range []string{"cab0", "cab0,bridge=br0,mtu=9000", "x,ovs=y", "x,mtu=1500,mtu=9000",
-		"x,bridge=a,ovs=b", "x,mtu=0x10", "x,=", ",", "x,ovs=a=b", "x,bridge=br0,,", "x,offload=off", "x,offload=no"} {
+		"x,bridge=a,ovs=b", "x,mtu=0x10", "x,=", ",", "x,ovs=a=b", "x,bridge=br0,,", "x,offload=off", "x,offload=no",
+		"x,carrier=follow", "x,carrier=on,bridge=b", "x,carrier=down"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
 		ts, err := ParseTAPSpec(s)
 		if err != nil {
 			msg := err.Error()
-			if !strings.Contains(msg, "tap:NAME") && !strings.Contains(msg, "bridge=BR, ovs=BR, mtu=N or offload=off") && !strings.Contains(msg, "offload=on or offload=off") &&
+			if !strings.Contains(msg, "tap:NAME") && !strings.Contains(msg, "bridge=BR, ovs=BR, mtu=N, offload=off or carrier=follow|on") && !strings.Contains(msg, "offload=on or offload=off") &&
+				!strings.Contains(msg, "carrier=follow (carrier only while a peer is up) or carrier=on") &&
 				!strings.Contains(msg, "68 to 65535") && !strings.Contains(msg, "one bridge") {
 				t.Fatalf("%q: error %q names no accepted form", s, msg)
 			}
 			return
 		}
-		if ts.Name == "" || ts.Bridge != "" && ts.OVS != "" || ts.MTU != 0 && (ts.MTU < 68 || ts.MTU > 65535) {
+		if ts.Name == "" || ts.Bridge != "" && ts.OVS != "" || ts.MTU != 0 && (ts.MTU < 68 || ts.MTU > 65535) ||
+			ts.Carrier != "" && ts.Carrier != "follow" && ts.Carrier != "on" {
 			t.Fatalf("%q: accepted %+v", s, ts)
 		}
 		canon := ts.Name
@@ -101,6 +108,9 @@ func FuzzParseTAPSpecRoundTrip(f *testing.F) {
 		}
 		if ts.NoOffload {
 			canon += ",offload=off"
+		}
+		if ts.Carrier != "" {
+			canon += ",carrier=" + ts.Carrier
 		}
 		again, err := ParseTAPSpec(canon)
 		if err != nil || again != ts {

@@ -15,7 +15,8 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// TAPSpec is the argument of a tap: port: NAME[,bridge=BR|,ovs=BR][,mtu=N].
+// TAPSpec is the argument of a tap: port:
+// NAME[,bridge=BR|,ovs=BR][,mtu=N][,offload=on|off][,carrier=follow|on].
 type TAPSpec struct {
 	Name   string
 	Bridge string // a Linux bridge to join
@@ -24,9 +25,13 @@ type TAPSpec struct {
 	// NoOffload opens the TAP without segmentation and checksum offloads
 	// (offload=off), one frame per system call.
 	NoOffload bool
+	// Carrier is "follow" (the TAP has carrier only while a peer is up),
+	// "on" (always carrier), or "" when the spec does not say and the
+	// role decides.
+	Carrier string
 }
 
-// ParseTAPSpec parses NAME[,bridge=BR|,ovs=BR][,mtu=N][,offload=on|off].
+// ParseTAPSpec parses NAME[,bridge=BR|,ovs=BR][,mtu=N][,offload=on|off][,carrier=follow|on].
 func ParseTAPSpec(s string) (TAPSpec, error) {
 	parts := strings.Split(s, ",")
 	ts := TAPSpec{Name: parts[0]}
@@ -36,7 +41,7 @@ func ParseTAPSpec(s string) (TAPSpec, error) {
 	for _, p := range parts[1:] {
 		k, v, ok := strings.Cut(p, "=")
 		if !ok || v == "" {
-			return ts, fmt.Errorf("option %q: use bridge=BR, ovs=BR, mtu=N or offload=off", p)
+			return ts, fmt.Errorf("option %q: use bridge=BR, ovs=BR, mtu=N, offload=off or carrier=follow|on", p)
 		}
 		switch k {
 		case "bridge":
@@ -54,8 +59,13 @@ func ParseTAPSpec(s string) (TAPSpec, error) {
 				return ts, fmt.Errorf("offload=%s: use offload=on or offload=off", v)
 			}
 			ts.NoOffload = v == "off"
+		case "carrier":
+			if v != "follow" && v != "on" {
+				return ts, fmt.Errorf("carrier=%s: use carrier=follow (carrier only while a peer is up) or carrier=on", v)
+			}
+			ts.Carrier = v
 		default:
-			return ts, fmt.Errorf("unknown option %q: use bridge=BR, ovs=BR, mtu=N or offload=off", k)
+			return ts, fmt.Errorf("unknown option %q: use bridge=BR, ovs=BR, mtu=N, offload=off or carrier=follow|on", k)
 		}
 	}
 	if ts.Bridge != "" && ts.OVS != "" {

@@ -25,6 +25,19 @@ type Port interface {
 	Close() error
 }
 
+// A Carrier is a Port whose link state its neighbours see: the carrier of
+// a TAP (IFF_LOWER_UP), which the Linux bridge, Open vSwitch, bonding's MII
+// monitor and routing daemons follow as they would a real cable's. The
+// cable calls SetCarrier(true) when its first peer comes up and
+// SetCarrier(false) when its last peer goes down. The Linux TAP implements
+// it (TUNSETCARRIER, Linux 5.0 and later); ports with no link state of
+// their own (a VDE switch port, stdio) do not, and the cable leaves them
+// alone. SetCarrier may be called concurrently with ReadBatch and
+// WriteBatch; after Close it returns net.ErrClosed.
+type Carrier interface {
+	SetCarrier(up bool) error
+}
+
 // MaxFrame is the largest frame a Port passes: a 9216-byte jumbo frame, the
 // largest that common switches accept.
 const MaxFrame = 9216

@@ -55,7 +55,10 @@ type TAP struct {
 	coalesced atomic.Uint64    // super-frames written
 }
 
-var _ Port = (*TAP)(nil)
+var (
+	_ Port    = (*TAP)(nil)
+	_ Carrier = (*TAP)(nil)
+)
 
 // OpenTAP opens the TAP device name, creating it when it does not exist
 // (Created reports that) and attaching to it when it already exists as a
@@ -283,6 +286,30 @@ func (t *TAP) SetMTU(mtu int) error {
 	ifr, _ := unix.NewIfreq(t.name)
 	ifr.SetUint32(uint32(mtu))
 	return t.ioctl(fmt.Sprintf("set mtu %d", mtu), unix.SIOCSIFMTU, ifr)
+}
+
+// SetCarrier implements Carrier: it turns the device's carrier on or off
+// (TUNSETCARRIER), which `ip link` shows as LOWER_UP or NO-CARRIER. A
+// kernel older than 5.0 refuses it.
+func (t *TAP) SetCarrier(up bool) error {
+	if t.closed.Load() {
+		return t.opError("set carrier", net.ErrClosed)
+	}
+	v := 0
+	if up {
+		v = 1
+	}
+	var err error
+	if cerr := t.rc.Control(func(fd uintptr) { err = unix.IoctlSetPointerInt(int(fd), unix.TUNSETCARRIER, v) }); cerr != nil {
+		err = cerr
+	}
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, unix.EINVAL) || errors.Is(err, unix.ENOTTY):
+		return fmt.Errorf("tap %q: set carrier: %w: the kernel has no TUNSETCARRIER (Linux 5.0 or later has it)", t.name, err)
+	}
+	return t.opError("set carrier", err)
 }
 
 // hwAddr returns the MAC address field of ifr: struct ifreq holds the name,

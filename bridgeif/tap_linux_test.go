@@ -706,3 +706,44 @@ func TestTAPErrorMessages(t *testing.T) {
 		}
 	}
 }
+
+// hasFlag reports whether ip lists flag for the device.
+func (l linkInfo) hasFlag(flag string) bool {
+	for _, f := range l.Flags {
+		if f == flag {
+			return true
+		}
+	}
+	return false
+}
+
+// TestTAPSetCarrier: SetCarrier turns the carrier that ip link shows off
+// (NO-CARRIER) and on (LOWER_UP); after Close it is an error.
+func TestTAPSetCarrier(t *testing.T) {
+	needRoot(t)
+	ns := quietNetns(t)
+	tap := openIn(t, ns, "cabt0")
+	var c Carrier = tap // the Linux TAP has a carrier to set
+	carrier := func() (lowerUp, noCarrier bool) {
+		l, ok := link(t, ns, "cabt0")
+		if !ok {
+			t.Fatal("TAP gone")
+		}
+		return l.hasFlag("LOWER_UP"), l.hasFlag("NO-CARRIER")
+	}
+	if up, no := carrier(); !up || no {
+		t.Fatalf("a TAP just opened: LOWER_UP %v, NO-CARRIER %v; want carrier", up, no)
+	}
+	for _, want := range []bool{false, false, true, false, true} {
+		if err := c.SetCarrier(want); err != nil {
+			t.Fatalf("SetCarrier(%v): %v", want, err)
+		}
+		if up, no := carrier(); up != want || no == want {
+			t.Fatalf("after SetCarrier(%v): LOWER_UP %v, NO-CARRIER %v", want, up, no)
+		}
+	}
+	tap.Close()
+	if err := tap.SetCarrier(true); !errors.Is(err, net.ErrClosed) {
+		t.Fatalf("SetCarrier after Close: %v, want net.ErrClosed", err)
+	}
+}

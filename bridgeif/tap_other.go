@@ -39,6 +39,9 @@ func (t *TAP) HardwareAddr() (net.HardwareAddr, error) { return nil, errNoTAP }
 // SetHardwareAddr fails: TAP devices are supported on Linux only.
 func (t *TAP) SetHardwareAddr(mac net.HardwareAddr) error { return errNoTAP }
 
+// SetCarrier fails: TAP devices are supported on Linux only.
+func (t *TAP) SetCarrier(up bool) error { return errNoTAP }
+
 // ReadBatch implements Port: it returns net.ErrClosed.
 func (t *TAP) ReadBatch(bufs [][]byte, sizes []int, offset int) (int, error) {
 	return 0, net.ErrClosed

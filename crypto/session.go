@@ -149,6 +149,11 @@ func (s *Session) SealType(typ byte, buf []byte, n int) ([]byte, error) {
 // cannot be forged on the path.
 const FlagHeard = 0x01
 
+// FlagAsk, in the flags byte of a keepalive, asks the receiver to answer at
+// once rather than after its passive-keepalive delay: the sender watches
+// for a dead peer on a short timer. An answer never carries FlagAsk.
+const FlagAsk = 0x02
+
 // Flags returns the flags byte of a packet that Open has authenticated.
 func Flags(pkt []byte) byte { return pkt[1] }
 

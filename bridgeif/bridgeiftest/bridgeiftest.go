@@ -28,15 +28,23 @@ type Port struct {
 
 	closeOnce sync.Once
 	dropped   atomic.Uint64
+
+	carrierMu sync.Mutex
+	carrier   []bool // every SetCarrier, in order
+	carrierCh chan bool
 }
 
-var _ bridgeif.Port = (*Port)(nil)
+var (
+	_ bridgeif.Port    = (*Port)(nil)
+	_ bridgeif.Carrier = (*Port)(nil)
+)
 
 // NewPort returns a Port whose queues, the one ReadBatch takes from and
 // Frames, each hold queue frames (at least 1).
 func NewPort(queue int) *Port {
 	queue = max(queue, 1)
-	return &Port{in: make(chan []byte, queue), out: make(chan []byte, queue), done: make(chan struct{})}
+	return &Port{in: make(chan []byte, queue), out: make(chan []byte, queue), done: make(chan struct{}),
+		carrierCh: make(chan bool, 64)}
 }
 
 // NewPair returns two Ports joined like the two ends of a cable: what one
@@ -147,6 +155,34 @@ func (p *Port) WriteBatch(bufs [][]byte, offset int) (int, error) {
 	}
 	return len(bufs), nil
 }
+
+// SetCarrier implements bridgeif.Carrier: it records the call (Carrier,
+// CarrierChanges). After Close it returns net.ErrClosed. To test a port
+// without a carrier, hide the method: struct{ bridgeif.Port }{p}.
+func (p *Port) SetCarrier(up bool) error {
+	if p.isClosed() {
+		return net.ErrClosed
+	}
+	p.carrierMu.Lock()
+	p.carrier = append(p.carrier, up)
+	p.carrierMu.Unlock()
+	select {
+	case p.carrierCh <- up:
+	default: // the test does not read them; Carrier still has them all
+	}
+	return nil
+}
+
+// Carrier returns the values of every SetCarrier call so far, in order.
+func (p *Port) Carrier() []bool {
+	p.carrierMu.Lock()
+	defer p.carrierMu.Unlock()
+	return append([]bool(nil), p.carrier...)
+}
+
+// CarrierChanges returns a channel of the values of the SetCarrier calls,
+// in order; it holds the first 64 that no one has read.
+func (p *Port) CarrierChanges() <-chan bool { return p.carrierCh }
 
 // Close implements bridgeif.Port. A blocked ReadBatch returns net.ErrClosed,
 // as do later calls. Close always returns nil.

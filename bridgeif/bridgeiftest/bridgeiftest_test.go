@@ -235,3 +235,34 @@ func TestPairConcurrentWriters(t *testing.T) {
 		b.Close()
 	})
 }
+
+// TestSetCarrierRecords: every SetCarrier is recorded in order, on Carrier
+// and on CarrierChanges; after Close it is an error.
+func TestSetCarrierRecords(t *testing.T) {
+	p := NewPort(1)
+	var c bridgeif.Carrier = p
+	want := []bool{false, true, true, false}
+	for _, up := range want {
+		if err := c.SetCarrier(up); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := p.Carrier(); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("Carrier() = %v, want %v", got, want)
+	}
+	for i, w := range want {
+		if got := <-p.CarrierChanges(); got != w {
+			t.Fatalf("change %d: %v, want %v", i, got, w)
+		}
+	}
+	for i := 0; i < 100; i++ { // more than the channel holds: never blocks
+		p.SetCarrier(i%2 == 0)
+	}
+	if n := len(p.Carrier()); n != 104 {
+		t.Fatalf("Carrier() has %d calls, want 104", n)
+	}
+	p.Close()
+	if err := p.SetCarrier(true); !errors.Is(err, net.ErrClosed) {
+		t.Fatalf("SetCarrier after Close: %v", err)
+	}
+}

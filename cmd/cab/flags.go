@@ -71,7 +71,7 @@ func newFlagSet(s *cab.Settings, server bool, stderr io.Writer) *flag.FlagSet {
 	}
 	fs := flag.NewFlagSet("cab "+name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.StringVar(&s.Local, "s", s.Local, "local port: tap:NAME[,bridge=BR|,ovs=BR][,mtu=N][,offload=off], vde:DIR[N] or stdio")
+	fs.StringVar(&s.Local, "s", s.Local, "local port: tap:NAME[,bridge=BR|,ovs=BR][,mtu=N][,offload=off][,carrier=follow|on], vde:DIR[N] or stdio")
 	fs.StringVar(&s.PSK, "psk", s.PSK, "pre-shared key `file` (from cab genkey); alone it is enough for a two-site link")
 	fs.StringVar(&s.Key, "key", s.Key, "private key `file` (default: STATE_DIR/"+name+".key, created on first run)")
 	fs.StringVar(&s.StateDir, "state-dir", s.StateDir, "state `directory` (default /var/lib/cab as root, else $XDG_STATE_HOME/cab)")
@@ -81,6 +81,7 @@ func newFlagSet(s *cab.Settings, server bool, stderr io.Writer) *flag.FlagSet {
 	fs.StringVar(&s.BPDU, "bpdu", s.BPDU, "spanning-tree BPDUs: pass or drop")
 	fs.StringVar(&s.MTU, "mtu", s.MTU, "MTU of a TAP that is in no bridge: auto (follow the largest that crosses without fragments) or a number; default: leave it (1500)")
 	fs.StringVar(&s.MSSClamp, "mss-clamp", s.MSSClamp, "TCP MSS clamping of frames entering the cable: auto, off, or the IPv4 MSS")
+	fs.DurationVar(&s.DeadAfter, "dead-after", s.DeadAfter, fmt.Sprintf("fast failure detection: a peer silent this long while asked is down (%v to %v); asks go out after a third of it without a packet heard, about 4 packets a second in all at 1s; 0: the default detection", cab.MinDeadAfter, cab.MaxDeadAfter))
 	fs.StringVar(&s.File, "f", s.File, "configuration `file` (TOML; flags given here win over it)")
 	fs.StringVar(&s.Metrics, "metrics", s.Metrics, "serve Prometheus metrics at http://`ADDR`/metrics (e.g. 127.0.0.1:9667)")
 	fs.StringVar(&s.UDPGSO, "udp-gso", s.UDPGSO, "UDP segmentation offload (one send for a run of packets), where the kernel has it: on or off")

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"cab"
 	"cab/crypto"
 )
 
@@ -218,5 +219,23 @@ func TestJSONError(t *testing.T) {
 	if code != 1 || len(lines) != 1 || json.Unmarshal([]byte(lines[0]), &m) != nil || m["level"] != "ERROR" ||
 		!strings.Contains(m["msg"].(string), "--psk") {
 		t.Errorf("exit %d, stderr %q; want exit 1 and one JSON error line naming --psk", code, errb.String())
+	}
+}
+
+// TestPrintStatusCarrier: cab status shows the carrier when the cable
+// follows the peers with it, and the fast failure detection when set.
+func TestPrintStatusCarrier(t *testing.T) {
+	var b strings.Builder
+	printStatus(&b, &cab.Status{Peers: []cab.PeerStatus{{Name: "hub", PublicKey: "JjT+47rR0HJPbM+N3wNmoCf194DvI9B1RbqeGPcllVs="}},
+		Carrier: "down", DeadAfter: time.Second})
+	for _, want := range []string{"carrier: down (follows the peers", "dead after: 1s"} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("status lacks %q:\n%s", want, b.String())
+		}
+	}
+	b.Reset()
+	printStatus(&b, &cab.Status{})
+	if strings.Contains(b.String(), "carrier") || strings.Contains(b.String(), "dead after") {
+		t.Errorf("a cable that leaves its carrier alone, without --dead-after:\n%s", b.String())
 	}
 }

@@ -124,6 +124,12 @@ func printStatus(w io.Writer, st *cab.Status) {
 		fmt.Fprintf(w, "dropped before a peer was known: %s\n", dropString(st.Drops))
 	}
 	fmt.Fprintf(w, "MAC table: %d entries\n", st.FDB)
+	if st.Carrier != "" {
+		fmt.Fprintf(w, "carrier: %s (follows the peers: up while at least one is up)\n", st.Carrier)
+	}
+	if st.DeadAfter > 0 {
+		fmt.Fprintf(w, "dead after: %v (fast failure detection)\n", st.DeadAfter)
+	}
 }
 
 // transportCell is the TRANSPORT column: the transport, and its
