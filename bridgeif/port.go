@@ -28,3 +28,7 @@ type Port interface {
 // MaxFrame is the largest frame a Port passes: a 9216-byte jumbo frame, the
 // largest that common switches accept.
 const MaxFrame = 9216
+
+// ethHeaderLen is the length of an Ethernet header, the shortest frame a
+// port passes.
+const ethHeaderLen = 14
