@@ -12,8 +12,6 @@ import (
 	"strings"
 	"syscall"
 
-	"golang.org/x/sys/unix"
-
 	"cab"
 	"cab/crypto"
 )
@@ -137,14 +135,4 @@ var settingNames = map[string]string{
 	"sshCommand": "ssh_command", "sshRemote": "ssh_remote", "quicCert": "quic_cert", "quicKey": "quic_key",
 	"quicALPN": "quic_alpn", "quicSNI": "quic_sni",
 	"dnsZone": "dns_zone", "dnsListen": "dns_listen", "resolver": "resolver", "dnsNoData": "dns_nodata",
-}
-
-// monotonicUsec is CLOCK_MONOTONIC in microseconds, which systemd wants
-// with RELOADING=1.
-func monotonicUsec() int64 {
-	var t unix.Timespec
-	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &t); err != nil {
-		return 0
-	}
-	return t.Nano() / 1000
 }
