@@ -7,10 +7,8 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"os"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"cab/bridgeif"
@@ -52,17 +50,6 @@ func OpenPort(spec string, id crypto.PublicKey) (bridgeif.Port, error) {
 	default:
 		return nil, fmt.Errorf("port %q: unknown kind %q: use tap:NAME, vde:DIR or stdio", spec, kind)
 	}
-}
-
-// OpenStdio returns a port of frames on stdin and stdout in vde_plug's
-// stream format. Stdin is made non-blocking first, so that closing the
-// port unblocks a read.
-func OpenStdio() (bridgeif.Port, error) {
-	if err := syscall.SetNonblock(0, true); err != nil {
-		return nil, fmt.Errorf("stdio: %w", err)
-	}
-	in := os.NewFile(0, "stdin")
-	return bridgeif.NewStream(in, os.Stdout, in.Close), nil
 }
 
 // attachedTAP is a TAP in a bridge; Close leaves the bridge first.

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -122,9 +123,13 @@ func listenUnix(path, scheme string) (*Server, error) {
 	if err != nil {
 		return nil, err // names the operation and the path
 	}
-	if err := os.Chmod(path, 0o600); err != nil {
-		l.Close()
-		return nil, fmt.Errorf("listen unix %s: %w", path, err)
+	// Windows has no mode bits: there the socket file takes the access
+	// list of its directory.
+	if runtime.GOOS != "windows" {
+		if err := os.Chmod(path, 0o600); err != nil {
+			l.Close()
+			return nil, fmt.Errorf("listen unix %s: %w", path, err)
+		}
 	}
 	return Serve(l, scheme), nil
 }
