@@ -20,6 +20,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime"
 	"sort"
 	"strconv"
 	"strings"
@@ -231,7 +232,7 @@ func parseFlags(args []string, server bool, stderr io.Writer) (*options, []strin
 	fs.StringVar(&o.spec, "s", "tap:cab0", "local port: tap:NAME[,bridge=BR|,ovs=BR][,mtu=N][,offload=off], vde:DIR[N] or stdio")
 	fs.StringVar(&o.pskFile, "psk", "", "pre-shared key `file` (from cab genkey); alone it is enough for a two-site link")
 	fs.StringVar(&o.keyFile, "key", "", "private key `file` (default: STATE_DIR/"+name+".key, created on first run)")
-	fs.StringVar(&o.stateDir, "state-dir", "", "state `directory` (default /var/lib/cab as root, else $XDG_STATE_HOME/cab)")
+	fs.StringVar(&o.stateDir, "state-dir", "", "state `directory` (default "+stateDirHelp()+")")
 	fs.BoolVar(&o.verbose, "v", false, "log debug messages")
 	fs.StringVar(&o.name, "name", "cab", "instance `name`: the control socket is "+controlDir+"/NAME.sock")
 	fs.StringVar(&o.logFormat, "log-format", "text", "log format: text or json")
@@ -381,20 +382,7 @@ func (o *options) stateDirPath() (string, error) {
 	if o.stateDir != "" {
 		return o.stateDir, nil
 	}
-	if d := os.Getenv("STATE_DIRECTORY"); d != "" { // systemd StateDirectory=
-		return strings.Split(d, ":")[0], nil
-	}
-	if os.Geteuid() == 0 {
-		return "/var/lib/cab", nil
-	}
-	if d := os.Getenv("XDG_STATE_HOME"); d != "" {
-		return filepath.Join(d, "cab"), nil
-	}
-	home, err := os.UserHomeDir()
-	if err != nil {
-		return "", fmt.Errorf("no state directory: set --state-dir")
-	}
-	return filepath.Join(home, ".local", "state", "cab"), nil
+	return stateDirFor(runtime.GOOS, os.Geteuid(), os.Getenv, os.UserHomeDir)
 }
 
 func newLogger(o *options, stderr io.Writer) *slog.Logger {
@@ -554,6 +542,9 @@ func runCable(args []string, server bool, stdout, stderr io.Writer) error {
 	gso, gro := false, false
 	if tr.udp != nil {
 		gso, gro = tr.udp.Offload(o.udpGSO == "on", o.udpGRO == "on")
+		if n := offloadNote(runtime.GOOS, o.setByFlag, o.udpGSO, o.udpGRO); n != "" {
+			notes = append(notes, n)
+		}
 	}
 	closeConn := true
 	defer func() {
@@ -739,9 +730,6 @@ func runFile(args []string, stdout, stderr io.Writer) error {
 	}
 	return runCable(args, role == "server", stdout, stderr)
 }
-
-// controlDir holds the control sockets.
-const controlDir = "/run/cab"
 
 // checkName refuses instance names that are not plain file names.
 func checkName(name string) error {
