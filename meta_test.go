@@ -235,3 +235,92 @@ func TestCapabilityGuards(t *testing.T) {
 		t.Fatalf("checked only %d capability methods; is the test finding the carriers?", checked)
 	}
 }
+
+// systemSuffixes are the file name endings that tie a file to systems.
+var systemSuffixes = []string{"_linux.go", "_freebsd.go", "_darwin.go", "_windows.go"}
+
+// systemBound reports whether the Go file f, read as src, builds on some
+// systems only: a GOOS file name suffix or a //go:build line.
+func systemBound(f string, src []byte) bool {
+	base := f
+	if t, ok := strings.CutSuffix(f, "_test.go"); ok {
+		base = t + ".go"
+	}
+	for _, s := range systemSuffixes {
+		if strings.HasSuffix(base, s) {
+			return true
+		}
+	}
+	for _, line := range strings.Split(string(src), "\n") {
+		if strings.HasPrefix(line, "package ") {
+			break
+		}
+		if strings.HasPrefix(line, "//go:build ") {
+			return true
+		}
+	}
+	return false
+}
+
+// TestSystemCodeInSystemFiles keeps DESIGN.md's portability rule: code
+// that speaks to one system's kernel (x/sys/unix, x/sys/windows, netlink,
+// songgao/water) lives in files built for some systems only, and every
+// such file says in a "Verified:" comment what was checked and how (run on
+// Linux by which tests, or compiled by make cross).
+func TestSystemCodeInSystemFiles(t *testing.T) {
+	systemImports := []string{"golang.org/x/sys/unix", "golang.org/x/sys/windows", "github.com/vishvananda/netlink", "github.com/songgao/water"}
+	bound := 0
+	for dir, files := range goFiles(t) {
+		for _, f := range files {
+			src, err := os.ReadFile(f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			isBound := systemBound(f, src)
+			if strings.HasSuffix(f, "_test.go") {
+				continue
+			}
+			if isBound {
+				bound++
+				if !strings.Contains(string(src), "\n// Verified: ") {
+					t.Errorf("%s builds on some systems only and does not say what was verified: add a comment \"// Verified: run on Linux by TestX\" or \"// Verified: compiled for freebsd/amd64 by make cross; not run\"", f)
+				}
+				continue
+			}
+			af, err := parser.ParseFile(token.NewFileSet(), f, src, parser.ImportsOnly)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, imp := range af.Imports {
+				path, _ := strconv.Unquote(imp.Path.Value)
+				for _, s := range systemImports {
+					if path == s {
+						t.Errorf("%s (in %s) imports %s but builds on every system: move that code to a _linux.go file (or one with a //go:build line) behind the package's own functions", f, dir, path)
+					}
+				}
+			}
+		}
+	}
+	if bound < 10 {
+		t.Fatalf("found only %d system files; the check checked little", bound)
+	}
+}
+
+// TestIntegrationTestsAreLinux: the integration tests use network
+// namespaces, so every file of test/ is built on Linux alone, and make
+// cross can vet the module for the other systems.
+func TestIntegrationTestsAreLinux(t *testing.T) {
+	files := goFiles(t)["test"]
+	if len(files) == 0 {
+		t.Fatal("no files in test/")
+	}
+	for _, f := range files {
+		src, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.HasPrefix(string(src), "//go:build linux\n") {
+			t.Errorf("%s: begin it with //go:build linux (the integration tests need Linux's network namespaces; make cross vets the module for other systems)", f)
+		}
+	}
+}
