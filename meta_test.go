@@ -332,3 +332,48 @@ func TestIntegrationTestsAreLinux(t *testing.T) {
 		}
 	}
 }
+
+// TestREADMECrossTargets: the README's "Other systems" names exactly the
+// systems make cross builds for.
+func TestREADMECrossTargets(t *testing.T) {
+	mk, err := os.ReadFile("Makefile")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cross []string
+	for _, line := range strings.Split(string(mk), "\n") {
+		if v, ok := strings.CutPrefix(line, "CROSS"); ok {
+			if _, list, ok := strings.Cut(v, ":="); ok {
+				cross = strings.Fields(list)
+			}
+		}
+	}
+	if len(cross) < 8 {
+		t.Fatalf("Makefile: CROSS lists %d targets, want the 8 of linux, freebsd, darwin and windows on amd64 and arm64", len(cross))
+	}
+	readme, err := os.ReadFile("README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, sec, ok := strings.Cut(string(readme), "## Other systems")
+	if !ok {
+		t.Fatal(`README.md has no "## Other systems" section`)
+	}
+	sec, _, _ = strings.Cut(sec, "\n## ")
+	para, _, _ := strings.Cut(sec, "\n\n| ")
+	said := map[string]bool{}
+	for _, w := range strings.Fields(strings.NewReplacer(",", " ", "`", " ").Replace(para)) {
+		if strings.Count(w, "/") == 1 && (strings.HasSuffix(w, "/amd64") || strings.HasSuffix(w, "/arm64")) {
+			said[w] = true
+		}
+	}
+	for _, c := range cross {
+		if !said[c] {
+			t.Errorf("README.md: Other systems does not say make cross builds for %s", c)
+		}
+		delete(said, c)
+	}
+	for w := range said {
+		t.Errorf("README.md: Other systems says cab builds for %s, which make cross does not build", w)
+	}
+}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"errors"
+	"os"
 	"strings"
 	"testing"
 )
@@ -76,5 +77,35 @@ func TestOffloadNote(t *testing.T) {
 	}
 	if n := offloadNote("darwin", flags, "off", "off"); n != "" {
 		t.Errorf("darwin, both off: %q", n)
+	}
+}
+
+// The README's table of other systems names the directories these
+// functions pick.
+func TestREADMESystemPaths(t *testing.T) {
+	b, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rows := map[string][]string{}
+	for _, line := range strings.Split(string(b), "\n") {
+		for _, label := range []string{"sockets", "state"} {
+			if strings.HasPrefix(line, "| "+label) {
+				rows[label] = strings.Split(line, "|")[2:6] // linux, freebsd, darwin, windows
+			}
+		}
+	}
+	if len(rows) != 2 {
+		t.Fatalf("README.md: no sockets and state rows in the Other systems table")
+	}
+	vars := env(map[string]string{"ProgramData": "%ProgramData%", "LOCALAPPDATA": "%LOCALAPPDATA%"})
+	for i, goos := range []string{"linux", "freebsd", "darwin", "windows"} {
+		if want := "`" + controlDirFor(goos, vars) + "`"; !strings.Contains(rows["sockets"][i], want) {
+			t.Errorf("README.md: sockets on %s: %q, want %s", goos, rows["sockets"][i], want)
+		}
+		state, _ := stateDirFor(goos, 0, vars, nil)
+		if want := "`" + state + "`"; !strings.Contains(rows["state"][i], want) {
+			t.Errorf("README.md: state on %s: %q, want %s", goos, rows["state"][i], want)
+		}
 	}
 }
