@@ -10,8 +10,7 @@ import (
 // Verified: compiled for windows/amd64 and windows/arm64 by make cross; not
 // run. Windows reports an ICMP port unreachable for a datagram sent earlier
 // as WSAECONNRESET on the next read of the socket, which would end the
-// conn loop; SIO_UDP_CONNRESET turns that off, as quic-go and
-// wireguard-go do.
+// conn loop; SIO_UDP_CONNRESET turns that off.
 
 // control turns off the ICMP port-unreachable reports on reads. Where
 // Windows refuses, the reads' WSAECONNRESET is transient (transientOS).
