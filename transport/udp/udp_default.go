@@ -10,7 +10,8 @@ import "cab/transport"
 
 // sys is the portable I/O state of a Conn: one packet per system call.
 type sys struct {
-	rbuf []byte // the single reader's, big enough for any datagram
+	rbuf []byte   // the single reader's, big enough for any datagram
+	last lastAddr // the single reader's
 }
 
 func (c *Conn) init() {
@@ -24,7 +25,7 @@ func (c *Conn) PathMTU(transport.Addr) int { return 0 }
 
 // ReadBatch implements transport.Conn with one read, so it returns one
 // packet. A packet longer than ps[0].B's capacity is dropped.
-func (c *Conn) ReadBatch(ps []transport.Packet) (int, error) { return c.readOne(ps, c.rbuf) }
+func (c *Conn) ReadBatch(ps []transport.Packet) (int, error) { return c.readOne(ps, c.rbuf, &c.last) }
 
 // WriteBatch implements transport.Conn with one write per packet. A packet
 // the kernel refuses is lost and counted in SendErrors.

@@ -3,6 +3,7 @@ package udp
 import (
 	"fmt"
 	"net"
+	"net/netip"
 
 	"cab/transport"
 )
@@ -12,10 +13,26 @@ import (
 // ReadBatch and WriteBatch (udp_default.go); on Linux it runs in the tests
 // (udp_portable_test.go), so that it is proven where cab is run.
 
+// lastAddr keeps the Addr of the last datagram read, so that a run of
+// datagrams from one sender makes one transport.Addr, not one each.
+type lastAddr struct {
+	ap netip.AddrPort
+	a  transport.Addr
+}
+
+func (l *lastAddr) of(ap netip.AddrPort) transport.Addr {
+	ap = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+	if l.a == nil || ap != l.ap {
+		l.ap, l.a = ap, Addr{ap}
+	}
+	return l.a
+}
+
 // readOne reads one datagram into rbuf, big enough for any, and copies it
 // into ps[0].B; it returns 1. A datagram longer than ps[0].B's capacity is
-// dropped and the next one read. Only one readOne may run at a time.
-func (c *Conn) readOne(ps []transport.Packet, rbuf []byte) (int, error) {
+// dropped and the next one read. Only one readOne may run at a time, with
+// its own last. It allocates nothing while the sender stays the same.
+func (c *Conn) readOne(ps []transport.Packet, rbuf []byte, last *lastAddr) (int, error) {
 	if c.closed.Load() {
 		return 0, fmt.Errorf("udp read: %w", net.ErrClosed)
 	}
@@ -35,7 +52,7 @@ func (c *Conn) readOne(ps []transport.Packet, rbuf []byte) (int, error) {
 			continue // longer than the caller's buffer
 		}
 		ps[0].B = append(ps[0].B[:0], rbuf[:n]...)
-		ps[0].Addr = AddrFrom(ap)
+		ps[0].Addr = last.of(ap)
 		return 1, nil
 	}
 }

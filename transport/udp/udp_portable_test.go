@@ -28,7 +28,7 @@ func TestPortableRoundTrip(t *testing.T) {
 		rbuf := make([]byte, 1<<16)
 		ps := buffers(4, 100)
 		for _, want := range []string{"one", "two"} {
-			n, err := a.readOne(ps, rbuf)
+			n, err := a.readOne(ps, rbuf, &lastAddr{})
 			if err != nil || n != 1 || string(ps[0].B) != want || ps[0].Addr != to(c.dst, b) {
 				t.Fatalf("%s to %s: readOne = %d, %v, %q from %v; want %q from %v", c.listen, c.dst, n, err, ps[0].B, ps[0].Addr, want, to(c.dst, b))
 			}
@@ -53,7 +53,7 @@ func TestPortableShortBufferAndTooBig(t *testing.T) {
 		t.Fatalf("SendErrors = %d, want 1 (the IPv6 packet)", b.SendErrors())
 	}
 	ps := buffers(1, 2048)
-	if n, err := a.readOne(ps, make([]byte, 1<<16)); n != 1 || err != nil || string(ps[0].B) != "after" {
+	if n, err := a.readOne(ps, make([]byte, 1<<16), &lastAddr{}); n != 1 || err != nil || string(ps[0].B) != "after" {
 		t.Fatalf("readOne = %d, %v, %q; want the packet after the long one", n, err, ps[0].B)
 	}
 }
@@ -65,7 +65,7 @@ func TestPortableClose(t *testing.T) {
 	}
 	errc := make(chan error, 1)
 	go func() {
-		_, err := c.readOne(buffers(1, 100), make([]byte, 1<<16))
+		_, err := c.readOne(buffers(1, 100), make([]byte, 1<<16), &lastAddr{})
 		errc <- err
 	}()
 	time.Sleep(50 * time.Millisecond)
@@ -81,7 +81,27 @@ func TestPortableClose(t *testing.T) {
 	if err := c.writeEach([]transport.Packet{{B: []byte("x"), Addr: to("127.0.0.1", c)}}); !errors.Is(err, net.ErrClosed) {
 		t.Fatalf("writeEach after Close: %v", err)
 	}
-	if _, err := c.readOne(buffers(1, 100), make([]byte, 1<<16)); !errors.Is(err, net.ErrClosed) || !strings.Contains(err.Error(), "udp read") {
+	if _, err := c.readOne(buffers(1, 100), make([]byte, 1<<16), &lastAddr{}); !errors.Is(err, net.ErrClosed) || !strings.Contains(err.Error(), "udp read") {
 		t.Fatalf("readOne after Close: %v", err)
+	}
+}
+
+// A packet written and read allocates nothing.
+func TestPortableAllocatesNothing(t *testing.T) {
+	a, b := mustListen(t, "127.0.0.1:0"), mustListen(t, "127.0.0.1:0")
+	out := []transport.Packet{{B: []byte("x"), Addr: to("127.0.0.1", a)}}
+	in := buffers(1, 100)
+	rbuf := make([]byte, 1<<16)
+	var last lastAddr
+	allocs := testing.AllocsPerRun(100, func() {
+		if err := b.writeEach(out); err != nil {
+			t.Fatal(err)
+		}
+		if n, err := a.readOne(in, rbuf, &last); n != 1 || err != nil {
+			t.Fatal(n, err)
+		}
+	})
+	if allocs != 0 {
+		t.Fatalf("%.1f allocations per packet written and read", allocs)
 	}
 }
