@@ -2,8 +2,10 @@
 #
 #   make          build ./cab
 #   make demo     two sites in network namespaces, ping across the cable (root)
-#   make test     install test dependencies, then vet, unit, fuzz seeds and
-#                 integration tests (root; installs Debian packages)
+#   make test     install test dependencies, then vet, cross, unit, fuzz seeds
+#                 and integration tests (root; installs Debian packages)
+#   make cross    build cab for Linux, FreeBSD, macOS and Windows on amd64 and
+#                 arm64, and go vet every package for each system
 #   make bench    cab side by side with kernel VXLAN, fastd and OpenVPN (root;
 #                 installs them); prints a Markdown table
 #   make bench-dns  the DNS tunnel through a real Unbound at 0, 1 and 5 %
@@ -27,7 +29,11 @@ BENCH_DEBS := iperf3 iputils-ping iproute2 fastd openvpn openssl python3 openssh
 
 PREFIX  ?= /usr/local
 
-.PHONY: all build demo test deps unit integration fuzz vet bench bench-dns gobench install clean
+# CROSS is every system and architecture cab must build for; make cross
+# fails when one does not. The README's "Other systems" section names them.
+CROSS   := linux/amd64 linux/arm64 freebsd/amd64 freebsd/arm64 darwin/amd64 darwin/arm64 windows/amd64 windows/arm64
+
+.PHONY: all build demo test deps unit integration fuzz vet cross bench bench-dns gobench install clean
 
 all: build
 
@@ -60,13 +66,27 @@ vet:
 	@test -z "$$(gofmt -l .)" || { echo "gofmt needed:"; gofmt -l .; exit 1; }
 	$(GO) vet ./...
 
+# cross builds ./cmd/cab for each of CROSS, and runs go vet (which
+# type-checks the tests too) once per system, so that a Linux-only symbol
+# in shared code fails here rather than on a user's machine.
+cross:
+	@for p in $(CROSS); do \
+		os=$${p%/*}; arch=$${p#*/}; \
+		echo "cross: build $$os/$$arch"; \
+		GOOS=$$os GOARCH=$$arch $(GO) build -o /dev/null ./cmd/cab || exit 1; \
+		if [ $$arch = amd64 ]; then \
+			echo "cross: vet $$os/$$arch"; \
+			GOOS=$$os GOARCH=$$arch $(GO) vet ./... || exit 1; \
+		fi; \
+	done
+
 unit:
 	$(GO) test -count=1 -race $$($(GO) list ./... | grep -v /test$$)
 
 integration: build
 	$(GO) test -count=1 -v -timeout 15m ./test/
 
-test: deps vet unit integration
+test: deps vet cross unit integration
 
 bench: build
 	@if [ "$$(id -u)" != 0 ]; then echo "make bench needs root (network namespaces): run sudo make bench"; exit 1; fi

@@ -243,3 +243,145 @@ func TestCapabilityGuards(t *testing.T) {
 		t.Fatalf("checked only %d capability methods; is the test finding the carriers?", checked)
 	}
 }
+
+// systemSuffixes are the file name endings that tie a file to systems.
+var systemSuffixes = []string{"_linux.go", "_freebsd.go", "_darwin.go", "_windows.go"}
+
+// systemBound reports whether the Go file f, read as src, builds on some
+// systems only: a GOOS file name suffix or a //go:build line.
+func systemBound(f string, src []byte) bool {
+	base := f
+	if t, ok := strings.CutSuffix(f, "_test.go"); ok {
+		base = t + ".go"
+	}
+	for _, s := range systemSuffixes {
+		if strings.HasSuffix(base, s) {
+			return true
+		}
+	}
+	for _, line := range strings.Split(string(src), "\n") {
+		if strings.HasPrefix(line, "package ") {
+			break
+		}
+		if strings.HasPrefix(line, "//go:build ") {
+			return true
+		}
+	}
+	return false
+}
+
+// TestSystemCodeInSystemFiles keeps DESIGN.md's portability rule: code
+// that speaks to one system's kernel (x/sys/unix, x/sys/windows, netlink,
+// songgao/water) lives in files built for some systems only, and every
+// such file says in a "Verified:" comment what was checked and how (run on
+// Linux by which tests, or compiled by make cross).
+func TestSystemCodeInSystemFiles(t *testing.T) {
+	systemImports := []string{"golang.org/x/sys/unix", "golang.org/x/sys/windows", "github.com/vishvananda/netlink", "github.com/songgao/water"}
+	bound := 0
+	for dir, files := range goFiles(t) {
+		if dir == "test" || strings.HasPrefix(dir, "test"+string(filepath.Separator)) {
+			continue // Linux's alone: TestIntegrationTestsAreLinux
+		}
+		for _, f := range files {
+			src, err := os.ReadFile(f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			isBound := systemBound(f, src)
+			if strings.HasSuffix(f, "_test.go") {
+				continue
+			}
+			if isBound {
+				bound++
+				if !strings.Contains(string(src), "\n// Verified: ") {
+					t.Errorf("%s builds on some systems only and does not say what was verified: add a comment \"// Verified: run on Linux by TestX\" or \"// Verified: compiled for freebsd/amd64 by make cross; not run\"", f)
+				}
+				continue
+			}
+			af, err := parser.ParseFile(token.NewFileSet(), f, src, parser.ImportsOnly)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, imp := range af.Imports {
+				path, _ := strconv.Unquote(imp.Path.Value)
+				for _, s := range systemImports {
+					if path == s {
+						t.Errorf("%s (in %s) imports %s but builds on every system: move that code to a _linux.go file (or one with a //go:build line) behind the package's own functions", f, dir, path)
+					}
+				}
+			}
+		}
+	}
+	if bound < 10 {
+		t.Fatalf("found only %d system files; the check checked little", bound)
+	}
+}
+
+// TestIntegrationTestsAreLinux: the integration tests and their tools use
+// network namespaces, so every file under test/ is built on Linux alone,
+// and make cross can vet the module for the other systems.
+func TestIntegrationTestsAreLinux(t *testing.T) {
+	var files []string
+	for dir, fs := range goFiles(t) {
+		if dir == "test" || strings.HasPrefix(dir, "test"+string(filepath.Separator)) {
+			files = append(files, fs...)
+		}
+	}
+	if len(files) == 0 {
+		t.Fatal("no files under test/")
+	}
+	for _, f := range files {
+		src, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.HasPrefix(string(src), "//go:build linux\n") {
+			t.Errorf("%s: begin it with //go:build linux (the integration tests need Linux's network namespaces; make cross vets the module for other systems)", f)
+		}
+	}
+}
+
+// TestREADMECrossTargets: the README's "Other systems" names exactly the
+// systems make cross builds for.
+func TestREADMECrossTargets(t *testing.T) {
+	mk, err := os.ReadFile("Makefile")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cross []string
+	for _, line := range strings.Split(string(mk), "\n") {
+		if v, ok := strings.CutPrefix(line, "CROSS"); ok {
+			if _, list, ok := strings.Cut(v, ":="); ok {
+				cross = strings.Fields(list)
+			}
+		}
+	}
+	if len(cross) < 8 {
+		t.Fatalf("Makefile: CROSS lists %d targets, want the 8 of linux, freebsd, darwin and windows on amd64 and arm64", len(cross))
+	}
+	readme, err := os.ReadFile("README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, sec, ok := strings.Cut(string(readme), "## Other systems")
+	if !ok {
+		t.Fatal(`README.md has no "## Other systems" section`)
+	}
+	sec, _, _ = strings.Cut(sec, "\n## ")
+	para, _, _ := strings.Cut(sec, "\n\n| ")
+	said := map[string]bool{}
+	for _, w := range strings.Fields(strings.NewReplacer(",", " ", "`", " ").Replace(para)) {
+		if strings.Count(w, "/") == 1 && (strings.HasSuffix(w, "/amd64") || strings.HasSuffix(w, "/arm64")) {
+			said[w] = true
+		}
+	}
+	for _, c := range cross {
+		if !said[c] {
+			t.Errorf("README.md: Other systems does not say make cross builds for %s", c)
+		}
+		delete(said, c)
+	}
+	for w := range said {
+		t.Errorf("README.md: Other systems says cab builds for %s, which make cross does not build", w)
+	}
+}

@@ -13,7 +13,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"cab/bridgeif"
@@ -80,17 +79,6 @@ func OpenPortPerPeer(spec string, log *slog.Logger) (func(name string) (bridgeif
 	}, nil
 }
 
-// OpenStdio returns a port of frames on stdin and stdout in vde_plug's
-// stream format. Stdin is made non-blocking first, so that closing the
-// port unblocks a read.
-func OpenStdio() (bridgeif.Port, error) {
-	if err := syscall.SetNonblock(0, true); err != nil {
-		return nil, fmt.Errorf("stdio: %w", err)
-	}
-	in := os.NewFile(0, "stdin")
-	return bridgeif.NewStream(in, os.Stdout, in.Close), nil
-}
-
 // attachedTAP is a TAP in a bridge; Close leaves the bridge first.
 type attachedTAP struct {
 	*bridgeif.TAP
@@ -148,9 +136,6 @@ func openTAP(spec, arg string, id crypto.PublicKey) (bridgeif.Port, error) {
 	}
 	return &attachedTAP{TAP: tap, att: att}, nil
 }
-
-// RunDir holds the control and pipe sockets of running cabs.
-const RunDir = "/run/cab"
 
 // ControlSocket is the control socket of the instance name, which `cab
 // status` reads.

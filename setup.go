@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"time"
@@ -154,26 +155,12 @@ func (su *Setup) loadKey(cfg *Config) error {
 }
 
 // StateDirPath returns the directory for generated keys: state_dir, or
-// systemd's StateDirectory, /var/lib/cab as root, else the user's
-// $XDG_STATE_HOME/cab.
+// systemd's StateDirectory, or the system's place (StateDirFor).
 func (s *Settings) StateDirPath() (string, error) {
 	if s.StateDir != "" {
 		return s.StateDir, nil
 	}
-	if d := os.Getenv("STATE_DIRECTORY"); d != "" { // systemd StateDirectory=
-		return strings.Split(d, ":")[0], nil
-	}
-	if os.Geteuid() == 0 {
-		return "/var/lib/cab", nil
-	}
-	if d := os.Getenv("XDG_STATE_HOME"); d != "" {
-		return filepath.Join(d, "cab"), nil
-	}
-	home, err := os.UserHomeDir()
-	if err != nil {
-		return "", fmt.Errorf("no state directory: set --state-dir")
-	}
-	return filepath.Join(home, ".local", "state", "cab"), nil
+	return StateDirFor(runtime.GOOS, os.Geteuid(), os.Getenv, os.UserHomeDir)
 }
 
 // loadOrCreateKey loads the key at path, or creates it (and its directory)

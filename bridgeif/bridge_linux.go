@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"strconv"
 	"strings"
 	"time"
 
@@ -15,70 +14,8 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// TAPSpec is the argument of a tap: port:
-// NAME[,bridge=BR|,ovs=BR][,mtu=N][,offload=on|off][,carrier=follow|on].
-type TAPSpec struct {
-	Name   string
-	Bridge string // a Linux bridge to join
-	OVS    string // an Open vSwitch bridge to join
-	MTU    int    // 0: leave the MTU alone
-	// NoOffload opens the TAP without segmentation and checksum offloads
-	// (offload=off), one frame per system call.
-	NoOffload bool
-	// Carrier is "follow" (the TAP has carrier only while a peer is up),
-	// "on" (always carrier), or "" when the spec does not say and the
-	// role decides.
-	Carrier string
-}
-
-// ParseTAPSpec parses NAME[,bridge=BR|,ovs=BR][,mtu=N][,offload=on|off][,carrier=follow|on].
-func ParseTAPSpec(s string) (TAPSpec, error) {
-	parts := strings.Split(s, ",")
-	ts := TAPSpec{Name: parts[0]}
-	if ts.Name == "" {
-		return ts, errors.New("no device name: use tap:NAME, e.g. tap:cab0")
-	}
-	for _, p := range parts[1:] {
-		k, v, ok := strings.Cut(p, "=")
-		if !ok || v == "" {
-			return ts, fmt.Errorf("option %q: use bridge=BR, ovs=BR, mtu=N, offload=off or carrier=follow|on", p)
-		}
-		switch k {
-		case "bridge":
-			ts.Bridge = v
-		case "ovs":
-			ts.OVS = v
-		case "mtu":
-			n, err := strconv.Atoi(v)
-			if err != nil || n < 68 || n > 65535 {
-				return ts, fmt.Errorf("mtu=%s: use a number from 68 to 65535", v)
-			}
-			ts.MTU = n
-		case "offload":
-			if v != "on" && v != "off" {
-				return ts, fmt.Errorf("offload=%s: use offload=on or offload=off", v)
-			}
-			ts.NoOffload = v == "off"
-		case "carrier":
-			if v != "follow" && v != "on" {
-				return ts, fmt.Errorf("carrier=%s: use carrier=follow (carrier only while a peer is up) or carrier=on", v)
-			}
-			ts.Carrier = v
-		default:
-			return ts, fmt.Errorf("unknown option %q: use bridge=BR, ovs=BR, mtu=N, offload=off or carrier=follow|on", k)
-		}
-	}
-	if ts.Bridge != "" && ts.OVS != "" {
-		return ts, errors.New("bridge= and ovs= together: a TAP joins one bridge")
-	}
-	return ts, nil
-}
-
-// An Attachment is a device's membership of a bridge.
-type Attachment interface {
-	// Detach takes the device out of the bridge.
-	Detach() error
-}
+// Verified: run on Linux by attach_linux_test.go against a real Linux bridge
+// and a real Open vSwitch (userspace datapath) in network namespaces.
 
 type linuxBridge struct{ dev, br string }
 

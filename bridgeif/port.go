@@ -41,3 +41,7 @@ type Carrier interface {
 // MaxFrame is the largest frame a Port passes: a 9216-byte jumbo frame, the
 // largest that common switches accept.
 const MaxFrame = 9216
+
+// ethHeaderLen is the length of an Ethernet header, the shortest frame a
+// port passes.
+const ethHeaderLen = 14

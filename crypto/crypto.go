@@ -157,7 +157,8 @@ func ParseKey(s string) ([KeyLen]byte, error) {
 }
 
 // LoadKeyFile reads a key written by WriteKeyFile or `cab genkey`. It
-// refuses a file that group or others may read or write.
+// refuses a file that group or others may read or write (on Windows, which
+// has no mode bits, see checkPrivate).
 func LoadKeyFile(path string) ([KeyLen]byte, error) {
 	var k [KeyLen]byte
 	f, err := os.Open(path)
@@ -175,8 +176,8 @@ func LoadKeyFile(path string) ([KeyLen]byte, error) {
 	if !st.Mode().IsRegular() {
 		return k, fmt.Errorf("key file %s: not a regular file", path)
 	}
-	if st.Mode().Perm()&0o077 != 0 {
-		return k, fmt.Errorf("key file %s is accessible by group or others (mode %04o): run chmod 600 %s", path, st.Mode().Perm(), path)
+	if err := checkPrivate(path, st); err != nil {
+		return k, err
 	}
 	b := make([]byte, 1024)
 	n, err := f.Read(b)

@@ -1,3 +1,5 @@
+//go:build linux
+
 // Package cabtest holds cab's integration tests: every test builds two or
 // more sites as network namespaces joined by a veth underlay, runs the real
 // cab binary in them over real TAP devices, and checks what crosses the

@@ -74,7 +74,7 @@ func newFlagSet(s *cab.Settings, server bool, stderr io.Writer) *flag.FlagSet {
 	fs.StringVar(&s.Local, "s", s.Local, "local port: tap:NAME[,bridge=BR|,ovs=BR][,mtu=N][,offload=off][,carrier=follow|on], vde:DIR[N] or stdio")
 	fs.StringVar(&s.PSK, "psk", s.PSK, "pre-shared key `file` (from cab genkey); alone it is enough for a two-site link")
 	fs.StringVar(&s.Key, "key", s.Key, "private key `file` (default: STATE_DIR/"+name+".key, created on first run)")
-	fs.StringVar(&s.StateDir, "state-dir", s.StateDir, "state `directory` (default /var/lib/cab as root, else $XDG_STATE_HOME/cab)")
+	fs.StringVar(&s.StateDir, "state-dir", s.StateDir, "state `directory` (default "+cab.StateDirHelp()+")")
 	fs.BoolVar(&s.Verbose, "v", s.Verbose, "log debug messages")
 	fs.StringVar(&s.Name, "name", s.Name, "instance `name`: the control socket is "+controlDir+"/NAME.sock")
 	fs.StringVar(&s.LogFormat, "log-format", s.LogFormat, "log format: text or json")

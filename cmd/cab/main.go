@@ -18,6 +18,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime"
 	"strings"
 	"syscall"
 
@@ -235,6 +236,13 @@ func serve(args []string, s *cab.Settings, log *slog.Logger, stderr io.Writer) e
 			fmt.Fprintf(w, "cab: %s\n", n)
 		}
 	}
+	if n := offloadNote(runtime.GOOS, flagsGiven(args), s.UDPGSO, s.UDPGRO); n != "" {
+		if s.LogFormat == "json" {
+			log.Info(n)
+		} else {
+			fmt.Fprintf(w, "cab: %s\n", n)
+		}
+	}
 	w.Flush()
 	log.Info("cable up", "role", s.Role, "port", s.Local, "transports", strings.Join(su.Carriers.Names, ", "), "key", su.PublicKey.Short(),
 		"udp_gso", gso, "udp_gro", gro, "tap_offload", tapOffloads(su.Port))
@@ -309,7 +317,7 @@ func runFile(args []string, stdout, stderr io.Writer) error {
 }
 
 // controlDir holds the control sockets.
-const controlDir = cab.RunDir
+var controlDir = cab.RunDir
 
 // tapOffloads names the offloads of a TAP port, for the log: "off" for a
 // TAP without them, "" for other ports.

@@ -8,7 +8,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -58,8 +57,7 @@ func TestGenkeyPubkey(t *testing.T) {
 // a umask of 0, never sees another mode), and never overwrites a file or
 // follows a link.
 func TestGenkeyOutput(t *testing.T) {
-	old := syscall.Umask(0)
-	defer syscall.Umask(old)
+	zeroUmask(t)
 	dir := t.TempDir()
 	for i := range 50 {
 		path := filepath.Join(dir, fmt.Sprintf("k%d.key", i))

@@ -9,8 +9,6 @@ import (
 	"os/signal"
 	"syscall"
 
-	"golang.org/x/sys/unix"
-
 	"cab"
 )
 
@@ -58,14 +56,4 @@ func (r *reloader) reload() error {
 	}
 	r.log.Info("reloaded", "peers_added", added, "peers_removed", removed)
 	return nil
-}
-
-// monotonicUsec is CLOCK_MONOTONIC in microseconds, which systemd wants
-// with RELOADING=1.
-func monotonicUsec() int64 {
-	var t unix.Timespec
-	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &t); err != nil {
-		return 0
-	}
-	return t.Nano() / 1000
 }

@@ -1,3 +1,5 @@
+//go:build linux
+
 // Command attack runs the attacks of cab's attack suite against a cab
 // server from the outside, as a stranger on the network would: it holds
 // no key the server trusts (except where a subcommand says so). It is

@@ -7,12 +7,11 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
-
-	"golang.org/x/sys/unix"
 
 	"cab/transport"
 )
@@ -54,6 +53,13 @@ func (l Limits) withDefaults() Limits {
 	return l
 }
 
+// The TCP options Linux gets (tune_linux.go): the most unsent bytes the
+// kernel queues, and how long sent data may go unacknowledged.
+const (
+	tcpNotSentLowat  = 16 << 10
+	tcpUserTimeoutMs = 20000
+)
+
 // Server is a transport.Conn over a listener: every accepted stream is one
 // Addr, and WriteBatch sends each packet on the stream its Addr names. A
 // stream that the cable has not vouched for within Limits.AuthTimeout is
@@ -83,9 +89,10 @@ var (
 )
 
 // ListenTCP listens on the TCP address addr ("host:port", ":port").
-// Accepted connections get TCP_NODELAY, a small TCP_NOTSENT_LOWAT (so that
-// the kernel does not queue seconds of frames), keepalives and
-// TCP_USER_TIMEOUT, so that a half-open connection dies within about 20 s.
+// Accepted connections get TCP_NODELAY and keepalives, and on Linux a
+// small TCP_NOTSENT_LOWAT (so that the kernel does not queue seconds of
+// frames) and TCP_USER_TIMEOUT, so that a half-open connection dies within
+// about 20 s (see tuneTCP).
 func ListenTCP(addr string) (*Server, error) {
 	lc := net.ListenConfig{KeepAliveConfig: net.KeepAliveConfig{Enable: true, Idle: 10 * time.Second, Interval: 5 * time.Second, Count: 3}}
 	l, err := lc.Listen(context.Background(), "tcp", addr)
@@ -116,9 +123,13 @@ func listenUnix(path, scheme string) (*Server, error) {
 	if err != nil {
 		return nil, err // names the operation and the path
 	}
-	if err := os.Chmod(path, 0o600); err != nil {
-		l.Close()
-		return nil, fmt.Errorf("listen unix %s: %w", path, err)
+	// Windows has no mode bits: there the socket file takes the access
+	// list of its directory.
+	if runtime.GOOS != "windows" {
+		if err := os.Chmod(path, 0o600); err != nil {
+			l.Close()
+			return nil, fmt.Errorf("listen unix %s: %w", path, err)
+		}
 	}
 	return Serve(l, scheme), nil
 }
@@ -239,17 +250,6 @@ func (s *Server) acceptLoop() {
 				}
 			}
 			s.mu.Unlock()
-		})
-	}
-}
-
-// tuneTCP sets what a stream of sealed frames wants from TCP.
-func tuneTCP(c *net.TCPConn) {
-	c.SetNoDelay(true)
-	if rc, err := c.SyscallConn(); err == nil {
-		rc.Control(func(fd uintptr) {
-			unix.SetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_NOTSENT_LOWAT, 16<<10)
-			unix.SetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_USER_TIMEOUT, 20000)
 		})
 	}
 }

@@ -258,6 +258,11 @@ func transient(err error) bool {
 			return true
 		}
 	}
+	for _, e := range transientOS {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
 	return false
 }
 

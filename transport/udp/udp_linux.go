@@ -19,6 +19,13 @@ import (
 	"cab/transport"
 )
 
+// Verified: run on Linux by udp_test.go and udp_linux_test.go over
+// loopback (recvmmsg/sendmmsg, GSO, GRO, path MTU).
+
+// transientOS are the errors of this system, beyond transient's, that
+// concern one packet: none.
+var transientOS []error
+
 // batchConn is the batch I/O of ipv4.PacketConn and ipv6.PacketConn; their
 // Message types are one and the same.
 type batchConn interface {

@@ -1,7 +1,8 @@
+//go:build linux || freebsd || darwin
+
 package bridgeif
 
 import (
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -9,8 +10,6 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -19,34 +18,12 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// The classic vde_switch control protocol (research: vde.md, section 1):
-// a request on DIR/ctl, host byte order, one write:
-//
-//	magic 0xfeedface (4) | version 3 (4) | type = port<<8 | 0 (4)
-//	| sockaddr_un of our datagram socket (110) | description (no NUL)
-//
-// answered by the 110-byte sockaddr_un of the switch's data socket for
-// this port, DIR/NNN.F. Then one frame per unix datagram. The switch
-// frees the port when the control stream closes, and cab notices the
-// switch dying when the stream ends.
-const (
-	vdeMagic    = 0xfeedface
-	vdeVersion  = 3
-	vdeSunLen   = 110 // sizeof(struct sockaddr_un)
-	vdeReqFixed = 12 + vdeSunLen
-	vdeMaxDescr = 256 - vdeReqFixed // the switch reads at most 256 bytes
-	// VDEMaxFrame is the longest frame a classic vde_switch passes whole
-	// (14 + 1504); it truncates longer datagrams, so the port drops them.
-	VDEMaxFrame = 1518
-)
-
-// VDEOptions tune OpenVDE. The zero value asks for any free port.
-type VDEOptions struct {
-	Port        int           // switch port to ask for; 0: any free port
-	Description string        // shown by the switch's port/print; default "cab"
-	Timeout     time.Duration // for the switch's answer; default 2s
-	Logger      *slog.Logger  // for "switch gone" and "switch back"; default slog.Default()
-}
+// Verified: run on Linux by the tests of vde_linux_test.go against a real
+// vde_switch; compiled for freebsd and darwin (amd64, arm64) by make cross,
+// not run there. What differs there is the layout of struct sockaddr_un
+// (sunLayout, whose BSD form TestVDERequestBSDLayout checks on Linux);
+// reads tell a cut datagram by recvmsg's MSG_TRUNC flag, which all three
+// set, not by Linux's MSG_TRUNC input flag.
 
 // VDE is a port of a running classic vde_switch, spoken natively. When the
 // switch goes away, the port plugs in again by itself when it is back;
@@ -75,28 +52,6 @@ type vdePlug struct {
 
 var vdeSeq atomic.Uint32
 
-// ParseVDESpec parses "DIR", "DIR[N]" or vdeplug4's "vde:///DIR[N]".
-func ParseVDESpec(s string) (dir string, port int, err error) {
-	s = strings.TrimPrefix(s, "vde://")
-	dir = s
-	if i := strings.IndexByte(s, '['); i >= 0 {
-		if !strings.HasSuffix(s, "]") {
-			return "", 0, fmt.Errorf("vde %q: a port goes in brackets at the end: DIR[N]", s)
-		}
-		dir = s[:i]
-		if p := s[i+1 : len(s)-1]; p != "" {
-			port, err = strconv.Atoi(p)
-			if err != nil || port < 0 || port > 0xffffff {
-				return "", 0, fmt.Errorf("vde %q: port %q is not a number", s, p)
-			}
-		}
-	}
-	if dir == "" {
-		return "", 0, fmt.Errorf("vde %q: no switch directory", s)
-	}
-	return dir, port, nil
-}
-
 // OpenVDE plugs into the vde_switch whose control directory is dir.
 func OpenVDE(dir string, o VDEOptions) (*VDE, error) {
 	if o.Description == "" {
@@ -120,41 +75,6 @@ func OpenVDE(dir string, o VDEOptions) (*VDE, error) {
 // SwitchPort returns the switch port this port is plugged into.
 func (v *VDE) SwitchPort() int { return int(v.switchPort.Load()) }
 
-// encodeRequest builds a v3 request for port, for our socket at sun.
-func encodeRequest(port int, sun, descr string) []byte {
-	if len(descr) > vdeMaxDescr {
-		descr = descr[:vdeMaxDescr]
-	}
-	b := make([]byte, vdeReqFixed, vdeReqFixed+len(descr))
-	binary.NativeEndian.PutUint32(b[0:], vdeMagic)
-	binary.NativeEndian.PutUint32(b[4:], vdeVersion)
-	binary.NativeEndian.PutUint32(b[8:], uint32(port)<<8)
-	binary.NativeEndian.PutUint16(b[12:], unix.AF_UNIX)
-	copy(b[14:vdeReqFixed], sun)
-	return append(b, descr...)
-}
-
-// parseReply reads the switch's answer: the path of its data socket, and
-// the port number in its name (DIR/NNN.F).
-func parseReply(b []byte) (path string, port int, err error) {
-	if len(b) != vdeSunLen || binary.NativeEndian.Uint16(b[0:2]) != unix.AF_UNIX {
-		return "", 0, errors.New("vde: the switch's answer is not a unix socket address")
-	}
-	name := b[2:]
-	if i := strings.IndexByte(string(name), 0); i >= 0 {
-		name = name[:i]
-	}
-	if len(name) == 0 {
-		return "", 0, errors.New("vde: the switch answered with an empty path")
-	}
-	path = string(name)
-	base := filepath.Base(path)
-	if i := strings.IndexByte(base, '.'); i > 0 && strings.Trim(base[:i], "0123456789") == "" {
-		port, _ = strconv.Atoi(base[:i]) // NNN.F; anything else: port unknown (0)
-	}
-	return path, port, nil
-}
-
 // plug does the handshake and returns a connected plug.
 func (v *VDE) plug() (*vdePlug, error) {
 	ctlPath := filepath.Join(v.dir, "ctl")
@@ -166,9 +86,15 @@ func (v *VDE) plug() (*vdePlug, error) {
 	// there.
 	name := fmt.Sprintf(".cab-%d-%d", os.Getpid(), vdeSeq.Add(1))
 	ours := filepath.Join(v.dir, name)
-	data, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: ours, Net: "unixgram"})
-	if err != nil {
+	var data *net.UnixConn
+	if len(ours) <= nativeSun.maxPath() {
+		data, _ = net.ListenUnixgram("unixgram", &net.UnixAddr{Name: ours, Net: "unixgram"})
+	}
+	if data == nil {
 		ours = filepath.Join(os.TempDir(), "vde"+name)
+		if len(ours) > nativeSun.maxPath() {
+			return nil, fmt.Errorf("vde: our data socket %s: longer than the %d bytes a unix socket path may have: set TMPDIR to a shorter directory", ours, nativeSun.maxPath())
+		}
 		if data, err = net.ListenUnixgram("unixgram", &net.UnixAddr{Name: ours, Net: "unixgram"}); err != nil {
 			return nil, fmt.Errorf("vde: our data socket: %w", err)
 		}
@@ -323,16 +249,16 @@ func (v *VDE) readQueued(p *vdePlug, bufs [][]byte, sizes []int, offset int) int
 	}
 	n := 0
 	for n < len(bufs) {
-		var m int
+		var m, flags int
 		var rerr error
 		buf := bufs[n][offset:]
 		if err := rc.Read(func(fd uintptr) bool {
-			m, _, rerr = unix.Recvfrom(int(fd), buf, unix.MSG_DONTWAIT|unix.MSG_TRUNC)
+			m, _, flags, _, rerr = unix.Recvmsg(int(fd), buf, nil, unix.MSG_DONTWAIT)
 			return true // never wait
 		}); err != nil || rerr != nil {
 			break
 		}
-		if m < 14 || m > len(buf) {
+		if m < 14 || flags&unix.MSG_TRUNC != 0 {
 			continue // a runt, or too long for the caller's buffer
 		}
 		sizes[n] = m

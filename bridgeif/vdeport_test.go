@@ -8,7 +8,7 @@ import (
 )
 
 func TestEncodeRequest(t *testing.T) {
-	b := encodeRequest(3, "/tmp/sw/.cab-1-1", "cab client x")
+	b := sunLinux.encodeRequest(3, "/tmp/sw/.cab-1-1", "cab client x")
 	if len(b) != 122+len("cab client x") {
 		t.Fatalf("length %d", len(b))
 	}
@@ -24,14 +24,18 @@ func TestEncodeRequest(t *testing.T) {
 	if !bytes.HasPrefix(b[14:], []byte("/tmp/sw/.cab-1-1\x00")) || b[121] != 0 || string(b[122:]) != "cab client x" {
 		t.Fatal("sockaddr or description misplaced")
 	}
-	if l := len(encodeRequest(0, "/x", strings.Repeat("d", 500))); l != 256 {
+	if l := len(sunLinux.encodeRequest(0, "/x", strings.Repeat("d", 500))); l != 256 {
 		t.Fatalf("long description: request of %d bytes, want 256 (the switch reads 256)", l)
 	}
 }
 
 func reply(path string) []byte {
 	b := make([]byte, vdeSunLen)
-	binary.NativeEndian.PutUint16(b, 1)
+	if nativeSun.bsd {
+		b[1] = 1
+	} else {
+		binary.NativeEndian.PutUint16(b, 1)
+	}
 	copy(b[2:], path)
 	return b
 }
@@ -41,11 +45,70 @@ func TestParseReply(t *testing.T) {
 	if err != nil || p != "/tmp/sw/003.8" || n != 3 {
 		t.Fatalf("%q %d %v", p, n, err)
 	}
-	for _, bad := range [][]byte{nil, reply("")[:50], reply(""), append([]byte{2, 0}, reply("/x")[2:]...)} {
+	for _, bad := range [][]byte{nil, reply("")[:50], reply(""), append([]byte{2, 2}, reply("/x")[2:]...)} {
 		if _, _, err := parseReply(bad); err == nil {
 			t.Errorf("reply % x accepted", bad[:min(len(bad), 8)])
 		}
 	}
+}
+
+// On FreeBSD and macOS the request and the reply carry the BSD struct
+// sockaddr_un: 106 bytes, a length byte and a 1-byte family, the path at
+// byte 2 as on Linux.
+func TestVDERequestBSDLayout(t *testing.T) {
+	for goos, want := range map[string]sunLayout{"freebsd": sunBSD, "darwin": sunBSD, "linux": sunLinux, "windows": sunLinux} {
+		if sunFor(goos) != want {
+			t.Errorf("%s: layout %+v", goos, sunFor(goos))
+		}
+	}
+	b := sunBSD.encodeRequest(3, "/tmp/sw/.cab-1-1", "cab")
+	if len(b) != 12+106+3 || b[12] != 106 || b[13] != 1 {
+		t.Fatalf("request of %d bytes, sockaddr header % x", len(b), b[12:14])
+	}
+	if !bytes.HasPrefix(b[14:], []byte("/tmp/sw/.cab-1-1\x00")) || b[12+106-1] != 0 || string(b[12+106:]) != "cab" {
+		t.Fatal("path or description misplaced")
+	}
+	if l := len(sunBSD.encodeRequest(0, "/x", strings.Repeat("d", 500))); l != 256 {
+		t.Fatalf("long description: request of %d bytes, want 256", l)
+	}
+	// A path of the most bytes sun_path holds keeps its NUL.
+	long := "/" + strings.Repeat("p", sunBSD.maxPath()-1)
+	if b := sunBSD.encodeRequest(0, long+"overflow", ""); string(b[14:14+len(long)]) != long || b[14+len(long)] != 0 {
+		t.Fatal("an over-long path overran sun_path")
+	}
+
+	r := make([]byte, 106)
+	r[0], r[1] = 106, 1
+	copy(r[2:], "/tmp/sw/007.3")
+	if p, n, err := sunBSD.parseReply(r); err != nil || p != "/tmp/sw/007.3" || n != 7 {
+		t.Fatalf("BSD reply: %q %d %v", p, n, err)
+	}
+	r[0] = 0 // the switch may leave sun_len zero
+	if _, _, err := sunBSD.parseReply(r); err != nil {
+		t.Fatalf("BSD reply with sun_len 0: %v", err)
+	}
+	for _, bad := range [][]byte{r[:105], append(r, 0), {106, 2}} {
+		if _, _, err := sunBSD.parseReply(bad); err == nil {
+			t.Errorf("BSD reply of %d bytes accepted", len(bad))
+		}
+	}
+	if _, _, err := sunLinux.parseReply(r); err == nil {
+		t.Error("a BSD reply parsed as a Linux one")
+	}
+}
+
+func FuzzVDEReplyBSD(f *testing.F) {
+	r := make([]byte, 106)
+	r[1] = 1
+	copy(r[2:], "/tmp/sw/003.8")
+	f.Add(r)
+	f.Add([]byte{0, 1})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		p, n, err := sunBSD.parseReply(b)
+		if err == nil && (p == "" || len(b) != 106 || strings.IndexByte(p, 0) >= 0 || n < 0) {
+			t.Fatalf("accepted %q port %d", p, n)
+		}
+	})
 }
 
 func FuzzParseReply(f *testing.F) {
