@@ -2,10 +2,13 @@ package cab
 
 import (
 	"encoding/base64"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"cab/crypto"
 )
 
 // checked reads the file at path and checks it for role, as the cab
@@ -221,4 +224,41 @@ func highBitKey(t *testing.T, k string) string {
 	}
 	b[31] |= 0x80
 	return base64.StdEncoding.EncodeToString(b)
+}
+
+// TestPeerTablesMeanOnlyThese: a server with [[peer]] tables and a global
+// psk accepts only the tables' clients, unless allow_any_psk says any PSK
+// holder is welcome too.
+func TestPeerTablesMeanOnlyThese(t *testing.T) {
+	dir := t.TempDir()
+	psk := filepath.Join(dir, "site.psk")
+	k, err := crypto.GenerateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := crypto.CreateKeyFile(psk, k); err != nil {
+		t.Fatal(err)
+	}
+	peerKey := mustKey(t).Public().String()
+	for _, anyPSK := range []bool{false, true} {
+		text := fmt.Sprintf("psk = %q\nallow_any_psk = %v\n[[peer]]\nname = \"a\"\npublic_key = %q\n", psk, anyPSK, peerKey)
+		s, err := Parse(strings.NewReader(text), "hub.toml")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Check("server"); err != nil {
+			t.Fatal(err)
+		}
+		cfg, err := s.config(quiet)
+		if err != nil {
+			t.Fatal(err)
+		}
+		su := &Setup{s: s, log: quiet}
+		if err := su.serverPeers(&cfg); err != nil {
+			t.Fatal(err)
+		}
+		if cfg.AllowAny != anyPSK || len(cfg.Peers) != 1 {
+			t.Errorf("allow_any_psk = %v: AllowAny %v with %d peers", anyPSK, cfg.AllowAny, len(cfg.Peers))
+		}
+	}
 }

@@ -50,6 +50,7 @@ type Settings struct {
 	Listen        string        // listen: address to listen on ("": all)
 	Allow         string        // allow: the allow file
 	Isolate       bool          // isolate
+	AllowAnyPSK   bool          // allow_any_psk: with [[peer]] tables and a psk, any PSK holder too
 	FDBAge        time.Duration // fdb_age
 	MaxMACs       int           // max_macs
 	FloodRate     int           // flood_rate (0: no limit)
@@ -137,6 +138,7 @@ var settingTable = []setting{
 	{"listen", "l", "server", func(s *Settings) any { return &s.Listen }},
 	{"allow", "allow", "server", func(s *Settings) any { return &s.Allow }},
 	{"isolate", "isolate", "server", func(s *Settings) any { return &s.Isolate }},
+	{"allow_any_psk", "allow-any-psk", "server", func(s *Settings) any { return &s.AllowAnyPSK }},
 	{"fdb_age", "fdb-age", "server", func(s *Settings) any { return &s.FDBAge }},
 	{"max_macs", "max-macs", "server", func(s *Settings) any { return &s.MaxMACs }},
 	{"flood_rate", "flood-rate", "server", func(s *Settings) any { return &s.FloodRate }},

@@ -205,8 +205,8 @@ func (su *Setup) serverPeers(cfg *Config) error {
 		}
 		cfg.Allow = af.Lookup
 		su.Notes = append(su.Notes, fmt.Sprintf("%d client keys allowed by %s (edits take effect at once)", af.Len(), s.Allow))
-	case cfg.PSK == nil && len(peers) > 0:
-		su.Notes = append(su.Notes, fmt.Sprintf("%d clients accepted, from the [[peer]] tables of %s", len(peers), s.File))
+	case len(peers) > 0 && !(cfg.PSK != nil && s.AllowAnyPSK):
+		su.Notes = append(su.Notes, fmt.Sprintf("%d clients accepted, from the [[peer]] tables of %s, and no other", len(peers), s.File))
 	case cfg.PSK != nil:
 		cfg.AllowAny = true
 		su.Notes = append(su.Notes, "any client holding the pre-shared key is accepted",

@@ -117,6 +117,7 @@ func serverFlags(fs *flag.FlagSet, s *cab.Settings) {
 	fs.DurationVar(&s.Keepalive, "keepalive", s.Keepalive, "clients' keepalive interval; a client silent for 3 intervals + 5s is down")
 	fs.BoolVar(&s.VDESharedPort, "vde-shared-port", s.VDESharedPort, "with -s vde:DIR, put all clients on one switch port and let cab switch (default: a switch port per client)")
 	fs.BoolVar(&s.Isolate, "isolate", s.Isolate, "do not forward frames between clients; a client cannot claim another's MAC")
+	fs.BoolVar(&s.AllowAnyPSK, "allow-any-psk", s.AllowAnyPSK, "with [[peer]] tables and --psk, accept any client holding the PSK too (default: the tables' clients only)")
 	fs.DurationVar(&s.FDBAge, "fdb-age", s.FDBAge, "how long a learned MAC is remembered")
 	fs.IntVar(&s.MaxMACs, "max-macs", s.MaxMACs, "most MACs learned behind one client")
 	fs.IntVar(&s.FloodRate, "flood-rate", s.FloodRate, "most broadcast/multicast/unknown frames per second from one client (0: no limit)")
