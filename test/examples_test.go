@@ -30,7 +30,7 @@ func exampleFile(t *testing.T, s *site, name, psk, server string, edit func(stri
 		text = strings.ReplaceAll(text, k, p)
 	}
 	text = strings.ReplaceAll(text, "/etc/cab/", s.dir+"/")
-	text = regexp.MustCompile(`\b[a-z]+\.example\.net\b`).ReplaceAllString(text, server)
+	text = regexp.MustCompile(`\b[a-z0-9-]+\.example\.net\b`).ReplaceAllString(text, server)
 	if edit != nil {
 		text = edit(text)
 	}
@@ -39,46 +39,67 @@ func exampleFile(t *testing.T, s *site, name, psk, server string, edit func(stri
 	return path
 }
 
+// pairSetup is what a pair of examples needs besides the two files: the
+// processes' environments, edits of each file, more client flags.
+type pairSetup struct {
+	serverEnv, clientEnv   []string
+	serverEdit, clientEdit func(string) string
+	clientArgs             []string
+}
+
+// bridgeIn makes a Linux bridge br0 in s's namespace.
+func bridgeIn(t *testing.T, s *site) {
+	t.Helper()
+	mustRun(t, "ip", "-n", s.ns, "link", "add", "br0", "type", "bridge")
+	mustRun(t, "ip", "-n", s.ns, "link", "set", "br0", "up")
+}
+
 // TestConfigExamplePairs: every example in configs/ brings up a cable as
 // shipped, with the one it pairs with (the README's pairing): only the
-// deployment's own paths, keys and addresses are filled in.
+// deployment's own paths, keys and addresses are filled in, and the
+// bridges and switches the examples name are made.
 func TestConfigExamplePairs(t *testing.T) {
 	files, _ := filepath.Glob("../configs/*.toml")
 	covered := map[string]bool{}
+	serverBridge := func(t *testing.T, a, b *site) pairSetup { bridgeIn(t, a); return pairSetup{} }
+	bothBridges := func(t *testing.T, a, b *site) pairSetup { bridgeIn(t, a); bridgeIn(t, b); return pairSetup{} }
+	clientOVS := func(t *testing.T, a, b *site) pairSetup {
+		db := startOVS(t, b, overlayB)
+		return pairSetup{clientEnv: []string{"OVS_DB_SOCK=" + db}, clientEdit: func(s string) string { return strings.ReplaceAll(s, "ovs=br0", "ovs=brx") }}
+	}
 	pairs := []struct {
 		server, client string
-		setup          func(t *testing.T, a, b *site) (serverEnv []string, edit func(string) string, clientArgs []string)
+		setup          func(t *testing.T, a, b *site) pairSetup
 	}{
 		{"two-site-server.toml", "two-site-client.toml", nil},
 		{"two-site-server.toml", "ssh-fallback.toml", nil},
 		{"quic-server.toml", "quic-site.toml", nil},
 		{"dns-tunnel-server.toml", "dns-tunnel.toml", nil},
-		{"bridge.toml", "two-site-client.toml", func(t *testing.T, a, b *site) ([]string, func(string) string, []string) {
-			mustRun(t, "ip", "-n", a.ns, "link", "add", "br0", "type", "bridge")
-			mustRun(t, "ip", "-n", a.ns, "link", "set", "br0", "up")
-			return nil, nil, nil
-		}},
-		{"vde.toml", "two-site-client.toml", func(t *testing.T, a, b *site) ([]string, func(string) string, []string) {
+		{"bridge.toml", "two-site-client.toml", serverBridge},
+		{"vde.toml", "two-site-client.toml", func(t *testing.T, a, b *site) pairSetup {
 			sw := startSwitch(t, a, "sw")
-			return nil, func(s string) string { return strings.ReplaceAll(s, "/run/vde/sw", sw.dir) }, nil
+			return pairSetup{serverEdit: func(s string) string { return strings.ReplaceAll(s, "/run/vde/sw", sw.dir) }}
 		}},
-		{"hub.toml", "two-site-client.toml", func(t *testing.T, a, b *site) ([]string, func(string) string, []string) {
-			mustRun(t, "ip", "-n", a.ns, "link", "add", "br0", "type", "bridge")
-			mustRun(t, "ip", "-n", a.ns, "link", "set", "br0", "up")
+		{"hub.toml", "two-site-client.toml", func(t *testing.T, a, b *site) pairSetup {
+			bridgeIn(t, a)
 			// The client is branch-2, with a PSK of its own.
 			ckey := genkey(t, b.path("client.key"))
-			return nil, func(s string) string {
-					return strings.Replace(s, "imLI8xrFSHeVejrFEFyjvJ8XCXSGMlB4SplNle6VKis=", pubkey(t, ckey), 1)
-				}, []string{"--key", ckey, "--server-key", pubkey(t, a.path("hub.key")), "--keepalive", "10s",
-					a.v4 + ":7667"}
+			return pairSetup{serverEdit: func(s string) string {
+				return strings.Replace(s, "imLI8xrFSHeVejrFEFyjvJ8XCXSGMlB4SplNle6VKis=", pubkey(t, ckey), 1)
+			}, clientArgs: []string{"--key", ckey, "--server-key", pubkey(t, a.path("hub.key")), "--keepalive", "10s", a.v4 + ":7667"}}
 		}},
-		{"ovs.toml", "two-site-client.toml", func(t *testing.T, a, b *site) ([]string, func(string) string, []string) {
+		{"ovs.toml", "two-site-client.toml", func(t *testing.T, a, b *site) pairSetup {
 			db := startOVS(t, a, overlayA)
 			ckey := genkey(t, b.path("client.key"))
 			writeFile(t, a.path("ovs-clients.txt"), pubkey(t, ckey)+" site-b\n")
-			return []string{"OVS_DB_SOCK=" + db}, func(s string) string { return strings.ReplaceAll(s, "ovs=br-int", "ovs=brx") },
-				[]string{"--psk", "", "--key", ckey, "--server-key", pubkey(t, a.path("ovs.key"))}
+			return pairSetup{serverEnv: []string{"OVS_DB_SOCK=" + db}, serverEdit: func(s string) string { return strings.ReplaceAll(s, "ovs=br-int", "ovs=brx") },
+				clientArgs: []string{"--psk", "", "--key", ckey, "--server-key", pubkey(t, a.path("ovs.key"))}}
 		}},
+		{"bond-hub.toml", "bond-site-1.toml", serverBridge},
+		{"bond-hub.toml", "bond-site-2.toml", serverBridge},
+		{"rstp-hub.toml", "rstp-site-1.toml", clientOVS},
+		{"rstp-hub.toml", "rstp-site-2.toml", clientOVS},
+		{"stp-link-server.toml", "stp-link-client.toml", bothBridges},
 	}
 	for _, pr := range pairs {
 		covered[pr.server], covered[pr.client] = true, true
@@ -89,16 +110,15 @@ func TestConfigExamplePairs(t *testing.T) {
 			if pr.server == "hub.toml" || pr.server == "ovs.toml" {
 				genkey(t, a.path(strings.TrimSuffix(pr.server, ".toml")+".key"))
 			}
-			var env, clientArgs []string
-			var edit func(string) string
+			var ps pairSetup
 			if pr.setup != nil {
-				env, edit, clientArgs = pr.setup(t, a, b)
+				ps = pr.setup(t, a, b)
 			}
-			sf := exampleFile(t, a, pr.server, psk, a.v4, edit)
-			cf := exampleFile(t, b, pr.client, psk, a.v4, nil)
-			args := []string{"run", "-f", sf, "--name", a.ns, "--state-dir", a.path("state")}
-			srv := start(t, a.ns, "env", append(append(env, cabBin), args...)...)
-			cli := b.cab(t, append([]string{"run", "-f", cf}, clientArgs...)...)
+			sf := exampleFile(t, a, pr.server, psk, a.v4, ps.serverEdit)
+			cf := exampleFile(t, b, pr.client, psk, a.v4, ps.clientEdit)
+			srv := start(t, a.ns, "env", append(append(ps.serverEnv, cabBin), "run", "-f", sf, "--name", a.ns, "--state-dir", a.path("state"))...)
+			cargs := append([]string{"run", "-f", cf}, ps.clientArgs...)
+			cli := start(t, b.ns, "env", append(append(ps.clientEnv, cabBin), append(cargs, "--name", b.ns, "--state-dir", b.path("state"))...)...)
 			waitPeerUp(t, 20*time.Second, srv, cli)
 		})
 	}
