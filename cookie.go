@@ -4,7 +4,6 @@ import (
 	"errors"
 	"time"
 
-	"cab/crypto"
 	"cab/transport"
 )
 
@@ -74,20 +73,13 @@ var errNoInitiation = errors.New("no initiation in flight")
 // handleCookie takes a cookie reply to an initiation this cable sent, and
 // sends the initiation again with mac2.
 func (c *Cable) handleCookie(conn transport.Conn, addr transport.Addr, msg []byte, idx uint32, now int64) {
-	c.imu.Lock()
-	p := c.pending[idx]
-	c.imu.Unlock()
+	p := c.pendingPeer(idx)
 	if p == nil {
 		c.drop(nil, dropNoSession)
 		return
 	}
 	p.hs.mu.Lock()
-	var h *crypto.Initiator
-	for _, in := range []*crypto.Initiator{p.hs.initiator, p.hs.prevInit} {
-		if in != nil && in.LocalIndex() == idx {
-			h = in
-		}
-	}
+	h := p.hs.initiation(idx)
 	var again []byte
 	err := errNoInitiation
 	if h != nil {

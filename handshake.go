@@ -107,19 +107,14 @@ func (c *Cable) readInit(conn transport.Conn, addr transport.Addr, msg []byte, n
 
 // handleResponse completes a handshake this cable initiated.
 func (c *Cable) handleResponse(conn transport.Conn, addr transport.Addr, msg []byte, idx uint32, now int64) {
-	c.imu.Lock()
-	p := c.pending[idx]
-	c.imu.Unlock()
+	p := c.pendingPeer(idx)
 	if p == nil {
 		c.drop(nil, dropNoSession)
 		return
 	}
 	p.hs.mu.Lock()
-	h := p.hs.initiator
-	if h == nil || h.LocalIndex() != idx {
-		h = p.hs.prevInit
-	}
-	if h == nil || h.LocalIndex() != idx {
+	h := p.hs.initiation(idx)
+	if h == nil {
 		p.hs.mu.Unlock()
 		c.drop(p, dropNoSession)
 		return
@@ -281,4 +276,24 @@ func (c *Cable) unregister(idx uint32) {
 	c.imu.Lock()
 	c.index.Delete(idx)
 	c.imu.Unlock()
+}
+
+// pendingPeer returns the peer whose initiation in flight has local index
+// idx, or nil.
+func (c *Cable) pendingPeer(idx uint32) *peer {
+	c.imu.Lock()
+	defer c.imu.Unlock()
+	return c.pending[idx]
+}
+
+// initiation returns the initiation in flight with local index idx: the
+// newest, or the one before, whose answer is still welcome on a slow path.
+// h.mu must be held.
+func (h *handshakeState) initiation(idx uint32) *crypto.Initiator {
+	for _, in := range []*crypto.Initiator{h.initiator, h.prevInit} {
+		if in != nil && in.LocalIndex() == idx {
+			return in
+		}
+	}
+	return nil
 }
