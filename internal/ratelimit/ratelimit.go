@@ -1,6 +1,7 @@
 // Package ratelimit has the token buckets that bound what a sender may make
-// a cable do: handshakes per source and in total, flooded frames per peer.
-// It imports nothing of cab's; the caller passes the time, so tests need no
+// a cable do: handshakes per source and in total, flooded frames per peer,
+// and the copies of flooded frames that all of them share (Pool). It
+// imports nothing of cab's; the caller passes the time, so tests need no
 // clock.
 package ratelimit
 
@@ -18,18 +19,67 @@ type Bucket struct {
 
 // Take refills b for the time since the last Take, at rate tokens a second
 // up to burst, and takes one token if there is one.
-func (b *Bucket) Take(now int64, rate, burst float64) bool {
-	if b.last == 0 {
-		b.tokens = burst
-	} else {
-		b.tokens = min(burst, b.tokens+float64(now-b.last)/float64(time.Second)*rate)
-	}
-	b.last = now
-	if b.tokens < 1 {
+func (b *Bucket) Take(now int64, rate, burst float64) bool { return b.TakeN(now, rate, burst, 1) }
+
+// TakeN is Take for n tokens: all of them, or none.
+func (b *Bucket) TakeN(now int64, rate, burst, n float64) bool {
+	b.refill(now, rate, burst)
+	if b.tokens < n {
 		return false
 	}
-	b.tokens--
+	b.tokens -= n
 	return true
+}
+
+// refill adds the tokens earned since the last refill.
+func (b *Bucket) refill(now int64, rate, burst float64) {
+	if b.last == 0 {
+		b.tokens = burst
+	} else if now > b.last {
+		b.tokens = min(burst, b.tokens+float64(now-b.last)/float64(time.Second)*rate)
+	}
+	b.last = max(b.last, now)
+}
+
+// A Pool is a budget of events a second that many sources share: the
+// copies a hub makes of flooded frames, say. Each source has a Bucket of
+// its own, refilled at its fair share (the pool's rate divided among the
+// sources), and every event is also taken from the pool, so that all of
+// them together never exceed its rate. A source that has used up its share
+// may go on only while the pool is more than half full: what is idle is
+// used, and a source over its share never spends what the others' shares
+// need. A Pool is safe for concurrent use; the sources' Buckets are
+// touched only under its lock.
+type Pool struct {
+	rate, burst float64
+	mu          sync.Mutex // guards pool and the sources' Buckets
+	pool        Bucket
+}
+
+// NewPool returns a Pool of rate events a second, burst at most at once.
+func NewPool(rate, burst float64) *Pool { return &Pool{rate: rate, burst: burst} }
+
+// Take takes n events at now for the source whose Bucket is own, one of
+// sources: from its share when it has n left, else from what the pool has
+// spare. It reports whether the events may happen.
+func (p *Pool) Take(own *Bucket, sources int, n float64, now int64) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	// A share may be saved up only to an eighth of the pool's burst among
+	// all the sources (or one take), so that the shares together never
+	// empty the half of the pool that borrowing leaves.
+	share := p.rate / float64(max(sources, 1))
+	ownBurst := max(n, p.burst/8/float64(max(sources, 1)))
+	p.pool.refill(now, p.rate, p.burst)
+	if p.pool.tokens < n {
+		own.refill(now, share, ownBurst)
+		return false
+	}
+	if own.TakeN(now, share, ownBurst, n) || p.pool.tokens-n >= p.burst/2 {
+		p.pool.tokens -= n
+		return true
+	}
+	return false
 }
 
 // Limits are the rates of a Limiter, in events a second, and how many keys

@@ -100,3 +100,88 @@ func TestLimiterKeyFirst(t *testing.T) {
 		t.Fatal("not busy with 6 of 10 global tokens spent")
 	}
 }
+
+func TestBucketTakeN(t *testing.T) {
+	var b Bucket
+	now := int64(time.Hour)
+	if !b.TakeN(now, 10, 10, 7) {
+		t.Fatal("7 of a new bucket of 10 refused")
+	}
+	if b.TakeN(now, 10, 10, 4) {
+		t.Fatal("took 4 from 3 left")
+	}
+	if !b.TakeN(now, 10, 10, 3) {
+		t.Fatal("the 3 left refused after a refused TakeN")
+	}
+	if !b.TakeN(now+int64(500*time.Millisecond), 10, 10, 5) {
+		t.Fatal("5 refused after half a second at 10/s")
+	}
+	if b.TakeN(now+int64(400*time.Millisecond), 10, 10, 1) {
+		t.Fatal("a clock that went back refilled the bucket")
+	}
+}
+
+// TestPoolBound: however many sources take, and however often, the pool
+// lets through no more than its rate and burst.
+func TestPoolBound(t *testing.T) {
+	const rate, burst = 1000, 250
+	p := NewPool(rate, burst)
+	own := make([]Bucket, 50)
+	now := int64(time.Hour)
+	got := 0.0
+	for ms := 0; ms < 10000; ms++ { // 10 s, every source tries 49 copies each ms
+		for i := range own {
+			if p.Take(&own[i], len(own), 49, now+int64(ms)*int64(time.Millisecond)) {
+				got += 49
+			}
+		}
+	}
+	if max := rate*10.0 + burst; got > max {
+		t.Fatalf("%.0f events through a pool of %d/s (burst %d) in 10 s, want at most %.0f", got, rate, burst, max)
+	}
+	if got < rate*10*0.9 {
+		t.Fatalf("%.0f events in 10 s of a pool of %d/s: the pool is not used", got, rate)
+	}
+}
+
+// TestPoolFair: one source taking all it can does not stop another that
+// stays within its share, and uses what is idle.
+func TestPoolFair(t *testing.T) {
+	const rate, burst = 1000, 250
+	p := NewPool(rate, burst)
+	var flood, quiet Bucket
+	now := int64(time.Hour)
+	floodGot, quietGot, quietTried := 0, 0, 0
+	for ms := 0; ms < 10000; ms++ {
+		at := now + int64(ms)*int64(time.Millisecond)
+		for k := 0; k < 10; k++ { // 10 000 tries a second, 10 each
+			if p.Take(&flood, 2, 10, at) {
+				floodGot += 10
+			}
+		}
+		if ms%10 == 0 { // 100 tries a second, 2 each: 200/s, below the share of 500
+			quietTried += 2
+			if p.Take(&quiet, 2, 2, at) {
+				quietGot += 2
+			}
+		}
+	}
+	if quietGot != quietTried {
+		t.Fatalf("the quiet source got %d of %d within its share while the other flooded", quietGot, quietTried)
+	}
+	// The flooder gets its share and what the quiet one leaves idle, down
+	// to half the pool's burst: about 800/s.
+	if floodGot < 7000 || floodGot > 8500 {
+		t.Fatalf("the flooding source got %d in 10 s, want about 8000 (its share and the idle rest)", floodGot)
+	}
+}
+
+// TestPoolLargeTake: a take larger than a source's share a second (a frame
+// for many recipients in a large hub) still goes through.
+func TestPoolLargeTake(t *testing.T) {
+	p := NewPool(1000, 2000)
+	var own Bucket
+	if !p.Take(&own, 500, 499, int64(time.Hour)) {
+		t.Fatal("499 copies refused from an idle pool with a share of 2/s")
+	}
+}
