@@ -63,6 +63,19 @@ type PathStatser interface {
 	PathStats(Addr) (PathStats, bool)
 }
 
+// QueueDelayer is a Conn that knows how long the packets its last
+// ReadBatch returned had waited to be read: the age of the oldest, from
+// the kernel's receive timestamps (UDP). The cable sheds load by it: while
+// its reading falls behind, the senders above their fair share lose
+// packets before they are opened, and data that waited longer than 100 ms
+// (as long as the stream carriers let a packet wait) is dropped unopened,
+// so that no backlog is replayed late.
+// Only the reader may call it, after ReadBatch. Without it, the cable
+// reads everything in order.
+type QueueDelayer interface {
+	QueueDelay() time.Duration
+}
+
 // Hoster is an Addr that names the host behind it: UDP. The cable's
 // handshake rate limits and its table of unproven peers count per host
 // (an IPv4 address, an IPv6 /64), so one host cannot spend another's share

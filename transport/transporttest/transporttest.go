@@ -35,6 +35,10 @@ type Options struct {
 	// Delay holds every packet this long before it can be read (one-way
 	// latency), in order.
 	Delay time.Duration
+	// QueueDelay makes the Conns report how long their packets waited to
+	// be read (transport.QueueDelayer), as UDP does; without it they
+	// report 0, and a cable never counts itself behind on them.
+	QueueDelay bool
 }
 
 // A Network is an in-memory switchboard of Conns addressed by name. It is
@@ -101,6 +105,7 @@ type queued struct {
 	b    []byte
 	from Addr
 	due  time.Time // when it may be read; zero without Options.Delay
+	sent time.Time // when it was sent
 }
 
 // A Conn is one endpoint of a Network; it implements transport.Conn.
@@ -110,9 +115,11 @@ type Conn struct {
 	in   chan queued
 	done chan struct{} // closed by Close
 
-	// The single reader's: a packet taken from in that is not due yet.
+	// The single reader's: a packet taken from in that is not due yet, and
+	// how long the first packet of the last ReadBatch waited.
 	pending    queued
 	hasPending bool
+	delay      time.Duration
 
 	authMu sync.Mutex
 	auth   map[transport.Addr]int // Authenticated calls by Addr
@@ -126,6 +133,7 @@ type Conn struct {
 var (
 	_ transport.Conn          = (*Conn)(nil)
 	_ transport.Authenticator = (*Conn)(nil)
+	_ transport.QueueDelayer  = (*Conn)(nil)
 )
 
 // Authenticated implements transport.Authenticator: it records the call.
@@ -204,6 +212,9 @@ func (c *Conn) ReadBatch(ps []transport.Packet) (int, error) {
 			c.dropped.Add(1)
 			continue
 		}
+		if n == 0 && c.net.opts.QueueDelay {
+			c.delay = max(0, time.Since(q.sent.Add(c.net.opts.Delay)))
+		}
 		ps[n].B = append(ps[n].B[:0], q.b...)
 		ps[n].Addr = q.from
 		c.received.Add(1)
@@ -211,6 +222,11 @@ func (c *Conn) ReadBatch(ps []transport.Packet) (int, error) {
 	}
 	return n, nil
 }
+
+// QueueDelay implements transport.QueueDelayer: how long the first packet
+// of the last ReadBatch waited to be read, beyond Options.Delay; 0 unless
+// Options.QueueDelay.
+func (c *Conn) QueueDelay() time.Duration { return c.delay }
 
 // next returns the next packet once it is due. With wait it blocks until
 // then, or until Close (net.ErrClosed); without, ok is false when no packet
@@ -297,9 +313,9 @@ func (n *Network) send(from *Conn, to Addr, b []byte) {
 		dst.dropped.Add(1)
 		return
 	}
-	q := queued{b: bytes.Clone(b), from: from.addr}
+	q := queued{b: bytes.Clone(b), from: from.addr, sent: time.Now()}
 	if n.opts.Delay > 0 {
-		q.due = time.Now().Add(n.opts.Delay)
+		q.due = q.sent.Add(n.opts.Delay)
 	}
 	held, isHeld := n.held[to]
 	if !isHeld && hold {

@@ -425,3 +425,38 @@ func TestConcurrent(t *testing.T) {
 		}
 	})
 }
+
+// TestQueueDelay: QueueDelay is how long the first packet of the last read
+// waited, beyond the network's one-way delay; 0 unless asked for.
+func TestQueueDelay(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		a, b := NewPair(Options{})
+		a.WriteBatch(numbered(1, "b"))
+		time.Sleep(time.Second)
+		if n, err := b.ReadBatch(buffers(1, 10)); n != 1 || err != nil || b.QueueDelay() != 0 {
+			t.Fatalf("without Options.QueueDelay: %d, %v, QueueDelay %v", n, err, b.QueueDelay())
+		}
+		for _, delay := range []time.Duration{0, 20 * time.Millisecond} {
+			a, b := NewPair(Options{Delay: delay, QueueDelay: true})
+			a.WriteBatch(numbered(1, "b"))
+			time.Sleep(delay + 150*time.Millisecond)
+			a.WriteBatch(numbered(2, "b"))
+			ps := buffers(4, 10)
+			if n, err := b.ReadBatch(ps[:1]); n != 1 || err != nil {
+				t.Fatalf("read: %d, %v", n, err)
+			}
+			if d := b.QueueDelay(); d != 150*time.Millisecond {
+				t.Errorf("delay %v: a packet read 150 ms late: QueueDelay %v", delay, d)
+			}
+			time.Sleep(delay)
+			if n, err := b.ReadBatch(ps); n != 1 || err != nil {
+				t.Fatalf("read: %d, %v", n, err)
+			}
+			if d := b.QueueDelay(); d != 0 {
+				t.Errorf("delay %v: a packet read when due: QueueDelay %v", delay, d)
+			}
+			a.Close()
+			b.Close()
+		}
+	})
+}

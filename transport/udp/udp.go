@@ -81,6 +81,7 @@ var (
 	_ transport.Schemer      = (*Conn)(nil)
 	_ transport.PathMTUer    = (*Conn)(nil)
 	_ transport.ReachChecker = (*Conn)(nil)
+	_ transport.QueueDelayer = (*Conn)(nil)
 )
 
 // Listen opens a UDP socket bound to addr ("host:port", ":port", "[::]:0",

@@ -2,7 +2,11 @@
 
 package udp
 
-import "cab/transport"
+import (
+	"time"
+
+	"cab/transport"
+)
 
 // Verified: compiled for freebsd, darwin and windows (amd64, arm64) by make
 // cross; not run there. What it calls, readOne and writeEach, runs on
@@ -19,6 +23,9 @@ func (c *Conn) init() {
 	c.pc.SetReadBuffer(socketBuffer)
 	c.pc.SetWriteBuffer(socketBuffer)
 }
+
+// QueueDelay returns 0: this platform does not tell.
+func (c *Conn) QueueDelay() time.Duration { return 0 }
 
 // PathMTU returns 0: this platform does not tell.
 func (c *Conn) PathMTU(transport.Addr) int { return 0 }

@@ -10,6 +10,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
+	"time"
 	"unsafe"
 
 	"golang.org/x/net/ipv4"
@@ -39,12 +40,14 @@ var _ batchConn = (*ipv4.PacketConn)(nil)
 type sys struct {
 	bc batchConn
 
-	// The single reader's: its recvmmsg state, and the Addr of the last
+	// The single reader's: its recvmmsg state, the Addr of the last
 	// packet read, so that a run of packets from one sender costs no
-	// allocation.
+	// allocation, and how long the oldest packet of the last ReadBatch
+	// waited (from the kernel's receive timestamp).
 	rd       reader
 	lastAP   netip.AddrPort
 	lastAddr transport.Addr
+	delay    time.Duration
 
 	wpool sync.Pool // *writer, for concurrent writers
 
@@ -53,12 +56,13 @@ type sys struct {
 
 	// GRO reads land in the reader's own 64 KiB buffers, and are cut into
 	// the caller's packets from there, across calls when need be.
-	gbufs  [][]byte
-	gn, gi int // messages read, and the next one to cut
-	gpos   int // offset of the next packet in message gi
-	gsize  int // its segment size
-	segs   atomic.Uint64
-	glued  atomic.Uint64
+	gbufs   [][]byte
+	gstamps []int64 // the kernel's receive time of each, unix nanoseconds (0: none)
+	gn, gi  int     // messages read, and the next one to cut
+	gpos    int     // offset of the next packet in message gi
+	gsize   int     // its segment size
+	segs    atomic.Uint64
+	glued   atomic.Uint64
 }
 
 // writer is the state of one WriteBatch: its messages, each with its own
@@ -123,9 +127,10 @@ func (c *Conn) probeGSO() bool {
 }
 
 // control runs on the socket before it is bound: large buffers (forced past
-// the sysctl limits when privileged), and DF on every datagram, since cab
-// cuts what does not fit the path into fragments of its own and the kernel
-// learns the path MTU from ICMP too-big messages.
+// the sysctl limits when privileged), a receive timestamp on every datagram
+// (QueueDelay), and DF on every datagram, since cab cuts what does not fit
+// the path into fragments of its own and the kernel learns the path MTU
+// from ICMP too-big messages.
 func control(rc syscall.RawConn) error {
 	return rc.Control(func(fd uintptr) {
 		s := int(fd)
@@ -134,6 +139,7 @@ func control(rc syscall.RawConn) error {
 				unix.SetsockoptInt(s, unix.SOL_SOCKET, o[1], socketBuffer)
 			}
 		}
+		unix.SetsockoptInt(s, unix.SOL_SOCKET, unix.SO_TIMESTAMPNS, 1)
 		unix.SetsockoptInt(s, unix.IPPROTO_IP, unix.IP_MTU_DISCOVER, unix.IP_PMTUDISC_DO)
 		unix.SetsockoptInt(s, unix.IPPROTO_IPV6, unix.IPV6_MTU_DISCOVER, unix.IPV6_PMTUDISC_DO)
 	})
@@ -182,7 +188,7 @@ func (c *Conn) ReadBatch(ps []transport.Packet) (int, error) {
 		return c.readGRO(ps)
 	}
 	r := &c.rd
-	r.setup(len(ps), 0)
+	r.setup(len(ps), stampSpace)
 	for i := range ps {
 		r.setBuf(i, ps[i].B[:cap(ps[i].B)])
 	}
@@ -195,6 +201,10 @@ func (c *Conn) ReadBatch(ps []transport.Packet) (int, error) {
 				return 0, err
 			}
 			continue
+		}
+		if n > 0 {
+			_, stamp := scanCmsgs(r.oob(0))
+			c.setDelay(stamp)
 		}
 		out := 0
 		for i := range n {
@@ -213,6 +223,21 @@ func (c *Conn) ReadBatch(ps []transport.Packet) (int, error) {
 		if out > 0 {
 			return out, nil
 		}
+	}
+}
+
+// QueueDelay reports how long the oldest packet that the last ReadBatch
+// returned had waited in the socket's receive queue, from the kernel's
+// receive timestamp (0 when the kernel gave none). Only the reader may
+// call it.
+func (c *Conn) QueueDelay() time.Duration { return c.delay }
+
+// setDelay sets the delay of a batch whose oldest packet the kernel
+// received at stamp (unix nanoseconds; 0: unknown).
+func (c *Conn) setDelay(stamp int64) {
+	c.delay = 0
+	if stamp != 0 {
+		c.delay = max(0, time.Duration(time.Now().UnixNano()-stamp))
 	}
 }
 
@@ -323,25 +348,39 @@ func segmentCmsg(oob []byte, size int) []byte {
 	return oob
 }
 
-// groSize returns the segment size of a UDP_GRO control message in oob, or
-// 0 when there is none.
-func groSize(oob []byte) int {
+// Control message space per received message: the receive timestamp
+// (SCM_TIMESTAMPNS), and with GRO the segment size (UDP_GRO).
+var (
+	stampSpace = unix.CmsgSpace(int(unsafe.Sizeof(unix.Timespec{})))
+	groSpace   = stampSpace + unix.CmsgSpace(4)*2
+)
+
+// scanCmsgs returns the segment size of a UDP_GRO control message in oob
+// (0 when there is none) and the receive time of an SCM_TIMESTAMPNS one,
+// in unix nanoseconds (0 when there is none).
+func scanCmsgs(oob []byte) (gro int, stamp int64) {
 	for len(oob) >= unix.SizeofCmsghdr {
 		h := (*unix.Cmsghdr)(unsafe.Pointer(&oob[0]))
 		l := int(h.Len)
 		if l < unix.CmsgLen(0) || l > len(oob) {
-			return 0
+			return gro, stamp
 		}
-		if h.Level == unix.IPPROTO_UDP && h.Type == unix.UDP_GRO && l >= unix.CmsgLen(4) {
-			return int(binary.NativeEndian.Uint32(oob[unix.CmsgLen(0):]))
+		data := oob[unix.CmsgLen(0):l]
+		switch {
+		case h.Level == unix.IPPROTO_UDP && h.Type == unix.UDP_GRO && len(data) >= 4:
+			gro = int(binary.NativeEndian.Uint32(data))
+		case h.Level == unix.SOL_SOCKET && h.Type == unix.SCM_TIMESTAMPNS && len(data) >= int(unsafe.Sizeof(unix.Timespec{})):
+			var ts unix.Timespec
+			copy(unsafe.Slice((*byte)(unsafe.Pointer(&ts)), unsafe.Sizeof(ts)), data)
+			stamp = ts.Nano()
 		}
 		next := unix.CmsgSpace(l - unix.CmsgLen(0))
 		if next > len(oob) {
-			return 0
+			return gro, stamp
 		}
 		oob = oob[next:]
 	}
-	return 0
+	return gro, stamp
 }
 
 // groMessages is how many 64 KiB datagrams a GRO read takes at once.
@@ -354,16 +393,19 @@ func (c *Conn) readGRO(ps []transport.Packet) (int, error) {
 	r := &c.rd
 	if c.gbufs == nil {
 		c.gbufs = make([][]byte, groMessages)
+		c.gstamps = make([]int64, groMessages)
 		for i := range c.gbufs {
 			c.gbufs[i] = make([]byte, 1<<16)
 		}
 	}
 	retries := 0
 	for {
+		first := c.gi
 		if out := c.cutGRO(ps); out > 0 {
+			c.setDelay(c.gstamps[min(first, c.gn-1)])
 			return out, nil
 		}
-		r.setup(groMessages, unix.CmsgSpace(4)*2)
+		r.setup(groMessages, groSpace)
 		for i, b := range c.gbufs {
 			r.setBuf(i, b)
 		}
@@ -375,6 +417,9 @@ func (c *Conn) readGRO(ps []transport.Packet) (int, error) {
 			continue
 		}
 		c.gn, c.gi, c.gpos, c.gsize = n, 0, 0, 0
+		for i := range n {
+			_, c.gstamps[i] = scanCmsgs(r.oob(i))
+		}
 	}
 }
 
@@ -391,7 +436,7 @@ func (c *Conn) cutGRO(ps []transport.Packet) int {
 			continue
 		}
 		if c.gsize == 0 {
-			c.gsize = groSize(r.oob(c.gi))
+			c.gsize, _ = scanCmsgs(r.oob(c.gi))
 			if c.gsize <= 0 || c.gsize > size {
 				c.gsize = size
 			} else if c.gsize < size {

@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/netip"
 	"testing"
+	"time"
 
 	"cab/transport"
 )
@@ -103,6 +104,35 @@ func TestGSOAndGRO(t *testing.T) {
 		readN(t, b, 4, 8)
 		if s, _ := a.OffloadStats(); s != segs {
 			t.Errorf("GSO off, yet %d more packets went in runs", s-segs)
+		}
+	}
+}
+
+// TestQueueDelay: QueueDelay tells how long the packets of the last read
+// waited in the socket, with GRO and without.
+func TestQueueDelay(t *testing.T) {
+	for _, gro := range []bool{false, true} {
+		a, b := mustListen(t, "127.0.0.1:0"), mustListen(t, "127.0.0.1:0")
+		if _, on := b.Offload(false, gro); on != gro {
+			t.Skipf("SKIPPED: this kernel has no UDP GRO")
+		}
+		dst := to("127.0.0.1", b)
+		send := func() {
+			t.Helper()
+			if err := a.WriteBatch([]transport.Packet{{B: []byte("old"), Addr: dst}, {B: []byte("old"), Addr: dst}}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		send()
+		time.Sleep(120 * time.Millisecond)
+		readN(t, b, 2, 8)
+		if d := b.QueueDelay(); d < 100*time.Millisecond || d > 10*time.Second {
+			t.Errorf("gro %v: packets that waited 120 ms: QueueDelay %v", gro, d)
+		}
+		send()
+		readN(t, b, 2, 8)
+		if d := b.QueueDelay(); d > 100*time.Millisecond {
+			t.Errorf("gro %v: packets read at once: QueueDelay %v", gro, d)
 		}
 	}
 }
