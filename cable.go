@@ -31,6 +31,9 @@ type Cable struct {
 	limiter   *ratelimit.Limiter[source]
 	kick      chan struct{} // wakes the timer loop early
 
+	floodBudget *ratelimit.Pool // copies of flooded frames; nil: no limit
+	local       policy          // the flood limits of the cable's own port
+
 	peers atomic.Pointer[[]*peer] // read-mostly snapshot of every peer
 
 	pmu   sync.Mutex // guards byKey, half and writes of peers
@@ -106,6 +109,21 @@ const (
 	pathMTURecheck = 5 * time.Second
 	// batch is how many frames or packets one read takes at most.
 	batch = 64
+	// floodBurstPerSecond: the flood budget lets a tenth of a second's
+	// copies out at once, so that the other packets wait at most that
+	// long behind a burst of flooding.
+	floodBurstPerSecond = 10
+	// shedAfter is how long packets may wait in a carrier's receive queue
+	// before the cable counts itself behind and drops the packets of the
+	// senders above their fair share unopened; maxQueueDelay how long
+	// before the share shrinks to minShare, so that no backlog builds (as
+	// long as the stream carriers let a packet wait); fairWindow how many
+	// packets the fair shares are counted over, and minShare the packets
+	// of every sender in a window that are always opened.
+	shedAfter     = 10 * time.Millisecond
+	maxQueueDelay = 100 * time.Millisecond
+	fairWindow    = 1024
+	minShare      = batch
 )
 
 // New makes a Cable of port and conns. Run takes ownership of both and
@@ -131,6 +149,9 @@ func New(cfg Config, port bridgeif.Port, conns []transport.Conn) (*Cable, error)
 		pending: make(map[uint32]*peer),
 	}
 	c.dropper.log = c.log
+	if b := cfg.floodBudget(); b > 0 {
+		c.floodBudget = ratelimit.NewPool(float64(b), float64(b)/floodBurstPerSecond)
+	}
 	c.fdb.onReclaim = func(from *peer) { c.drop(from, dropMACConflict) }
 	c.minWire.Store(int64(defaultWireMTU))
 	if cfg.Responder {

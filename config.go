@@ -79,10 +79,22 @@ type Config struct {
 	// fill the table. Default 1024.
 	MaxMACs int
 
-	// FloodRate caps the frames per second one peer may have flooded
-	// (broadcast, multicast, unknown unicast), so that a storm from one
-	// peer cannot starve the others. Default 2000; negative: no limit.
+	// FloodRate caps the frames per second one source may have flooded
+	// (broadcast, multicast, unknown unicast): each peer, and the cable's
+	// own port, so that a client drops a storm from its own side before it
+	// seals it, and a server the storm of a client that does not. Default
+	// 2000; negative: no limit.
 	FloodRate int
+
+	// FloodBudget caps the copies per second the cable makes of frames
+	// it floods to more than one place (frames × the peers and port each
+	// goes to), shared fairly among the sources (the peers and the port):
+	// a source within its share gets through, and one beyond it only with
+	// what the others leave idle. A tenth of a second's budget may go at
+	// once. It keeps a hub's output within what it can send, however many
+	// clients flood at their FloodRate. Default DefaultFloodBudget;
+	// negative: no limit.
+	FloodBudget int
 
 	// MSSClamp sets the TCP MSS clamping of frames entering the cable: 0
 	// (auto) clamps to what fits one packet on a 1500-byte underlay, a
@@ -230,6 +242,20 @@ func (c *Config) maxMACs() int {
 
 // DefaultFloodRate is the default of Config.FloodRate.
 const DefaultFloodRate = 2000
+
+// DefaultFloodBudget is the default of Config.FloodBudget, in copies a
+// second.
+const DefaultFloodBudget = 10000
+
+func (c *Config) floodBudget() int {
+	switch {
+	case c.FloodBudget > 0:
+		return c.FloodBudget
+	case c.FloodBudget < 0:
+		return 0
+	}
+	return DefaultFloodBudget
+}
 
 func (c *Config) floodRate() int {
 	switch {

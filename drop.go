@@ -30,6 +30,10 @@ const (
 	dropFragment
 	dropCookie
 	dropDuplicateKey
+	dropFloodLimit
+	dropFloodBudget
+	dropFairShare
+	dropLate
 	numDropReasons
 )
 
@@ -50,6 +54,10 @@ var dropNames = [numDropReasons]string{
 	dropFragment:        "fragment",
 	dropCookie:          "cookie sent",
 	dropDuplicateKey:    "duplicate key",
+	dropFloodLimit:      "flood limit",
+	dropFloodBudget:     "flood budget",
+	dropFairShare:       "fair share",
+	dropLate:            "late",
 }
 
 func (r dropReason) String() string { return dropNames[r] }

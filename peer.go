@@ -109,6 +109,7 @@ type policy struct {
 	vlansOK map[uint16]bool  // VLANs allowed; nil: any
 	floodMu sync.Mutex       // guards flood
 	flood   ratelimit.Bucket // frames this peer may have flooded
+	share   ratelimit.Bucket // its share of the cable's flood budget; guarded by the budget's lock
 }
 
 // ownPortState is a peer's own port, while it has one.

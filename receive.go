@@ -19,6 +19,8 @@ func (c *Cable) connLoop(conn transport.Conn) error {
 	out := c.newOutBatch()
 	var sc scratch
 	var ob cryptoBatch // the batch's opens
+	var fair fairness
+	qd, _ := conn.(transport.QueueDelayer)
 	for {
 		for i := range ps {
 			ps[i].B = ps[i].B[:cap(ps[i].B)]
@@ -33,7 +35,10 @@ func (c *Cable) connLoop(conn transport.Conn) error {
 			continue
 		}
 		sc.reset()
-		portBufs = c.receiveBatch(conn, ps[:n], &ob, &out, &sc, portBufs[:0], time.Now().UnixNano())
+		if qd != nil {
+			fair.next(qd.QueueDelay())
+		}
+		portBufs = c.receiveBatch(conn, ps[:n], &fair, &ob, &out, &sc, portBufs[:0], time.Now().UnixNano())
 		if len(portBufs) > 0 {
 			if _, err := c.port.WriteBatch(portBufs, crypto.HeaderLen); err != nil && errors.Is(err, net.ErrClosed) {
 				return nil
@@ -63,15 +68,16 @@ func (c *Cable) finishOpens(conn transport.Conn, ps []transport.Packet, ob *cryp
 }
 
 // receiveBatch handles the packets ps read from conn, in order: it opens
-// the sealed ones (spread over the crypto workers), handles handshakes,
-// queues relays and replies on out, and appends the buffers to deliver to
-// the port (the frame at offset HeaderLen) to portBufs.
-func (c *Cable) receiveBatch(conn transport.Conn, ps []transport.Packet, ob *cryptoBatch, out *outBatch, sc *scratch, portBufs [][]byte, now int64) [][]byte {
+// the sealed ones (spread over the crypto workers) that fair admits (nil:
+// all), handles handshakes, queues relays and replies on out, and appends
+// the buffers to deliver to the port (the frame at offset HeaderLen) to
+// portBufs.
+func (c *Cable) receiveBatch(conn transport.Conn, ps []transport.Packet, fair *fairness, ob *cryptoBatch, out *outBatch, sc *scratch, portBufs [][]byte, now int64) [][]byte {
 	for i := range ps {
 		pk := &ps[i]
 		typ, idx, ok := crypto.ParseHeader(pk.B)
 		if ok && sealedType(typ) {
-			if s := c.sessionOf(idx, now); s != nil {
+			if s := c.sessionOf(idx, now); s != nil && (fair == nil || fair.admit(c, s.peer, typ, len(pk.B))) {
 				ob.opens = append(ob.opens, openJob{i: i, s: s, pkt: pk.B})
 			}
 			continue
@@ -82,6 +88,60 @@ func (c *Cable) receiveBatch(conn transport.Conn, ps []transport.Packet, ob *cry
 		c.handshake(conn, pk, typ, idx, ok, now)
 	}
 	return c.finishOpens(conn, ps, ob, portBufs, out, sc, now)
+}
+
+// fairness is a conn loop's account of who sends how much while it falls
+// behind. While packets wait longer than shedAfter in the carrier's queue,
+// the loop opens no more of a sender's data in a window of fairWindow
+// packets than the window's fair share (its packets divided among its
+// senders, and at least minShare): the loss falls on the senders of the
+// most, and the reading catches up at the cost of a header and a lookup
+// per packet dropped. While they wait longer than maxQueueDelay, the share
+// is minShare alone, so that the queue empties and no backlog is replayed
+// late. Keepalives and probes are always opened, and so are the first
+// minShare data packets of every sender in a window: they are how peers
+// know each other alive, so no peer is declared down while its packets
+// arrive. The sender of a packet is the peer its receiver index names,
+// before it authenticated: a forged packet can only be counted against
+// the peer whose index it bears.
+type fairness struct {
+	delay  time.Duration // how long the batch being handled waited
+	counts map[*peer]int // data packets per sender in this window
+	total  int
+}
+
+// next starts on a batch that waited delay in the carrier's queue.
+func (f *fairness) next(delay time.Duration) {
+	f.delay = delay
+	if f.total >= fairWindow || delay <= shedAfter && f.total > 0 {
+		clear(f.counts)
+		f.total = 0
+	}
+}
+
+// admit reports whether a sealed packet of type typ and size bytes that
+// names peer p may be opened, and counts the drop when not.
+func (f *fairness) admit(c *Cable, p *peer, typ byte, size int) bool {
+	if f.delay <= shedAfter || typ == crypto.TypeProbe || size <= crypto.Overhead {
+		return true
+	}
+	if f.counts == nil {
+		f.counts = make(map[*peer]int)
+	}
+	n := f.counts[p] + 1
+	f.counts[p] = n
+	f.total++
+	switch {
+	case n <= minShare:
+		return true
+	case f.delay > maxQueueDelay:
+		c.drop(p, dropLate)
+		return false
+	case n > f.total/len(f.counts):
+		c.drop(p, dropFairShare)
+		return false
+	}
+	return true
 }
 
 // sealedType reports whether packets of type typ are sealed with a
@@ -235,14 +295,8 @@ func (c *Cable) forward(p *peer, buf []byte, out *outBatch, sc *scratch, now int
 			return nil
 		}
 	}
-	if rate := c.cfg.floodRate(); rate > 0 {
-		p.policy.floodMu.Lock()
-		ok := p.policy.flood.Take(now, float64(rate), float64(2*rate))
-		p.policy.floodMu.Unlock()
-		if !ok {
-			c.drop(p, dropRateLimited)
-			return nil
-		}
+	if !c.mayFlood(p, now) {
+		return nil
 	}
 	if !c.cfg.Isolate {
 		b := sc.get(len(frame))

@@ -178,10 +178,70 @@ func (c *Cable) portLoop(port bridgeif.Port, owner *peer) error {
 				}
 				continue
 			}
-			c.flood(nil, bufs[i], size, &out, &sc, now)
+			if c.mayFlood(nil, now) {
+				c.flood(nil, bufs[i], size, &out, &sc, now)
+			}
 		}
 		out.flush()
 	}
+}
+
+// mayFlood reports whether a frame from `from` (nil: the cable's own port)
+// may be flooded at now, and counts the drop when not: the source must be
+// within its flood rate (frames a second) and, when the frame goes to more
+// than one place, within its share of the cable's flood budget for the
+// copies it makes (or what the other sources leave idle). A client thus
+// drops a storm from its own side before sealing it, and a hub's output
+// stays within its budget however many clients flood.
+func (c *Cable) mayFlood(from *peer, now int64) bool {
+	pol := &c.local
+	if from != nil {
+		pol = &from.policy
+	}
+	if rate := c.cfg.floodRate(); rate > 0 {
+		pol.floodMu.Lock()
+		ok := pol.flood.Take(now, float64(rate), float64(2*rate))
+		pol.floodMu.Unlock()
+		if !ok {
+			c.drop(from, dropFloodLimit)
+			return false
+		}
+	}
+	if c.floodBudget == nil {
+		return true
+	}
+	// A frame that goes to one place costs what unicast does: the budget
+	// bounds what flooding multiplies.
+	copies, sources := c.floodFanout(from)
+	if copies > 1 && !c.floodBudget.Take(&pol.share, sources, float64(copies), now) {
+		c.drop(from, dropFloodBudget)
+		return false
+	}
+	return true
+}
+
+// floodFanout returns how many copies a frame from `from` (nil: the
+// cable's own port) makes when flooded — one per peer with a session,
+// and one for the cable's port when the frame came from a peer — and how
+// many sources share the flood budget: the peers with a session and the
+// cable's port.
+func (c *Cable) floodFanout(from *peer) (copies, sources int) {
+	for _, p := range c.peerList() {
+		if p.hs.cur.Load() == nil {
+			continue
+		}
+		sources++
+		if p != from && (from == nil || !c.cfg.Isolate) {
+			copies++
+		}
+	}
+	if c.port != nil {
+		sources++
+		if from != nil {
+			copies++
+		}
+	}
+	return copies, sources
 }
 
 // flood sends the frame at buf[HeaderLen:HeaderLen+size] to every peer with

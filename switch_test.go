@@ -20,19 +20,44 @@ type hub struct {
 
 func startHub(t testing.TB, n int, mod func(*Config)) *hub {
 	t.Helper()
-	net := transporttest.NewNetwork(transporttest.Options{Queue: 8192})
+	return startHubWith(t, n, hubOpts{server: mod})
+}
+
+// hubOpts shape a hub: its network, changes to the server's and the
+// clients' configurations, and a wrapper of the server's conn.
+type hubOpts struct {
+	net            transporttest.Options // default: a queue of 8192
+	server, client func(*Config)
+	wrap           func(transport.Conn) transport.Conn
+}
+
+// startHubWith is startHub as o says.
+func startHubWith(t testing.TB, n int, o hubOpts) *hub {
+	t.Helper()
+	if o.net.Queue == 0 {
+		o.net.Queue = 8192
+	}
+	net := transporttest.NewNetwork(o.net)
 	skey := mustKey(t)
 	scfg := Config{PrivateKey: skey, PSK: psk(6), Responder: true, AllowAny: true}
-	if mod != nil {
-		mod(&scfg)
+	if o.server != nil {
+		o.server(&scfg)
 	}
-	h := &hub{server: startSite(t, scfg, net.Conn("server"))}
+	var sconn transport.Conn = net.Conn("server")
+	if o.wrap != nil {
+		sconn = o.wrap(sconn)
+	}
+	h := &hub{server: startSite(t, scfg, sconn)}
 	for i := 0; i < n; i++ {
 		cconn := net.Conn(fmt.Sprintf("c%d", i))
-		h.clients = append(h.clients, startSite(t, Config{PrivateKey: mustKey(t), PSK: psk(6), Peers: []PeerConfig{{
+		ccfg := Config{PrivateKey: mustKey(t), PSK: psk(6), Peers: []PeerConfig{{
 			PublicKey: skey.Public(),
 			Dial:      &Dialer{Conn: cconn, Resolve: func() (transport.Addr, error) { return transporttest.Addr("server"), nil }},
-		}}}, cconn))
+		}}}
+		if o.client != nil {
+			o.client(&ccfg)
+		}
+		h.clients = append(h.clients, startSite(t, ccfg, cconn))
 	}
 	for _, c := range h.clients {
 		waitUp(t, c, 1)
@@ -148,8 +173,8 @@ func TestSwitchFloodLimit(t *testing.T) {
 		if got > 1500 || got < 500 {
 			t.Errorf("%d storm frames reached the server's port, want about 1200", got)
 		}
-		if d := h.server.cable.Status().Peers[0].Drops["rate limited"] + h.server.cable.Status().Peers[1].Drops["rate limited"]; d < 8000 {
-			t.Errorf("rate-limited drops %d, want >= 8000", d)
+		if d := h.server.cable.Status().Peers[0].Drops["flood limit"] + h.server.cable.Status().Peers[1].Drops["flood limit"]; d < 8000 {
+			t.Errorf("flood-limit drops %d, want >= 8000", d)
 		}
 	})
 }
@@ -157,7 +182,8 @@ func TestSwitchFloodLimit(t *testing.T) {
 // TestSwitchMACCap: one client with 10 000 source MACs stays within its
 // cap, and the others keep working.
 func TestSwitchMACCap(t *testing.T) {
-	h := startHub(t, 2, func(c *Config) { c.MaxMACs = 100; c.FloodRate = -1 })
+	noFloodLimit := func(c *Config) { c.FloodRate, c.FloodBudget = -1, -1 }
+	h := startHubWith(t, 2, hubOpts{server: func(c *Config) { c.MaxMACs = 100; noFloodLimit(c) }, client: noFloodLimit})
 	counted := make(chan int)
 	go func() { // read as they come, so the fake port's queue never overflows
 		got := 0
@@ -249,10 +275,12 @@ func TestSwitchBPDU(t *testing.T) {
 }
 
 // TestSwitchFiftyClients: 50 clients exchange frames pairwise through the
-// server; on a lossless network none is lost and none misdelivered.
+// server; on a lossless network none is lost and none misdelivered. (The
+// 50 announcements at once would exceed the default flood budget, whose
+// test is TestFloodBudget.)
 func TestSwitchFiftyClients(t *testing.T) {
 	const n = 50
-	h := startHub(t, n, nil)
+	h := startHub(t, n, func(c *Config) { c.FloodBudget = -1 })
 	for i := range h.clients {
 		h.announce(t, i)
 	}
