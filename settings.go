@@ -44,6 +44,7 @@ type Settings struct {
 	UDPGRO    string        // udp_gro: on or off
 	Workers   string        // crypto_workers: auto or a number
 	QUICALPN  string        // quic_alpn
+	FloodRate int           // flood_rate: from each client and the local port (0: no limit)
 
 	// A server's.
 	ListenPort    int           // listen_port: UDP and TCP port
@@ -53,7 +54,7 @@ type Settings struct {
 	AllowAnyPSK   bool          // allow_any_psk: with [[peer]] tables and a psk, any PSK holder too
 	FDBAge        time.Duration // fdb_age
 	MaxMACs       int           // max_macs
-	FloodRate     int           // flood_rate (0: no limit)
+	FloodBudget   int           // flood_budget: copies of flooded frames a second (0: no limit)
 	VDESharedPort bool          // vde_shared_port
 	QUICCert      string        // quic_cert
 	QUICKey       string        // quic_key
@@ -101,7 +102,8 @@ func DefaultSettings() *Settings {
 		Local: "tap:cab0", Transport: "udp", Keepalive: DefaultKeepalive, Name: "cab", LogFormat: "text",
 		BPDU: "pass", MSSClamp: "auto", UDPGSO: "on", UDPGRO: "on", Workers: "auto", QUICALPN: quic.DefaultALPN,
 		ListenPort: DefaultPort, FDBAge: defaultFDBMaxAge, MaxMACs: defaultFDBMaxPerPeer, FloodRate: DefaultFloodRate,
-		DNSListen: ":53", SSHCommand: "ssh -T -o BatchMode=yes -o ServerAliveInterval=10 -o ServerAliveCountMax=3",
+		FloodBudget: DefaultFloodBudget,
+		DNSListen:   ":53", SSHCommand: "ssh -T -o BatchMode=yes -o ServerAliveInterval=10 -o ServerAliveCountMax=3",
 		SSHRemote: "cab pipe",
 	}
 }
@@ -141,7 +143,8 @@ var settingTable = []setting{
 	{"allow_any_psk", "allow-any-psk", "server", func(s *Settings) any { return &s.AllowAnyPSK }},
 	{"fdb_age", "fdb-age", "server", func(s *Settings) any { return &s.FDBAge }},
 	{"max_macs", "max-macs", "server", func(s *Settings) any { return &s.MaxMACs }},
-	{"flood_rate", "flood-rate", "server", func(s *Settings) any { return &s.FloodRate }},
+	{"flood_rate", "flood-rate", "", func(s *Settings) any { return &s.FloodRate }},
+	{"flood_budget", "flood-budget", "server", func(s *Settings) any { return &s.FloodBudget }},
 	{"vde_shared_port", "vde-shared-port", "server", func(s *Settings) any { return &s.VDESharedPort }},
 	{"quic_cert", "quic-cert", "server", func(s *Settings) any { return &s.QUICCert }},
 	{"quic_key", "quic-key", "server", func(s *Settings) any { return &s.QUICKey }},
@@ -236,6 +239,9 @@ func (s *Settings) checkValues() error {
 	}
 	if err := CheckName(s.Name); err != nil {
 		return err
+	}
+	if s.FloodRate < 0 || s.FloodBudget < 0 {
+		return s.errorf(max(s.lines["flood_rate"], s.lines["flood_budget"]), "flood_rate (--flood-rate) %d, flood_budget (--flood-budget) %d: use a number of frames (copies) a second, or 0 for no limit", s.FloodRate, s.FloodBudget)
 	}
 	if d := s.DeadAfter; d != 0 && (d < MinDeadAfter || d > MaxDeadAfter) {
 		return s.errorf(s.lines["dead_after"], "dead_after (--dead-after) %v: use %v to %v, or 0 for the default detection", d, MinDeadAfter, MaxDeadAfter)

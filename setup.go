@@ -96,10 +96,13 @@ func (su *Setup) open(cfg *Config) error {
 // without opening anything but the PSK file.
 func (s *Settings) config(log *slog.Logger) (Config, error) {
 	cfg := Config{Responder: s.Role == "server", Keepalive: s.Keepalive, Isolate: s.Isolate, Logger: log,
-		FDBMaxAge: s.FDBAge, MaxMACs: s.MaxMACs, FloodRate: s.FloodRate, DropBPDU: s.BPDU == "drop",
+		FDBMaxAge: s.FDBAge, MaxMACs: s.MaxMACs, FloodRate: s.FloodRate, FloodBudget: s.FloodBudget, DropBPDU: s.BPDU == "drop",
 		DeadAfter: s.DeadAfter}
 	if s.FloodRate == 0 {
 		cfg.FloodRate = -1
+	}
+	if s.FloodBudget == 0 || s.Role != "server" { // a client's copies are its frames: the flood rate bounds them
+		cfg.FloodBudget = -1
 	}
 	var err error
 	if cfg.CryptoWorkers, err = s.cryptoWorkers(); err != nil {

@@ -88,6 +88,7 @@ func newFlagSet(s *cab.Settings, server bool, stderr io.Writer) *flag.FlagSet {
 	fs.StringVar(&s.UDPGRO, "udp-gro", s.UDPGRO, "UDP receive offload (the kernel glues datagrams), where the kernel has it: on or off")
 	fs.StringVar(&s.Workers, "crypto-workers", s.Workers, "goroutines that help seal and open large batches, frames kept in order: auto (one fewer than the cores from 4 cores up, none below) or a number (0: none)")
 	fs.StringVar(&s.QUICALPN, "quic-alpn", s.QUICALPN, "TLS application `protocol` that quic offers; both ends must agree (h3 looks like HTTP/3)")
+	fs.IntVar(&s.FloodRate, "flood-rate", s.FloodRate, "most broadcast/multicast/unknown frames per second from the local port, and on a server from each client; the rest is dropped before it is sealed or copied (0: no limit)")
 	if server {
 		serverFlags(fs, s)
 	} else {
@@ -120,7 +121,7 @@ func serverFlags(fs *flag.FlagSet, s *cab.Settings) {
 	fs.BoolVar(&s.AllowAnyPSK, "allow-any-psk", s.AllowAnyPSK, "with [[peer]] tables and --psk, accept any client holding the PSK too (default: the tables' clients only)")
 	fs.DurationVar(&s.FDBAge, "fdb-age", s.FDBAge, "how long a learned MAC is remembered")
 	fs.IntVar(&s.MaxMACs, "max-macs", s.MaxMACs, "most MACs learned behind one client")
-	fs.IntVar(&s.FloodRate, "flood-rate", s.FloodRate, "most broadcast/multicast/unknown frames per second from one client (0: no limit)")
+	fs.IntVar(&s.FloodBudget, "flood-budget", s.FloodBudget, "most copies of flooded frames per second (frames × the clients and port each goes to), shared fairly among the clients (0: no limit)")
 }
 
 func clientFlags(fs *flag.FlagSet, s *cab.Settings) {
