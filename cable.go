@@ -114,12 +114,12 @@ const (
 	// long behind a burst of flooding.
 	floodBurstPerSecond = 10
 	// shedAfter is how long packets may wait in a carrier's receive queue
-	// before the cable counts itself behind and drops the packets of the
-	// senders above their fair share unopened; maxQueueDelay how long
-	// before the share shrinks to minShare, so that no backlog builds (as
-	// long as the stream carriers let a packet wait); fairWindow how many
-	// packets the fair shares are counted over, and minShare the packets
-	// of every sender in a window that are always opened.
+	// before the cable counts itself behind and drops some of the packets
+	// of the senders above their fair share unopened, and maxQueueDelay
+	// how long before it drops all of them (as long as the stream carriers
+	// let a packet wait); fairWindow is how many packets the fair shares
+	// are counted over, and minShare the packets of every sender in a
+	// window that are always opened (receive.go, fairness).
 	shedAfter     = 10 * time.Millisecond
 	maxQueueDelay = 100 * time.Millisecond
 	fairWindow    = 1024

@@ -10,15 +10,19 @@
 //
 //	port ──ReadBatch──▶ portLoop (send.go): learn src MAC (forward.go) · clamp MSS
 //	                    (clamp.go) · fdb lookup · seal per destination peer, or
+//	                    flood within the flood rate and budget (mayFlood), or
 //	                    fragment (fragment.go) · outBatch.flush: seals spread
 //	                    over the crypto workers (parallel.go) · WriteBatch per conn ──▶ wire
-//	wire ──ReadBatch──▶ connLoop (receive.go): header · index → session · Open
+//	wire ──ReadBatch──▶ connLoop (receive.go): header · index → session · while
+//	                    reading falls behind, shed the senders above their
+//	                    fair share (fairness) · Open
 //	                    · authenticate: path, liveness, asks answered at once,
 //	                      probes (plpmtud.go), reassembly (fragment.go)
 //	                    · admit: size, MAC and VLAN policy
 //	                    · forward: a BPDU's topology change forgets the fdb
 //	                      (stp.go) · learn src MAC (peer) · deliver to port, or
-//	                      relay to another peer (split horizon; none if isolated) ──▶ port
+//	                      relay to another peer (split horizon; none if isolated),
+//	                      or flood within the peer's flood rate and the budget ──▶ port
 //	                    handshake messages ──▶ handshake.go: initiation, response,
 //	                      the index table; peers.go creates the peer it is for
 //	timerLoop (timers.go): keepalives, asks (Config.DeadAfter), handshake

@@ -33,7 +33,6 @@ const (
 	dropFloodLimit
 	dropFloodBudget
 	dropFairShare
-	dropLate
 	numDropReasons
 )
 
@@ -57,7 +56,6 @@ var dropNames = [numDropReasons]string{
 	dropFloodLimit:      "flood limit",
 	dropFloodBudget:     "flood budget",
 	dropFairShare:       "fair share",
-	dropLate:            "late",
 }
 
 func (r dropReason) String() string { return dropNames[r] }

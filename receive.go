@@ -92,20 +92,22 @@ func (c *Cable) receiveBatch(conn transport.Conn, ps []transport.Packet, fair *f
 
 // fairness is a conn loop's account of who sends how much while it falls
 // behind. While packets wait longer than shedAfter in the carrier's queue,
-// the loop opens no more of a sender's data in a window of fairWindow
-// packets than the window's fair share (its packets divided among its
-// senders, and at least minShare): the loss falls on the senders of the
-// most, and the reading catches up at the cost of a header and a lookup
-// per packet dropped. While they wait longer than maxQueueDelay, the share
-// is minShare alone, so that the queue empties and no backlog is replayed
-// late. Keepalives and probes are always opened, and so are the first
-// minShare data packets of every sender in a window: they are how peers
-// know each other alive, so no peer is declared down while its packets
-// arrive. The sender of a packet is the peer its receiver index names,
-// before it authenticated: a forged packet can only be counted against
-// the peer whose index it bears.
+// the senders above their fair share of a window of fairWindow packets
+// (the window's packets divided among its senders) lose data packets
+// before they are opened: a share of them that grows with the wait, from
+// none at shedAfter to all at maxQueueDelay. So the loss falls on the
+// senders of the most, gently while the loop is a little behind (a TCP
+// flow backs off) and wholly when it is far behind, and the reading catches
+// up at the cost of a header and a lookup per packet dropped. Keepalives
+// and probes are always opened, and so are the first minShare data packets
+// of every sender in a window: they are how peers know each other alive,
+// so no peer is declared down while its packets arrive. The sender of a
+// packet is the peer its receiver index names, before it authenticated: a
+// forged packet can only be counted against the peer whose index it bears.
 type fairness struct {
 	delay  time.Duration // how long the batch being handled waited
+	shed   float64       // the share of packets over their sender's share dropped
+	owed   float64       // drops owed: shed accumulated, spent one drop at a time
 	counts map[*peer]int // data packets per sender in this window
 	total  int
 }
@@ -113,6 +115,7 @@ type fairness struct {
 // next starts on a batch that waited delay in the carrier's queue.
 func (f *fairness) next(delay time.Duration) {
 	f.delay = delay
+	f.shed = min(1, max(0, float64(delay-shedAfter)/float64(maxQueueDelay-shedAfter)))
 	if f.total >= fairWindow || delay <= shedAfter && f.total > 0 {
 		clear(f.counts)
 		f.total = 0
@@ -131,17 +134,15 @@ func (f *fairness) admit(c *Cable, p *peer, typ byte, size int) bool {
 	n := f.counts[p] + 1
 	f.counts[p] = n
 	f.total++
-	switch {
-	case n <= minShare:
+	if n <= minShare || n <= f.total/len(f.counts) {
 		return true
-	case f.delay > maxQueueDelay:
-		c.drop(p, dropLate)
-		return false
-	case n > f.total/len(f.counts):
-		c.drop(p, dropFairShare)
-		return false
 	}
-	return true
+	if f.owed += f.shed; f.owed < 1 {
+		return true
+	}
+	f.owed--
+	c.drop(p, dropFairShare)
+	return false
 }
 
 // sealedType reports whether packets of type typ are sealed with a

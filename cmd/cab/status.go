@@ -170,7 +170,6 @@ var dropLabels = map[string]string{
 	"flood limit":      "broadcast/multicast/unknown frames over the flood rate",
 	"flood budget":     "flooded frames over the hub's flood budget",
 	"fair share":       "packets over the sender's fair share while reading fell behind",
-	"late":             "packets that waited too long while reading fell behind",
 }
 
 // dropTotal is the DROPS column: how many, all reasons.
