@@ -2,10 +2,14 @@ package udp
 
 import (
 	"bytes"
+	"encoding/binary"
 	"net"
 	"net/netip"
 	"testing"
 	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
 
 	"cab/transport"
 )
@@ -135,4 +139,61 @@ func TestQueueDelay(t *testing.T) {
 			t.Errorf("gro %v: packets read at once: QueueDelay %v", gro, d)
 		}
 	}
+}
+
+// cmsg returns one control message of level and typ carrying data.
+func cmsg(level, typ int32, data []byte) []byte {
+	b := make([]byte, unix.CmsgSpace(len(data)))
+	h := (*unix.Cmsghdr)(unsafe.Pointer(&b[0]))
+	h.Level, h.Type = level, typ
+	h.SetLen(unix.CmsgLen(len(data)))
+	copy(b[unix.CmsgLen(0):], data)
+	return b
+}
+
+// TestScanCmsgs: the GRO segment size and the receive time are found in
+// any order, and a truncated or malformed buffer gives what was read
+// before the damage, never a panic.
+func TestScanCmsgs(t *testing.T) {
+	ts := unix.NsecToTimespec(1_700_000_000_123_456_789)
+	stamp := cmsg(unix.SOL_SOCKET, unix.SCM_TIMESTAMPNS, unsafe.Slice((*byte)(unsafe.Pointer(&ts)), unsafe.Sizeof(ts)))
+	gro := cmsg(unix.IPPROTO_UDP, unix.UDP_GRO, binary.NativeEndian.AppendUint32(nil, 1400))
+	for _, c := range []struct {
+		name      string
+		oob       []byte
+		gro       int
+		stamp     int64
+		truncated bool
+	}{
+		{"both", append(append([]byte{}, stamp...), gro...), 1400, ts.Nano(), false},
+		{"gro first", append(append([]byte{}, gro...), stamp...), 1400, ts.Nano(), false},
+		{"stamp", stamp, 0, ts.Nano(), false},
+		{"none", nil, 0, 0, false},
+		{"cut stamp", stamp[:len(stamp)-4], 0, 0, true},
+		{"cut after gro", append(append([]byte{}, gro...), stamp[:10]...), 1400, 0, true},
+	} {
+		g, s := scanCmsgs(c.oob)
+		if g != c.gro || s != c.stamp {
+			t.Errorf("%s: gro %d, stamp %d; want %d, %d", c.name, g, s, c.gro, c.stamp)
+		}
+	}
+	bad := append([]byte{}, stamp...)
+	(*unix.Cmsghdr)(unsafe.Pointer(&bad[0])).SetLen(1 << 20)
+	if g, s := scanCmsgs(bad); g != 0 || s != 0 {
+		t.Errorf("a length past the buffer: gro %d, stamp %d", g, s)
+	}
+}
+
+// FuzzScanCmsgs: no buffer makes scanCmsgs panic.
+func FuzzScanCmsgs(f *testing.F) {
+	ts := unix.NsecToTimespec(1)
+	f.Add(cmsg(unix.SOL_SOCKET, unix.SCM_TIMESTAMPNS, unsafe.Slice((*byte)(unsafe.Pointer(&ts)), unsafe.Sizeof(ts))))
+	f.Add(cmsg(unix.IPPROTO_UDP, unix.UDP_GRO, []byte{1, 2, 3, 4}))
+	f.Add([]byte{})
+	f.Fuzz(func(t *testing.T, oob []byte) {
+		// The kernel aligns control messages; so does the buffer here.
+		b := make([]byte, len(oob), len(oob)+8)
+		copy(b, oob)
+		scanCmsgs(b)
+	})
 }
