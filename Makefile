@@ -10,6 +10,9 @@
 #                 installs them); prints a Markdown table
 #   make bench-dns  the DNS tunnel through a real Unbound at 0, 1 and 5 %
 #                 query loss (root); prints a Markdown table
+#   make soak     a hub of 50 clients, quiet and with one client flooding
+#                 broadcasts (raw frames, then ping -b), about 3 minutes
+#                 (root); prints Markdown tables
 #   make gobench  the Go benchmarks (seal/open, fdb, clamp, the whole cable)
 #   make install  cab into $(PREFIX)/bin, the systemd unit cab@.service,
 #                 an example /etc/cab/example.toml and the pre-shared key
@@ -33,7 +36,7 @@ PREFIX  ?= /usr/local
 # fails when one does not. The README's "Other systems" section names them.
 CROSS   := linux/amd64 linux/arm64 freebsd/amd64 freebsd/arm64 darwin/amd64 darwin/arm64 windows/amd64 windows/arm64
 
-.PHONY: all build demo test deps unit integration fuzz vet cross bench bench-dns gobench install clean
+.PHONY: all build demo test deps unit integration fuzz vet cross bench bench-dns soak gobench install clean
 
 all: build
 
@@ -99,6 +102,11 @@ bench: build
 
 bench-dns: build deps
 	bash bench/dns.sh ./cab
+
+soak: build
+	@if [ "$$(id -u)" != 0 ]; then echo "make soak needs root (network namespaces, TAP devices): run sudo make soak"; exit 1; fi
+	FLOOD=raw bash bench/hub.sh ./cab
+	FLOOD=ping bash bench/hub.sh ./cab
 
 gobench:
 	$(GO) test -run '^$$' -bench . -benchmem $$($(GO) list ./... | grep -v /test$$)
