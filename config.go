@@ -245,7 +245,7 @@ const DefaultFloodRate = 2000
 
 // DefaultFloodBudget is the default of Config.FloodBudget, in copies a
 // second.
-const DefaultFloodBudget = 5000
+const DefaultFloodBudget = 10000
 
 func (c *Config) floodBudget() int {
 	switch {

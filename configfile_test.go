@@ -146,6 +146,9 @@ allowed_vlans = [0, 10]
 		{"server", "[[peer]]\npublic_key = \"" + key + "\"\ntransport = \"tcp\"\n", "bad.toml:3: transport in a server's [[peer]]"},
 		{"server", "[[peer]]\npublic_key = \"" + key + "\"\nkeepalive = 5\n", "bad.toml:3: keepalive: want a string in quotes"},
 		{"server", "peer = 3\n", "bad.toml:1: peer must be [[peer]] tables"},
+		{"client", "psk = \"/k\"\nflood_budget = 100\n", "bad.toml:2: flood_budget is a server's setting"},
+		{"server", "isolate = true\nflood_rate = -5\n", "bad.toml:2: flood_rate (--flood-rate) -5"},
+		{"server", "flood_budget = -1\n", "bad.toml:1: flood_rate (--flood-rate) 2000, flood_budget (--flood-budget) -1: use"},
 	} {
 		p := write("bad.toml", c.text)
 		_, err := checked(p, c.role)
@@ -155,6 +158,42 @@ allowed_vlans = [0, 10]
 	}
 	if _, err := ParseFile(filepath.Join(dir, "missing.toml")); err == nil || !strings.Contains(err.Error(), "missing.toml") {
 		t.Errorf("missing file: %v", err)
+	}
+}
+
+// TestFloodSettings: flood_rate is a client's setting too; the flood
+// budget is a server's alone (a client's copies are its frames); 0 means
+// no limit.
+func TestFloodSettings(t *testing.T) {
+	for _, c := range []struct {
+		role, text        string
+		wantRate, wantBud int
+	}{
+		{"client", "psk = \"/k\"\n", DefaultFloodRate, -1},
+		{"client", "psk = \"/k\"\nflood_rate = 100\n", 100, -1},
+		{"client", "psk = \"/k\"\nflood_rate = 0\n", -1, -1},
+		{"server", "", DefaultFloodRate, DefaultFloodBudget},
+		{"server", "flood_rate = 300\nflood_budget = 7000\n", 300, 7000},
+		{"server", "flood_budget = 0\n", DefaultFloodRate, -1},
+	} {
+		s, err := Parse(strings.NewReader(c.text), "flood.toml")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c.role == "client" {
+			s.Servers = []string{"192.0.2.1"}
+		}
+		if err := s.Check(c.role); err != nil {
+			t.Fatalf("%s %q: %v", c.role, c.text, err)
+		}
+		s.PSK = ""
+		cfg, err := s.config(nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if cfg.FloodRate != c.wantRate || cfg.FloodBudget != c.wantBud {
+			t.Errorf("%s %q: flood rate %d, budget %d; want %d, %d", c.role, c.text, cfg.FloodRate, cfg.FloodBudget, c.wantRate, c.wantBud)
+		}
 	}
 }
 

@@ -102,9 +102,8 @@ func DefaultSettings() *Settings {
 		Local: "tap:cab0", Transport: "udp", Keepalive: DefaultKeepalive, Name: "cab", LogFormat: "text",
 		BPDU: "pass", MSSClamp: "auto", UDPGSO: "on", UDPGRO: "on", Workers: "auto", QUICALPN: quic.DefaultALPN,
 		ListenPort: DefaultPort, FDBAge: defaultFDBMaxAge, MaxMACs: defaultFDBMaxPerPeer, FloodRate: DefaultFloodRate,
-		FloodBudget: DefaultFloodBudget,
-		DNSListen:   ":53", SSHCommand: "ssh -T -o BatchMode=yes -o ServerAliveInterval=10 -o ServerAliveCountMax=3",
-		SSHRemote: "cab pipe",
+		FloodBudget: DefaultFloodBudget, DNSListen: ":53",
+		SSHCommand: "ssh -T -o BatchMode=yes -o ServerAliveInterval=10 -o ServerAliveCountMax=3", SSHRemote: "cab pipe",
 	}
 }
 
