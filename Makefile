@@ -11,7 +11,7 @@
 #   make bench-dns  the DNS tunnel through a real Unbound at 0, 1 and 5 %
 #                 query loss (root); prints a Markdown table
 #   make soak     a hub of 50 clients, quiet and with one client flooding
-#                 broadcasts (raw frames, then ping -b), about 3 minutes
+#                 broadcasts (raw frames, then ping -b), about 5 minutes
 #                 (root); prints Markdown tables
 #   make gobench  the Go benchmarks (seal/open, fdb, clamp, the whole cable)
 #   make install  cab into $(PREFIX)/bin, the systemd unit cab@.service,
