@@ -10,9 +10,11 @@
 #                 installs them); prints a Markdown table
 #   make bench-dns  the DNS tunnel through a real Unbound at 0, 1 and 5 %
 #                 query loss (root); prints a Markdown table
-#   make soak     a hub of 50 clients, quiet and with one client flooding
-#                 broadcasts (raw frames, then ping -b), about 5 minutes
-#                 (root); prints Markdown tables
+#   make soak     a hub of 50 clients for an hour of mixed traffic, its
+#                 goroutines, open files and RSS every minute (TestSoak with
+#                 CAB_SOAK=1h; make test runs it for 60 s), then quiet and
+#                 with one client flooding broadcasts (raw frames, then
+#                 ping -b), about 70 minutes (root); prints Markdown tables
 #   make gobench  the Go benchmarks (seal/open, fdb, clamp, the whole cable)
 #   make install  cab into $(PREFIX)/bin, the systemd unit cab@.service,
 #                 an example /etc/cab/example.toml and the pre-shared key
@@ -87,7 +89,7 @@ unit:
 	$(GO) test -count=1 -race $$($(GO) list ./... | grep -v /test$$)
 
 integration: build
-	$(GO) test -count=1 -v -timeout 15m ./test/
+	$(GO) test -count=1 -v -timeout 20m ./test/
 
 test: deps vet cross unit integration
 
@@ -105,6 +107,7 @@ bench-dns: build deps
 
 soak: build
 	@if [ "$$(id -u)" != 0 ]; then echo "make soak needs root (network namespaces, TAP devices): run sudo make soak"; exit 1; fi
+	CAB_SOAK=$${CAB_SOAK:-1h} CAB_SOAK_EVERY=$${CAB_SOAK_EVERY:-1m} $(GO) test -count=1 -v -timeout 0 -run '^TestSoak$$' ./test/
 	FLOOD=raw bash bench/hub.sh ./cab
 	FLOOD=ping bash bench/hub.sh ./cab
 
