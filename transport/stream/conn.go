@@ -59,11 +59,15 @@ func (a Addr) String() string {
 // small) and returns it. A zero length is ErrBadLength; a stream that ends
 // inside a packet is io.ErrUnexpectedEOF.
 func ReadPacket(r *bufio.Reader, buf []byte) ([]byte, error) {
-	var h [2]byte
-	if _, err := io.ReadFull(r, h[:]); err != nil {
+	// The length is read into buf: a local array would escape to the
+	// heap through io.ReadFull, an allocation per packet.
+	if cap(buf) < 2 {
+		buf = make([]byte, 0, 2048)
+	}
+	if _, err := io.ReadFull(r, buf[:2]); err != nil {
 		return nil, err
 	}
-	n := int(binary.BigEndian.Uint16(h[:]))
+	n := int(binary.BigEndian.Uint16(buf[:2]))
 	if n == 0 {
 		return nil, ErrBadLength
 	}
@@ -92,19 +96,31 @@ type packet struct {
 	at   int64 // when it was queued, unix nanoseconds
 }
 
-var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, 2048); return &b }}
+// freeBufs holds the buffers of packets handled, for the next ones: a
+// channel of slices rather than a sync.Pool, whose Put of a []byte would
+// allocate a header each time (a packet's worth of garbage per packet).
+var freeBufs = make(chan []byte, 4096)
 
+// getBuf returns an empty buffer of capacity n or more.
 func getBuf(n int) []byte {
-	bp := bufPool.Get().(*[]byte)
-	if cap(*bp) < n {
-		return make([]byte, 0, n)
+	select {
+	case b := <-freeBufs:
+		if cap(b) >= n {
+			return b[:0]
+		}
+	default:
 	}
-	return (*bp)[:0]
+	return make([]byte, 0, max(n, 2048))
 }
 
+// putBuf gives b back for reuse, unless it is outsized or enough are kept.
 func putBuf(b []byte) {
-	if cap(b) <= 1<<16 {
-		bufPool.Put(&b)
+	if cap(b) > 1<<16 {
+		return
+	}
+	select {
+	case freeBufs <- b:
+	default:
 	}
 }
 
@@ -112,6 +128,7 @@ func putBuf(b []byte) {
 // into the conn's inbox, and a writer goroutine that sends its queue.
 type stream struct {
 	addr  Addr
+	taddr transport.Addr // addr, converted once: a conversion per packet would allocate
 	rw    io.ReadWriteCloser
 	queue chan packet
 	done  chan struct{}
@@ -230,7 +247,7 @@ func (b *base) readLoop(s *stream) {
 			return
 		}
 		select {
-		case b.inbox <- transport.Packet{B: buf, Addr: s.addr}:
+		case b.inbox <- transport.Packet{B: buf, Addr: s.taddr}:
 		case <-s.done:
 			return
 		case <-b.closed:
@@ -318,7 +335,7 @@ func (b *base) closeBase(extra func()) error {
 }
 
 func newStream(addr Addr, rw io.ReadWriteCloser) *stream {
-	return &stream{addr: addr, rw: rw, queue: make(chan packet, queuePackets), done: make(chan struct{})}
+	return &stream{addr: addr, taddr: addr, rw: rw, queue: make(chan packet, queuePackets), done: make(chan struct{})}
 }
 
 // tooBig is what WriteBatch says of a packet longer than MaxPacket.

@@ -548,3 +548,25 @@ func TestServerLimitsStrangers(t *testing.T) {
 		t.Errorf("refused_streams = %d, want 1", got)
 	}
 }
+
+// TestPacketPathAllocs: reading a framed packet into a recycled buffer and
+// giving the buffer back allocates nothing, so a stream carrier's steady
+// state makes no garbage per packet.
+func TestPacketPathAllocs(t *testing.T) {
+	framed := AppendPacket(nil, make([]byte, 1400))
+	src := bytes.NewReader(nil)
+	r := bufio.NewReaderSize(src, 64<<10)
+	putBuf(getBuf(2048)) // one buffer in circulation
+	allocs := testing.AllocsPerRun(1000, func() {
+		src.Reset(framed)
+		r.Reset(src)
+		buf, err := ReadPacket(r, getBuf(2048))
+		if err != nil || len(buf) != 1400 {
+			t.Fatalf("ReadPacket: %d bytes, %v", len(buf), err)
+		}
+		putBuf(buf)
+	})
+	if allocs != 0 {
+		t.Errorf("%.1f allocations per packet, want 0", allocs)
+	}
+}
