@@ -2,7 +2,6 @@ package quic
 
 import (
 	"errors"
-	"sync"
 	"time"
 
 	"github.com/quic-go/quic-go"
@@ -24,12 +23,20 @@ type queued struct {
 
 func newDropQueue(n int) *dropQueue { return &dropQueue{ch: make(chan queued, n)} }
 
-var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, MaxPacket); return &b }}
+// freeBufs holds the buffers of packets sent, for the next ones: a channel
+// of slices rather than a sync.Pool, whose Put of a []byte would allocate
+// a header each time.
+var freeBufs = make(chan []byte, 4096)
 
 // put queues a copy of p, queued at now; false when the queue was full.
 func (q *dropQueue) put(p []byte, now int64) bool {
-	bp := bufPool.Get().(*[]byte)
-	b := append((*bp)[:0], p...)
+	var b []byte
+	select {
+	case b = <-freeBufs:
+	default:
+		b = make([]byte, 0, MaxPacket)
+	}
+	b = append(b[:0], p...)
 	select {
 	case q.ch <- queued{b: b, at: now}:
 		return true
@@ -41,8 +48,10 @@ func (q *dropQueue) put(p []byte, now int64) bool {
 
 func putBuf(b []byte) {
 	if cap(b) >= MaxPacket && cap(b) <= 2*MaxPacket {
-		b = b[:0]
-		bufPool.Put(&b)
+		select {
+		case freeBufs <- b[:0]:
+		default:
+		}
 	}
 }
 
