@@ -80,6 +80,37 @@ type File struct {
 // Recheck is how often at most a File looks at its file again.
 const Recheck = 200 * time.Millisecond
 
+// settle is how long a file must have been left alone before a File reads
+// it: a writer that truncates the file and then writes it (os.WriteFile,
+// `echo … > FILE`, an editor saving in place) leaves it empty or half
+// written for a moment, and reading it then would drop every client it
+// lists. settleTries bounds the wait for a file that keeps changing.
+const (
+	settle      = 20 * time.Millisecond
+	settleTries = 10
+)
+
+// changed reports whether the file described by st is another, or another
+// version, than the one described by old.
+func changed(st, old os.FileInfo) bool {
+	return !st.ModTime().Equal(old.ModTime()) || st.Size() != old.Size() || !os.SameFile(st, old)
+}
+
+// settled stats the file once it has not changed for settle, waiting for
+// that (at most settleTries times settle) when it changed a moment ago.
+func (a *File) settled() (os.FileInfo, error) {
+	st, err := os.Stat(a.path)
+	for i := 0; err == nil && i < settleTries; i++ {
+		age := time.Since(st.ModTime())
+		if age >= settle || age < 0 {
+			break
+		}
+		time.Sleep(settle - age)
+		st, err = os.Stat(a.path)
+	}
+	return st, err
+}
+
 // Load reads path. warn receives the errors of later re-reads.
 func Load(path string, warn func(error)) (*File, error) {
 	a := &File{path: path, warn: warn}
@@ -89,26 +120,45 @@ func Load(path string, warn func(error)) (*File, error) {
 	return a, nil
 }
 
+// reload reads the file again, and again (at most settleTries times) while
+// it changes under the reading, so that a File never takes half a file.
 func (a *File) reload() error {
+	var err error
+	for range settleTries {
+		var done bool
+		if done, err = a.read(); done {
+			return err
+		}
+		time.Sleep(settle)
+	}
+	return err
+}
+
+// read reads the file once; done is false when the file changed while it
+// was read, and the result is not kept.
+func (a *File) read() (done bool, err error) {
 	f, err := os.Open(a.path)
 	if err != nil {
-		return fmt.Errorf("allow file: %w", err)
+		return true, fmt.Errorf("allow file: %w", err)
 	}
 	defer f.Close()
 	st, err := f.Stat()
 	if err != nil {
-		return fmt.Errorf("allow file: %w", err)
+		return true, fmt.Errorf("allow file: %w", err)
 	}
 	entries, err := Parse(f, a.path)
+	if now, serr := os.Stat(a.path); serr == nil && changed(now, st) {
+		return false, fmt.Errorf("allow file %s: changed while it was read", a.path)
+	}
 	if err != nil {
-		return err
+		return true, err
 	}
 	keys := make(map[crypto.PublicKey]string, len(entries))
 	for _, e := range entries {
 		keys[e.Key] = e.Name
 	}
 	a.keys, a.info = keys, st
-	return nil
+	return true, nil
 }
 
 // Len returns the number of keys listed.
@@ -124,8 +174,8 @@ func (a *File) Lookup(key crypto.PublicKey) (string, bool) {
 	defer a.mu.Unlock()
 	if now := time.Now(); now.Sub(a.checked) >= Recheck {
 		a.checked = now
-		st, err := os.Stat(a.path)
-		if err == nil && (!st.ModTime().Equal(a.info.ModTime()) || st.Size() != a.info.Size() || !os.SameFile(st, a.info)) {
+		st, err := a.settled()
+		if err == nil && changed(st, a.info) {
 			err = a.reload()
 		}
 		if err != nil && err.Error() != a.lastErr && a.warn != nil {

@@ -1,6 +1,7 @@
 package allow
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -120,4 +121,41 @@ func mustKey(t testing.TB) crypto.PrivateKey {
 		t.Fatal(err)
 	}
 	return k
+}
+
+// TestFileTornWrite: a writer that truncates the allow file and writes it
+// a moment later (os.WriteFile, `echo … > FILE`, an editor saving in place)
+// never makes the File drop the clients listed before and after: a check
+// that falls between the two waits for the file to settle.
+func TestFileTornWrite(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "clients.txt")
+	k := mustKey(t).Public()
+	if err := os.WriteFile(path, []byte(k.String()+" branch\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	a, err := Load(path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 5 {
+		name := fmt.Sprintf("branch-%d", i)
+		if err := os.Truncate(path, 0); err != nil {
+			t.Fatal(err)
+		}
+		wrote := make(chan error, 1)
+		go func() {
+			time.Sleep(5 * time.Millisecond)
+			wrote <- os.WriteFile(path, []byte(k.String()+" "+name+"\n"), 0o600)
+		}()
+		a.mu.Lock()
+		a.checked = time.Time{} // look at the file now, while it is empty
+		a.mu.Unlock()
+		got, ok := a.Lookup(k)
+		if err := <-wrote; err != nil {
+			t.Fatal(err)
+		}
+		if !ok || got != name {
+			t.Fatalf("a check during the write: %q %v, want %q allowed", got, ok, name)
+		}
+	}
 }
