@@ -103,3 +103,27 @@ func TestReadQueued(t *testing.T) {
 type testAddr string
 
 func (a testAddr) String() string { return string(a) }
+
+// TestFreeList: a buffer put back is handed out again, without an
+// allocation; one out of the kept range is not kept; Get never returns a
+// buffer smaller than asked.
+func TestFreeList(t *testing.T) {
+	f := NewFreeList(2, 100, 1000)
+	f.Put(make([]byte, 5, 200))
+	allocs := testing.AllocsPerRun(100, func() { f.Put(f.Get(150)) })
+	if allocs != 0 {
+		t.Errorf("%.1f allocations per Get and Put, want 0", allocs)
+	}
+	if b := f.Get(150); len(b) != 0 || cap(b) != 200 {
+		t.Errorf("Get(150) = len %d cap %d, want the kept buffer, emptied", len(b), cap(b))
+	}
+	f.Put(make([]byte, 0, 2000)) // too big to keep
+	f.Put(make([]byte, 0, 50))   // too small to keep
+	if b := f.Get(10); cap(b) != 100 {
+		t.Errorf("Get(10) after outsized Puts: cap %d, want a new buffer of 100", cap(b))
+	}
+	f.Put(make([]byte, 0, 120))
+	if b := f.Get(500); cap(b) < 500 {
+		t.Errorf("Get(500) = cap %d, want at least 500", cap(b))
+	}
+}

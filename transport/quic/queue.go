@@ -4,6 +4,8 @@ import (
 	"errors"
 	"time"
 
+	"cab/transport"
+
 	"github.com/quic-go/quic-go"
 )
 
@@ -23,20 +25,12 @@ type queued struct {
 
 func newDropQueue(n int) *dropQueue { return &dropQueue{ch: make(chan queued, n)} }
 
-// freeBufs holds the buffers of packets sent, for the next ones: a channel
-// of slices rather than a sync.Pool, whose Put of a []byte would allocate
-// a header each time.
-var freeBufs = make(chan []byte, 4096)
+// bufs keeps the buffers of packets sent, for the next ones.
+var bufs = transport.NewFreeList(4096, MaxPacket, 2*MaxPacket)
 
 // put queues a copy of p, queued at now; false when the queue was full.
 func (q *dropQueue) put(p []byte, now int64) bool {
-	var b []byte
-	select {
-	case b = <-freeBufs:
-	default:
-		b = make([]byte, 0, MaxPacket)
-	}
-	b = append(b[:0], p...)
+	b := append(bufs.Get(len(p)), p...)
 	select {
 	case q.ch <- queued{b: b, at: now}:
 		return true
@@ -46,14 +40,7 @@ func (q *dropQueue) put(p []byte, now int64) bool {
 	}
 }
 
-func putBuf(b []byte) {
-	if cap(b) >= MaxPacket && cap(b) <= 2*MaxPacket {
-		select {
-		case freeBufs <- b[:0]:
-		default:
-		}
-	}
-}
+func putBuf(b []byte) { bufs.Put(b) }
 
 // len returns how many packets wait.
 func (q *dropQueue) len() int { return len(q.ch) }

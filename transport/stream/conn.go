@@ -96,33 +96,11 @@ type packet struct {
 	at   int64 // when it was queued, unix nanoseconds
 }
 
-// freeBufs holds the buffers of packets handled, for the next ones: a
-// channel of slices rather than a sync.Pool, whose Put of a []byte would
-// allocate a header each time (a packet's worth of garbage per packet).
-var freeBufs = make(chan []byte, 4096)
+// bufs keeps the buffers of packets handled, for the next ones.
+var bufs = transport.NewFreeList(4096, 2048, 1<<16)
 
-// getBuf returns an empty buffer of capacity n or more.
-func getBuf(n int) []byte {
-	select {
-	case b := <-freeBufs:
-		if cap(b) >= n {
-			return b[:0]
-		}
-	default:
-	}
-	return make([]byte, 0, max(n, 2048))
-}
-
-// putBuf gives b back for reuse, unless it is outsized or enough are kept.
-func putBuf(b []byte) {
-	if cap(b) > 1<<16 {
-		return
-	}
-	select {
-	case freeBufs <- b:
-	default:
-	}
-}
+func getBuf(n int) []byte { return bufs.Get(n) }
+func putBuf(b []byte)     { bufs.Put(b) }
 
 // stream is one open byte stream: a reader goroutine that frames packets
 // into the conn's inbox, and a writer goroutine that sends its queue.
