@@ -39,6 +39,7 @@ const (
 	TypeData     byte = 4 // data; an empty payload is a keepalive
 	TypeFragment byte = 5 // data carrying a fragment of a frame too big for the path
 	TypeProbe    byte = 6 // a padded path-MTU probe, or the answer to one
+	TypeControl  byte = 7 // a sealed control message (segment joins)
 )
 
 // Protocol timers and limits, WireGuard's values.
@@ -254,7 +255,7 @@ func ParseHeader(pkt []byte) (typ byte, receiver uint32, ok bool) {
 	}
 	typ = pkt[0]
 	switch typ {
-	case TypeData, TypeFragment, TypeProbe:
+	case TypeData, TypeFragment, TypeProbe, TypeControl:
 		if len(pkt) < HeaderLen+TagLen {
 			return typ, 0, false
 		}

@@ -326,6 +326,7 @@ func (h *Initiator) Consume(msg2 []byte) (*Session, error) {
 	if err != nil {
 		return nil, ErrAuth
 	}
+	binding := h.hs.ChannelBinding()
 	h.hs = nil // one response only
 	if len(payload) != 5 || cs1 == nil {
 		return nil, errBadHandshake
@@ -343,7 +344,7 @@ func (h *Initiator) Consume(msg2 []byte) (*Session, error) {
 	if !offered {
 		return nil, errNoCipher
 	}
-	return newSession(c, cs1.UnsafeKey(), cs2.UnsafeKey(), h.local, remote, true)
+	return newSession(c, cs1.UnsafeKey(), cs2.UnsafeKey(), h.local, remote, true, binding)
 }
 
 // A Responder answers initiations addressed to its static key. It is
@@ -535,11 +536,12 @@ func (p *PendingInit) Respond(psk *Secret, localIndex uint32) ([]byte, *Session,
 	if err != nil {
 		return nil, nil, fmt.Errorf("crypto: handshake: %w", err)
 	}
+	binding := p.hs.ChannelBinding()
 	p.hs = nil
 	mk := macKey(p.peer)
 	m := mac1(&mk, msg)
 	msg = append(msg, m[:]...)
-	s, err := newSession(chosen, cs2.UnsafeKey(), cs1.UnsafeKey(), localIndex, p.remote, false)
+	s, err := newSession(chosen, cs2.UnsafeKey(), cs1.UnsafeKey(), localIndex, p.remote, false, binding)
 	if err != nil {
 		return nil, nil, err
 	}

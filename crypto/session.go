@@ -77,6 +77,7 @@ type Session struct {
 	cipher     Cipher
 	created    time.Time
 	initiator  bool
+	binding    []byte // the handshake hash, which no other session shares
 
 	sent atomic.Uint64 // next send counter
 
@@ -84,7 +85,7 @@ type Session struct {
 	replay replay.Window
 }
 
-func newSession(c Cipher, sendKey, recvKey [32]byte, local, remote uint32, initiator bool) (*Session, error) {
+func newSession(c Cipher, sendKey, recvKey [32]byte, local, remote uint32, initiator bool, binding []byte) (*Session, error) {
 	send, err := newAEAD(c, sendKey)
 	if err != nil {
 		return nil, err
@@ -94,7 +95,7 @@ func newSession(c Cipher, sendKey, recvKey [32]byte, local, remote uint32, initi
 		return nil, err
 	}
 	return &Session{send: send, recv: recv, local: local, remote: remote, cipher: c,
-		created: time.Now(), initiator: initiator}, nil
+		created: time.Now(), initiator: initiator, binding: binding}, nil
 }
 
 // LocalIndex is the index peers put in the headers of packets to us.
@@ -108,6 +109,11 @@ func (s *Session) Cipher() Cipher { return s.cipher }
 
 // Created is when the session's handshake completed (time.Now at the time).
 func (s *Session) Created() time.Time { return s.created }
+
+// Binding is the session's channel binding: the Noise handshake hash,
+// equal on both sides and different for every session. A proof made over
+// it (SegmentProof) cannot be replayed into another session.
+func (s *Session) Binding() []byte { return s.binding }
 
 // IsInitiator reports whether this side sent the initiation.
 func (s *Session) IsInitiator() bool { return s.initiator }
@@ -153,6 +159,12 @@ const FlagHeard = 0x01
 // once rather than after its passive-keepalive delay: the sender watches
 // for a dead peer on a short timer. An answer never carries FlagAsk.
 const FlagAsk = 0x02
+
+// FlagSegment, in the flags byte of a data or fragment packet, says that
+// the plaintext ends with a segment id (4 bytes, big endian): the frame
+// belongs to that segment rather than the default one. The id itself is
+// sealed, so the underlay does not show which segment a packet is of.
+const FlagSegment = 0x08
 
 // Flags returns the flags byte of a packet that Open has authenticated.
 func Flags(pkt []byte) byte { return pkt[1] }
