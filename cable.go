@@ -3,6 +3,7 @@ package cab
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"sync"
@@ -27,12 +28,15 @@ type Cable struct {
 	conns     []transport.Conn
 	responder *crypto.Responder
 	ciphers   []crypto.Cipher
-	fdb       *fdb
 	limiter   *ratelimit.Limiter[source]
 	kick      chan struct{} // wakes the timer loop early
 
 	floodBudget *ratelimit.Pool // copies of flooded frames; nil: no limit
-	local       policy          // the flood limits of the cable's own port
+
+	def   *segment                            // the default segment: the cable's port
+	segs  atomic.Pointer[map[uint32]*segment] // the named segments, by id (segment.go)
+	smu   sync.Mutex                          // serialises changes of segs
+	segWG sync.WaitGroup                      // loops of the named segments' ports
 
 	peers atomic.Pointer[[]*peer] // read-mostly snapshot of every peer
 
@@ -46,6 +50,7 @@ type Cable struct {
 	imu     sync.Mutex       // serialises writes of index, and guards pending
 	pending map[uint32]*peer // local index of an initiation in flight
 
+	running atomic.Bool    // Run has started the loops
 	closing atomic.Bool    // Run is shutting down
 	ownWG   sync.WaitGroup // loops of the peers' own ports
 	diagWG  sync.WaitGroup // warnings that check a carrier (diagnose.go)
@@ -132,8 +137,8 @@ func New(cfg Config, port bridgeif.Port, conns []transport.Conn) (*Cable, error)
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	if port == nil && cfg.PortPerPeer == nil {
-		return nil, errors.New("cable: no port (and no port per peer)")
+	if port == nil && cfg.PortPerPeer == nil && len(cfg.Segments) == 0 {
+		return nil, errors.New("cable: no port (and no port per peer, no segment)")
 	}
 	c := &Cable{
 		cfg:     cfg,
@@ -141,7 +146,6 @@ func New(cfg Config, port bridgeif.Port, conns []transport.Conn) (*Cable, error)
 		port:    port,
 		conns:   conns,
 		ciphers: crypto.LocalCiphers(),
-		fdb:     newFDB(cfg.maxMACs(), cfg.Isolate),
 		limiter: ratelimit.New[source](handshakeLimits),
 		kick:    make(chan struct{}, 1),
 		byKey:   make(map[crypto.PublicKey]*peer),
@@ -152,7 +156,17 @@ func New(cfg Config, port bridgeif.Port, conns []transport.Conn) (*Cable, error)
 	if b := cfg.floodBudget(); b > 0 {
 		c.floodBudget = ratelimit.NewPool(float64(b), float64(b)/floodBurstPerSecond)
 	}
-	c.fdb.onReclaim = func(from *peer) { c.drop(from, dropMACConflict) }
+	c.def = c.newSegment(SegmentConfig{Port: port})
+	c.def.id, c.def.name = 0, ""
+	named := map[uint32]*segment{}
+	for _, sc := range cfg.Segments {
+		s := c.newSegment(sc)
+		if _, dup := named[s.id]; dup {
+			return nil, fmt.Errorf("cable: segment %q listed twice", sc.Name)
+		}
+		named[s.id] = s
+	}
+	c.segs.Store(&named)
 	c.minWire.Store(int64(defaultWireMTU))
 	if cfg.Responder {
 		c.responder = crypto.NewResponder(cfg.PrivateKey, c.ciphers)
@@ -180,7 +194,7 @@ func (c *Cable) Run(ctx context.Context) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			errc <- c.portLoop(c.port, nil)
+			errc <- c.portLoop(c.def, c.port, nil)
 		}()
 	}
 	for _, conn := range c.conns {
@@ -190,6 +204,12 @@ func (c *Cable) Run(ctx context.Context) error {
 			errc <- c.connLoop(conn)
 		}()
 	}
+	c.smu.Lock()
+	for _, s := range c.segments() {
+		c.startSegment(s)
+	}
+	c.running.Store(true)
+	c.smu.Unlock()
 	tctx, stopTimers := context.WithCancel(ctx)
 	wg.Add(1)
 	go func() {
@@ -215,6 +235,12 @@ func (c *Cable) Run(ctx context.Context) error {
 	for _, conn := range c.conns {
 		conn.Close()
 	}
+	c.smu.Lock()
+	for _, s := range c.segments() {
+		s.port.Close()
+	}
+	c.smu.Unlock()
+	c.segWG.Wait()
 	for _, p := range c.peerList() {
 		c.closeOwnPort(p)
 	}

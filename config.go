@@ -42,6 +42,16 @@ type Config struct {
 	// a server pick up a changed allow file without a restart.
 	Allow func(crypto.PublicKey) (name string, ok bool)
 
+	// AllowedSegments, when set, returns the named segments a key that
+	// Allow lets in may join (the allow file's segments= column). It is
+	// asked again as often as Allow.
+	AllowedSegments func(crypto.PublicKey) []string
+
+	// Segments are the cable's named segments (segment.go), beside the
+	// default one, its port. On a client they are the segments it asks
+	// its server to join.
+	Segments []SegmentConfig
+
 	// Keepalive is the interval of keepalives to peers this cable dials,
 	// which keeps NAT mappings open, and the basis of the time after which
 	// a silent peer is declared down (three intervals plus RekeyTimeout).
@@ -161,6 +171,9 @@ type PeerConfig struct {
 	// frames are dropped and counted ("not allowed").
 	AllowedMACs  []net.HardwareAddr
 	AllowedVLANs []uint16
+	// Segments are the named segments a peer that dials in may join (a
+	// segment with a PSK of its own takes whoever proves it holds it).
+	Segments []string
 }
 
 // A Dialer says where a peer is reached: over which conn, at which addr.

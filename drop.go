@@ -33,6 +33,8 @@ const (
 	dropFloodLimit
 	dropFloodBudget
 	dropFairShare
+	dropSegment
+	dropMalformed
 	numDropReasons
 )
 
@@ -56,6 +58,8 @@ var dropNames = [numDropReasons]string{
 	dropFloodLimit:      "flood limit",
 	dropFloodBudget:     "flood budget",
 	dropFairShare:       "fair share",
+	dropSegment:         "not in segment",
+	dropMalformed:       "malformed",
 }
 
 func (r dropReason) String() string { return dropNames[r] }

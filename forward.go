@@ -62,8 +62,9 @@ type fdb struct {
 
 	m sync.Map // macKey → *fdbEntry
 
-	mu sync.Mutex // serialises writes of m, n and every peer's macs count
-	n  atomic.Int64
+	mu   sync.Mutex // serialises writes of m, n and macs
+	n    atomic.Int64
+	macs map[*peer]int // MACs learned behind each peer
 }
 
 // Forwarding defaults.
@@ -73,7 +74,7 @@ const (
 )
 
 func newFDB(maxPerPeer int, sticky bool) *fdb {
-	return &fdb{maxPerPeer: maxPerPeer, sticky: sticky, onReclaim: func(*peer) {}}
+	return &fdb{maxPerPeer: maxPerPeer, sticky: sticky, onReclaim: func(*peer) {}, macs: map[*peer]int{}}
 }
 
 // isBPDU reports whether a frame is for the IEEE 802.1D bridge group
@@ -114,7 +115,7 @@ func (f *fdb) learn(src macKey, p *peer, now int64) learnResult {
 	if e != nil && f.sticky {
 		f.onReclaim(e.peer) // the local side takes its MAC back
 	}
-	if p != nil && p.macs >= f.maxPerPeer {
+	if p != nil && f.macs[p] >= f.maxPerPeer {
 		return overCap
 	}
 	if e != nil {
@@ -125,7 +126,7 @@ func (f *fdb) learn(src macKey, p *peer, now int64) learnResult {
 	f.m.Store(src, e)
 	f.n.Add(1)
 	if p != nil {
-		p.macs++
+		f.macs[p]++
 	}
 	return learned
 }
@@ -202,8 +203,17 @@ func (f *fdb) removeLocked(k macKey, e *fdbEntry) {
 	f.m.Delete(k)
 	f.n.Add(-1)
 	if e.peer != nil {
-		e.peer.macs--
+		if f.macs[e.peer]--; f.macs[e.peer] <= 0 {
+			delete(f.macs, e.peer)
+		}
 	}
+}
+
+// macsOf returns how many MACs were learned behind p.
+func (f *fdb) macsOf(p *peer) int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.macs[p]
 }
 
 // len returns the number of entries.

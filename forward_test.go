@@ -31,8 +31,8 @@ func TestFDBLearnLookupMove(t *testing.T) {
 	if p, _ := f.lookup(key(1, 0)); p != p2 {
 		t.Fatal("moved MAC not relearned")
 	}
-	if p1.macs != 0 || p2.macs != 1 {
-		t.Fatalf("counts p1=%d p2=%d", p1.macs, p2.macs)
+	if f.macsOf(p1) != 0 || f.macsOf(p2) != 1 {
+		t.Fatalf("counts p1=%d p2=%d", f.macsOf(p1), f.macsOf(p2))
 	}
 	// The cap: p2 may hold 2 MACs.
 	if f.learn(key(3, 0), p2, now) != learned || f.learn(key(4, 0), p2, now) != overCap {
@@ -45,7 +45,7 @@ func TestFDBLearnLookupMove(t *testing.T) {
 		t.Fatal("broadcast found in fdb")
 	}
 	f.forget(p2)
-	if _, ok := f.lookup(key(1, 0)); ok || p2.macs != 0 {
+	if _, ok := f.lookup(key(1, 0)); ok || f.macsOf(p2) != 0 {
 		t.Fatal("forget left entries")
 	}
 }
@@ -97,8 +97,8 @@ func TestFDBAging(t *testing.T) {
 	if _, ok := f.lookup(key(2, 0)); !ok {
 		t.Fatal("fresh entry aged out")
 	}
-	if p.macs != 1 {
-		t.Fatalf("macs = %d", p.macs)
+	if f.macsOf(p) != 1 {
+		t.Fatalf("macs = %d", f.macsOf(p))
 	}
 }
 

@@ -26,8 +26,8 @@ const (
 	fragTimeout     = 2 * time.Second
 	fragPerPeer     = 16   // frames in reassembly per peer
 	fragTotal       = 1024 // frames in reassembly in the whole cable
-	fragBufSize     = bridgeif.MaxFrame
-	fragMaxChunkOff = bridgeif.MaxFrame
+	fragBufSize     = bridgeif.MaxFrame + segTrailer
+	fragMaxChunkOff = bridgeif.MaxFrame + segTrailer
 )
 
 // reasm is one frame being reassembled.
@@ -49,15 +49,16 @@ type reassembly struct {
 }
 
 // fragment cuts the frame at buf[HeaderLen:HeaderLen+size] into fragments
-// that fit wire, seals each for p with s, and queues them on pt.
-func (c *Cable) fragment(p *peer, s *session, pt *path, buf []byte, size int, wire WireMTU, out *outBatch, sc *scratch) bool {
+// that fit wire, seals each for p with s and flags (each fragment carries
+// FlagSegment when the frame ends with a segment id), and queues them on
+// pt.
+func (c *Cable) fragment(p *peer, s *session, pt *path, buf []byte, size int, wire WireMTU, flags byte, out *outBatch, sc *scratch) bool {
 	chunk := int(wire.Frame()) - fragHeaderLen
 	count := (size + chunk - 1) / chunk
 	if chunk <= 0 || count > maxFragments {
 		return false
 	}
 	id := p.route.fragID.Add(1)
-	flags := p.flags(time.Now().UnixNano())
 	frame := buf[crypto.HeaderLen : crypto.HeaderLen+size]
 	for i := 0; i < count; i++ {
 		part := frame[i*chunk : min((i+1)*chunk, size)]

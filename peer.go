@@ -35,15 +35,14 @@ type peer struct {
 	src     source         // where a dynamic peer's first initiation came from
 	removed atomic.Bool    // taken out of the configuration by SetPeers
 
-	hs     handshakeState // sessions and handshakes in flight
-	route  routeState     // where the peer is, and how large a packet gets there
-	live   liveness       // up or down, and when packets last went each way
-	policy policy         // what the peer may send in
-	own    ownPortState   // the peer's own port (Config.PortPerPeer)
-	dup    dupState       // a second client with this key (diagnose.go)
-	stats  peerStats
-
-	macs int // learned MACs; guarded by fdb.mu
+	hs       handshakeState // sessions and handshakes in flight
+	route    routeState     // where the peer is, and how large a packet gets there
+	live     liveness       // up or down, and when packets last went each way
+	policy   policy         // what the peer may send in
+	own      ownPortState   // the peer's own port (Config.PortPerPeer)
+	dup      dupState       // a second client with this key (diagnose.go)
+	stats    peerStats
+	segState // its named segments (segment.go)
 }
 
 // handshakeState is a peer's sessions and the handshakes in flight. cur is
@@ -132,6 +131,9 @@ func (c *Cable) configuredPeer(pc PeerConfig) *peer {
 	}
 	p := c.newPeer(pc.Name, pc.PublicKey, pc.Dial)
 	p.conf = pc
+	if pc.Segments != nil {
+		p.allowed.Store(&pc.Segments)
+	}
 	if pc.Dial != nil {
 		p.dialers = append([]*Dialer{pc.Dial}, pc.Fallback...)
 	}
@@ -173,6 +175,7 @@ func (c *Cable) newPeer(name string, key crypto.PublicKey, dial *Dialer) *peer {
 	p.nm.Store(&name)
 	p.route.wireMTU.Store(int64(defaultWireMTU))
 	p.route.reasm.total = &c.inReasm
+	p.noDefault.Store(!c.hasDefault())
 	return p
 }
 
@@ -234,7 +237,7 @@ func (c *Cable) setUp(p *peer, up bool, reason string) {
 		c.peerUpChanged(p, true)
 		return
 	}
-	c.fdb.forget(p)
+	c.forgetMACs(p)
 	c.closeOwnPort(p)
 	c.log.Info("peer down", "peer", p.name(), "reason", reason)
 	c.peerUpChanged(p, false)
@@ -269,7 +272,7 @@ func (c *Cable) openOwnPort(p *peer) {
 			c.closeOwnPort(p)
 		}
 		c.log.Info("peer port open", "peer", p.name())
-		if err := c.portLoop(port, p); err != nil {
+		if err := c.portLoop(c.def, port, p); err != nil {
 			c.log.Warn("peer port failed", "peer", p.name(), "err", err)
 		}
 	}()

@@ -111,7 +111,7 @@ func (c *Cable) retire(p *peer, reason string) {
 	}
 	p.hs.prev, p.hs.next, p.hs.nextOld, p.hs.initiator, p.hs.prevInit = nil, nil, nil, nil, nil
 	p.hs.mu.Unlock()
-	c.fdb.forget(p)
+	c.forgetMACs(p)
 	c.closeOwnPort(p)
 }
 

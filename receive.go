@@ -15,7 +15,7 @@ func (c *Cable) connLoop(conn transport.Conn) error {
 	for i := range ps {
 		ps[i].B = make([]byte, bufSize)
 	}
-	var portBufs [][]byte
+	var del deliveries
 	out := c.newOutBatch()
 	var sc scratch
 	var ob cryptoBatch // the batch's opens
@@ -38,41 +38,38 @@ func (c *Cable) connLoop(conn transport.Conn) error {
 		if qd != nil {
 			fair.next(qd.QueueDelay())
 		}
-		portBufs = c.receiveBatch(conn, ps[:n], &fair, &ob, &out, &sc, portBufs[:0], time.Now().UnixNano())
-		if len(portBufs) > 0 {
-			if _, err := c.port.WriteBatch(portBufs, crypto.HeaderLen); err != nil && errors.Is(err, net.ErrClosed) {
-				return nil
-			}
+		c.receiveBatch(conn, ps[:n], &fair, &ob, &out, &sc, &del, time.Now().UnixNano())
+		if err := del.flush(c); err != nil {
+			return nil
 		}
 		out.flush()
 	}
 }
 
 // finishOpens opens the packets queued in ob (spread over the crypto
-// workers) and handles them in the order they came, appending what goes to
-// the port to portBufs.
-func (c *Cable) finishOpens(conn transport.Conn, ps []transport.Packet, ob *cryptoBatch, portBufs [][]byte, out *outBatch, sc *scratch, now int64) [][]byte {
+// workers) and handles them in the order they came, adding what goes to a
+// segment's port to del.
+func (c *Cable) finishOpens(conn transport.Conn, ps []transport.Packet, ob *cryptoBatch, del *deliveries, out *outBatch, sc *scratch, now int64) {
 	if len(ob.opens) == 0 {
-		return portBufs
+		return
 	}
 	ob.run(c.pool)
 	for k := range ob.opens {
 		j := &ob.opens[k]
-		if b := c.opened(conn, &ps[j.i], j.s, j.frame, j.err, out, sc, now); b != nil {
-			portBufs = append(portBufs, b)
+		if seg, b := c.opened(conn, &ps[j.i], j.s, j.frame, j.err, out, sc, now); b != nil {
+			del.add(seg, b)
 		}
 	}
 	clear(ob.opens)
 	ob.opens = ob.opens[:0]
-	return portBufs
 }
 
 // receiveBatch handles the packets ps read from conn, in order: it opens
 // the sealed ones (spread over the crypto workers) that fair admits (nil:
 // all), handles handshakes, queues relays and replies on out, and appends
-// the buffers to deliver to the port (the frame at offset HeaderLen) to
-// portBufs.
-func (c *Cable) receiveBatch(conn transport.Conn, ps []transport.Packet, fair *fairness, ob *cryptoBatch, out *outBatch, sc *scratch, portBufs [][]byte, now int64) [][]byte {
+// the buffers to deliver to the segments' ports (the frame at offset
+// HeaderLen) to del.
+func (c *Cable) receiveBatch(conn transport.Conn, ps []transport.Packet, fair *fairness, ob *cryptoBatch, out *outBatch, sc *scratch, del *deliveries, now int64) {
 	for i := range ps {
 		pk := &ps[i]
 		typ, idx, ok := crypto.ParseHeader(pk.B)
@@ -84,10 +81,10 @@ func (c *Cable) receiveBatch(conn transport.Conn, ps []transport.Packet, fair *f
 		}
 		// A handshake message changes sessions: the packets before it
 		// are done first, as they came.
-		portBufs = c.finishOpens(conn, ps, ob, portBufs, out, sc, now)
+		c.finishOpens(conn, ps, ob, del, out, sc, now)
 		c.handshake(conn, pk, typ, idx, ok, now)
 	}
-	return c.finishOpens(conn, ps, ob, portBufs, out, sc, now)
+	c.finishOpens(conn, ps, ob, del, out, sc, now)
 }
 
 // fairness is a conn loop's account of who sends how much while it falls
@@ -148,7 +145,7 @@ func (f *fairness) admit(c *Cable, p *peer, typ byte, size int) bool {
 // sealedType reports whether packets of type typ are sealed with a
 // session's keys (data, fragments, probes).
 func sealedType(typ byte) bool {
-	return typ == crypto.TypeData || typ == crypto.TypeFragment || typ == crypto.TypeProbe
+	return typ == crypto.TypeData || typ == crypto.TypeFragment || typ == crypto.TypeProbe || typ == crypto.TypeControl
 }
 
 // sessionOf returns the usable session with local index idx, or nil (and
@@ -172,23 +169,25 @@ func (c *Cable) sessionOf(idx uint32, now int64) *session {
 }
 
 // opened handles packet pk after s.Open(pk.B) returned frame and err: it
-// returns the buffer to deliver to the port (the frame at offset
-// HeaderLen), or nil. Three steps: what the packet proves (authenticate),
-// whether the frame may enter (admit), and where it goes (forward).
-func (c *Cable) opened(conn transport.Conn, pk *transport.Packet, s *session, frame []byte, err error, out *outBatch, sc *scratch, now int64) []byte {
+// returns the segment and the buffer to deliver to its port (the frame at
+// offset HeaderLen), or nil. Four steps: what the packet proves
+// (authenticate), which segment the frame is of, whether it may enter
+// (admit), and where it goes (forward).
+func (c *Cable) opened(conn transport.Conn, pk *transport.Packet, s *session, frame []byte, err error, out *outBatch, sc *scratch, now int64) (*segment, []byte) {
 	buf, frame := c.authenticate(conn, pk, s, frame, err, out, sc, now)
 	if buf == nil {
-		return nil
+		return nil, nil
 	}
 	p := s.peer
-	if !c.admit(p, frame) {
-		return nil
+	seg, frame := c.segmentOf(p, crypto.Flags(pk.B), frame)
+	if seg == nil || !c.admit(p, seg, frame) {
+		return nil, nil
 	}
-	if op := p.own.port.Load(); op != nil { // the peer has a port of its own
+	if op := p.own.port.Load(); op != nil && seg.id == 0 { // the peer has a port of its own
 		op.port.WriteBatch([][]byte{buf[:crypto.HeaderLen+len(frame)]}, crypto.HeaderLen)
-		return nil
+		return nil, nil
 	}
-	return c.forward(p, buf[:crypto.HeaderLen+len(frame)], out, sc, now)
+	return seg, c.forward(p, seg, buf[:crypto.HeaderLen+len(frame)], out, sc, now)
 }
 
 // authenticate takes what packet pk, opened with s, proves: the peer is
@@ -214,8 +213,12 @@ func (c *Cable) authenticate(conn transport.Conn, pk *transport.Packet, s *sessi
 	if flags&crypto.FlagAsk != 0 {
 		c.answerAsk(p, out, sc, now)
 	}
-	if typ == crypto.TypeProbe {
+	switch typ {
+	case crypto.TypeProbe:
 		c.handleProbe(p, s, conn, pk.Addr, frame)
+		return nil, nil
+	case crypto.TypeControl:
+		c.handleControl(p, s, frame, now)
 		return nil, nil
 	}
 	buf = pk.B
@@ -237,9 +240,9 @@ func (c *Cable) authenticate(conn transport.Conn, pk *transport.Packet, s *sessi
 	return buf, frame
 }
 
-// admit reports whether frame from p may enter the cable, counting the
-// drop when not.
-func (c *Cable) admit(p *peer, frame []byte) bool {
+// admit reports whether frame from p may enter the cable in segment seg,
+// counting the drop when not.
+func (c *Cable) admit(p *peer, seg *segment, frame []byte) bool {
 	if len(frame) < ethHeaderLen {
 		c.drop(p, dropRunt)
 		return false
@@ -247,15 +250,15 @@ func (c *Cable) admit(p *peer, frame []byte) bool {
 	p.stats.rxFrames.Add(1)
 	p.stats.rxBytes.Add(uint64(len(frame)))
 	dst, src := frameKeys(frame)
-	if !p.allows(src) {
+	if !p.allows(src) || seg.vlansOK != nil && !seg.vlansOK[src.vlan] {
 		c.drop(p, dropNotAllowed)
 		return false
 	}
-	if p.own.port.Load() != nil {
+	if seg.id == 0 && p.own.port.Load() != nil {
 		return true
 	}
-	if c.port == nil {
-		c.drop(p, dropNoSession)
+	if seg.port == nil {
+		c.drop(p, dropSegment)
 		return false
 	}
 	if c.cfg.DropBPDU && dst.isBPDU() {
@@ -265,53 +268,55 @@ func (c *Cable) admit(p *peer, frame []byte) bool {
 	return true
 }
 
-// forward switches the frame from p at buf[HeaderLen:]: it learns its
-// source, and returns buf when the frame goes to the cable's port, after
-// queueing on out any copies relayed to other peers (split horizon; none
-// when isolated).
-func (c *Cable) forward(p *peer, buf []byte, out *outBatch, sc *scratch, now int64) []byte {
+// forward switches the frame from p at buf[HeaderLen:] within segment seg:
+// it learns its source, and returns buf when the frame goes to the
+// segment's port, after queueing on out any copies relayed to other peers
+// of the segment (split horizon; none when isolated).
+func (c *Cable) forward(p *peer, seg *segment, buf []byte, out *outBatch, sc *scratch, now int64) []byte {
 	frame := buf[crypto.HeaderLen:]
 	dst, src := frameKeys(frame)
 	if dst.isBPDU() && bpduTopologyChange(frame) {
-		c.topologyChange(now)
+		c.topologyChange(seg, now)
 	}
-	switch c.fdb.learn(src, p, now) {
+	seg.fromPeers.Add(1)
+	isolate := seg.isolate(c)
+	switch seg.fdb.learn(src, p, now) {
 	case overCap:
 		c.drop(p, dropMACLimit) // counted; the frame still goes
 	case conflict:
 		c.drop(p, dropMACConflict)
 		return nil
 	}
-	if to, known := c.fdb.lookup(dst); known {
+	if to, known := seg.fdb.lookup(dst); known {
 		switch {
 		case to == nil:
 			return buf
 		case to == p:
 			return nil
-		case c.cfg.Isolate:
+		case isolate:
 			c.drop(p, dropIsolated)
 			return nil
 		default:
-			c.relay(to, frame, out, sc, now)
+			c.relay(to, seg, frame, out, sc, now)
 			return nil
 		}
 	}
-	if !c.mayFlood(p, now) {
+	if !c.mayFlood(seg, p, now) {
 		return nil
 	}
-	if !c.cfg.Isolate {
+	if !isolate {
 		b := sc.get(len(frame))
 		copy(b[crypto.HeaderLen:], frame)
-		c.flood(p, b, len(frame), out, sc, now)
+		c.flood(seg, p, b, len(frame), out, sc, now)
 	}
 	return buf
 }
 
-// relay seals a copy of frame for peer to.
-func (c *Cable) relay(to *peer, frame []byte, out *outBatch, sc *scratch, now int64) {
+// relay seals a copy of frame, of segment seg, for peer to.
+func (c *Cable) relay(to *peer, seg *segment, frame []byte, out *outBatch, sc *scratch, now int64) {
 	b := sc.get(len(frame))
 	copy(b[crypto.HeaderLen:], frame)
-	c.seal(to, b, len(frame), out, sc, now)
+	c.seal(to, seg, b, len(frame), out, sc, now)
 }
 
 // authenticated records that a packet from p opened with s on (conn, addr):

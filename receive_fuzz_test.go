@@ -44,8 +44,9 @@ func FuzzReceive(f *testing.F) {
 		var ob cryptoBatch
 		rec.sizes = rec.sizes[:0]
 		b := buf[:copy(buf, pkt)]
-		got := c.receiveBatch(rec, []transport.Packet{{B: b, Addr: evil.Addr()}}, nil, &ob, &out, &sc, nil, time.Now().UnixNano())
-		if len(got) != 0 {
+		var del deliveries
+		c.receiveBatch(rec, []transport.Packet{{B: b, Addr: evil.Addr()}}, nil, &ob, &out, &sc, &del, time.Now().UnixNano())
+		if got := del.all(); len(got) != 0 {
 			t.Fatalf("delivered a frame from %d random bytes", len(pkt))
 		}
 		if len(out.cb.seals) != 0 || len(out.conns) != 0 {
@@ -105,7 +106,9 @@ func FuzzReceiveLive(f *testing.F) {
 		out := c.newOutBatch()
 		var sc scratch
 		var ob cryptoBatch
-		return c.receiveBatch(rec, []transport.Packet{{B: pkt, Addr: from}}, nil, &ob, &out, &sc, nil, time.Now().UnixNano())
+		var del deliveries
+		c.receiveBatch(rec, []transport.Packet{{B: pkt, Addr: from}}, nil, &ob, &out, &sc, &del, time.Now().UnixNano())
+		return del.all()
 	}
 	// The handshake, and a keepalive that confirms the session.
 	h, msg1, err := crypto.NewInitiator(ckey, skey.Public(), psk(7), 99, crypto.LocalCiphers(), time.Now())

@@ -7,7 +7,8 @@ import (
 	"cab/crypto"
 )
 
-// TestScratchArena: buffers are cut to their packet (header, frame, tag),
+// TestScratchArena: buffers are cut to their packet (header, frame, room
+// for a segment id, tag),
 // never overlap, cannot be grown into a neighbour, and after a reset the
 // same memory is handed out again without allocating.
 func TestScratchArena(t *testing.T) {
@@ -16,7 +17,7 @@ func TestScratchArena(t *testing.T) {
 	var bufs [][]byte
 	for _, n := range sizes {
 		b := sc.get(n)
-		if want := crypto.HeaderLen + n + crypto.TagLen; len(b) != want || cap(b) != want {
+		if want := crypto.HeaderLen + n + segTrailer + crypto.TagLen; len(b) != want || cap(b) != want {
 			t.Fatalf("get(%d): len %d cap %d, want %d", n, len(b), cap(b), want)
 		}
 		for i := range b {

@@ -1,6 +1,7 @@
 package cab
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -93,9 +94,10 @@ type scratch struct {
 const scratchChunk = 64 << 10
 
 // get returns a buffer for a packet of a size-byte frame (or fragment):
-// room for the header, the frame and the tag, sealed in place.
+// room for the header, the frame, a segment id and the tag, sealed in
+// place.
 func (s *scratch) get(size int) []byte {
-	n := crypto.HeaderLen + size + crypto.TagLen
+	n := crypto.HeaderLen + size + segTrailer + crypto.TagLen
 	for {
 		if s.chunk == len(s.chunks) {
 			s.chunks = append(s.chunks, make([]byte, max(scratchChunk, n)))
@@ -114,12 +116,12 @@ func (s *scratch) get(size int) []byte {
 func (s *scratch) reset() { s.chunk, s.off = 0, 0 }
 
 // bufSize fits the largest frame with its header and tag.
-const bufSize = crypto.HeaderLen + bridgeif.MaxFrame + crypto.TagLen
+const bufSize = crypto.HeaderLen + bridgeif.MaxFrame + segTrailer + crypto.TagLen
 
-// portLoop reads frames from port and sends them to the peers they are
-// for: through the fdb for the cable's port, or all to owner for a peer's
-// own port.
-func (c *Cable) portLoop(port bridgeif.Port, owner *peer) error {
+// portLoop reads frames from port, of segment seg, and sends them to the
+// peers they are for: through the segment's fdb, or all to owner for a
+// peer's own port.
+func (c *Cable) portLoop(seg *segment, port bridgeif.Port, owner *peer) error {
 	bufs := make([][]byte, batch)
 	for i := range bufs {
 		bufs[i] = make([]byte, bufSize)
@@ -161,25 +163,26 @@ func (c *Cable) portLoop(port bridgeif.Port, owner *peer) error {
 					continue
 				}
 				if owner == nil && bpduTopologyChange(frame) {
-					c.topologyChange(now)
+					c.topologyChange(seg, now)
 				}
 			}
-			if mtu := c.cfg.clampFrameMTU(WireMTU(c.minWire.Load())); mtu > 0 && clampMSS(frame, mtu) {
+			if mtu := c.cfg.clampFrameMTU(WireMTU(c.minWire.Load())); mtu > 0 && clampMSS(frame, mtu-seg.trailer()) {
 				c.clamped.Add(1)
 			}
+			seg.fromPort.Add(1)
 			if owner != nil {
-				c.seal(owner, bufs[i], size, &out, &sc, now)
+				c.seal(owner, seg, bufs[i], size, &out, &sc, now)
 				continue
 			}
-			c.fdb.learn(src, nil, now)
-			if p, ok := c.fdb.lookup(dst); ok {
+			seg.fdb.learn(src, nil, now)
+			if p, ok := seg.fdb.lookup(dst); ok {
 				if p != nil {
-					c.seal(p, bufs[i], size, &out, &sc, now)
+					c.seal(p, seg, bufs[i], size, &out, &sc, now)
 				}
 				continue
 			}
-			if c.mayFlood(nil, now) {
-				c.flood(nil, bufs[i], size, &out, &sc, now)
+			if c.mayFlood(seg, nil, now) {
+				c.flood(seg, nil, bufs[i], size, &out, &sc, now)
 			}
 		}
 		out.flush()
@@ -193,12 +196,14 @@ func (c *Cable) portLoop(port bridgeif.Port, owner *peer) error {
 // copies it makes (or what the other sources leave idle). A client thus
 // drops a storm from its own side before sealing it, and a hub's output
 // stays within its budget however many clients flood.
-func (c *Cable) mayFlood(from *peer, now int64) bool {
-	pol := &c.local
+func (c *Cable) mayFlood(seg *segment, from *peer, now int64) bool {
+	pol := &seg.local
 	if from != nil {
-		pol = &from.policy
+		if pol, _ = from.in(seg); pol == nil {
+			return false
+		}
 	}
-	if rate := c.cfg.floodRate(); rate > 0 {
+	if rate := seg.floodRate(c); rate > 0 {
 		pol.floodMu.Lock()
 		ok := pol.flood.Take(now, float64(rate), float64(2*rate))
 		pol.floodMu.Unlock()
@@ -212,7 +217,7 @@ func (c *Cable) mayFlood(from *peer, now int64) bool {
 	}
 	// A frame that goes to one place costs what unicast does: the budget
 	// bounds what flooding multiplies.
-	copies, sources := c.floodFanout(from)
+	copies, sources := c.floodFanout(seg, from)
 	if copies > 1 && !c.floodBudget.Take(&pol.share, sources, float64(copies), now) {
 		c.drop(from, dropFloodBudget)
 		return false
@@ -225,17 +230,18 @@ func (c *Cable) mayFlood(from *peer, now int64) bool {
 // and one for the cable's port when the frame came from a peer — and how
 // many sources share the flood budget: the peers with a session and the
 // cable's port.
-func (c *Cable) floodFanout(from *peer) (copies, sources int) {
+func (c *Cable) floodFanout(seg *segment, from *peer) (copies, sources int) {
+	isolate := seg.isolate(c)
 	for _, p := range c.peerList() {
-		if p.hs.cur.Load() == nil {
+		if _, in := p.in(seg); !in || p.hs.cur.Load() == nil {
 			continue
 		}
 		sources++
-		if p != from && (from == nil || !c.cfg.Isolate) {
+		if p != from && (from == nil || !isolate) {
 			copies++
 		}
 	}
-	if c.port != nil {
+	if seg.port != nil {
 		sources++
 		if from != nil {
 			copies++
@@ -244,30 +250,34 @@ func (c *Cable) floodFanout(from *peer) (copies, sources int) {
 	return copies, sources
 }
 
-// flood sends the frame at buf[HeaderLen:HeaderLen+size] to every peer with
-// a session except from. The last peer seals buf in place; the others get
-// copies.
-func (c *Cable) flood(from *peer, buf []byte, size int, out *outBatch, sc *scratch, now int64) {
+// flood sends the frame at buf[HeaderLen:HeaderLen+size] to every peer in
+// seg with a session except from. The last peer seals buf in place; the
+// others get copies.
+func (c *Cable) flood(seg *segment, from *peer, buf []byte, size int, out *outBatch, sc *scratch, now int64) {
 	var last *peer
 	for _, p := range c.peerList() {
 		if p == from || p.hs.cur.Load() == nil {
 			continue
 		}
+		if _, in := p.in(seg); !in {
+			continue
+		}
 		if last != nil {
 			b := sc.get(size)
 			copy(b[crypto.HeaderLen:], buf[crypto.HeaderLen:crypto.HeaderLen+size])
-			c.seal(last, b, size, out, sc, now)
+			c.seal(last, seg, b, size, out, sc, now)
 		}
 		last = p
 	}
 	if last != nil {
-		c.seal(last, buf, size, out, sc, now)
+		c.seal(last, seg, buf, size, out, sc, now)
 	}
 }
 
-// seal seals the frame at buf[HeaderLen:HeaderLen+size] for p in place and
-// queues the packet on p's path.
-func (c *Cable) seal(p *peer, buf []byte, size int, out *outBatch, sc *scratch, now int64) {
+// seal seals the frame at buf[HeaderLen:HeaderLen+size], of segment seg,
+// for p in place and queues the packet on p's path. A named segment's id
+// is put after the frame, inside what is sealed.
+func (c *Cable) seal(p *peer, seg *segment, buf []byte, size int, out *outBatch, sc *scratch, now int64) {
 	s := p.hs.cur.Load()
 	pt := p.route.path.Load()
 	if s == nil || pt == nil || now-s.Created().UnixNano() >= int64(crypto.RejectAfterTime) {
@@ -277,17 +287,25 @@ func (c *Cable) seal(p *peer, buf []byte, size int, out *outBatch, sc *scratch, 
 		}
 		return
 	}
-	if wire := WireMTU(p.route.wireMTU.Load()); FrameMTU(size).Wire() > wire {
-		if !c.fragment(p, s, pt, buf, size, wire, out, sc) {
+	flags, plain := p.flags(now), size
+	if seg.id != 0 {
+		if len(buf) < crypto.HeaderLen+size+segTrailer+crypto.TagLen {
+			b := sc.get(size)
+			copy(b[crypto.HeaderLen:], buf[crypto.HeaderLen:crypto.HeaderLen+size])
+			buf = b
+		}
+		binary.BigEndian.PutUint32(buf[crypto.HeaderLen+size:], seg.id)
+		flags |= crypto.FlagSegment
+		plain += segTrailer
+	}
+	if wire := WireMTU(p.route.wireMTU.Load()); FrameMTU(plain).Wire() > wire {
+		if !c.fragment(p, s, pt, buf, plain, wire, flags, out, sc) {
 			c.drop(p, dropTooBig)
 			return
 		}
-		p.stats.txFrames.Add(1)
-		p.stats.txBytes.Add(uint64(size))
-		p.noteSent(now)
-		return
+	} else {
+		out.seal(sealJob{p: p, s: s, pt: pt, typ: crypto.TypeData, flags: flags, buf: buf, size: plain})
 	}
-	out.seal(sealJob{p: p, s: s, pt: pt, typ: crypto.TypeData, flags: p.flags(now), buf: buf, size: size})
 	p.stats.txFrames.Add(1)
 	p.stats.txBytes.Add(uint64(size))
 	p.noteSent(now)

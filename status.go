@@ -2,6 +2,8 @@ package cab
 
 import (
 	"net"
+	"slices"
+	"strings"
 	"time"
 
 	"cab/transport"
@@ -27,6 +29,11 @@ type PeerStatus struct {
 	TxBytes       uint64            `json:"tx_bytes"`
 	Drops         map[string]uint64 `json:"drops,omitempty"`
 	MACs          int               `json:"macs"`
+	// Segments are the named segments the peer is in, and "default"
+	// when it is in the default one (empty on a cable without named
+	// segments); Refused says why it is not in the others it asked for.
+	Segments []string          `json:"segments,omitempty"`
+	Refused  map[string]string `json:"refused,omitempty"`
 	// Path is how the transport sees the path, for transports that tell
 	// (dns: queries per second, loss, round-trip time).
 	Path *transport.PathStats `json:"path,omitempty"`
@@ -51,6 +58,19 @@ type Status struct {
 	FDBFlushes uint64 `json:"fdb_flushes"`
 	// DeadAfter is Config.DeadAfter: fast failure detection, 0 when off.
 	DeadAfter time.Duration `json:"dead_after_ns,omitempty"`
+	// Segments are the cable's segments, the default one first, when it
+	// has named ones.
+	Segments []SegmentStatus `json:"segments,omitempty"`
+}
+
+// SegmentStatus is one segment of a cable.
+type SegmentStatus struct {
+	Name      string   `json:"name"` // "default" for the cable's own port
+	ID        uint32   `json:"id"`   // on the wire
+	Peers     []string `json:"peers"`
+	MACs      int      `json:"fdb_entries"`
+	FromPeers uint64   `json:"frames_from_peers"`
+	FromPort  uint64   `json:"frames_from_port"`
 }
 
 // FDBEntry is one learned MAC address, for `cab status --fdb`.
@@ -59,25 +79,29 @@ type FDBEntry struct {
 	VLAN uint16        `json:"vlan,omitempty"`
 	Peer string        `json:"peer"` // "" for the local port
 	Age  time.Duration `json:"age_ns"`
+	// Segment is the segment the entry is in: "default", or a name.
+	Segment string `json:"segment"`
 }
 
 // FDB returns the cable's MAC table.
 func (c *Cable) FDB() []FDBEntry {
 	now := time.Now().UnixNano()
 	var out []FDBEntry
-	c.fdb.each(func(k macKey, e *fdbEntry) {
-		fe := FDBEntry{MAC: net.HardwareAddr(k.mac[:]).String(), VLAN: k.vlan, Age: time.Duration(now - e.seen.Load())}
-		if e.peer != nil {
-			fe.Peer = e.peer.name()
-		}
-		out = append(out, fe)
-	})
+	for _, seg := range c.allSegments() {
+		seg.fdb.each(func(k macKey, e *fdbEntry) {
+			fe := FDBEntry{MAC: net.HardwareAddr(k.mac[:]).String(), VLAN: k.vlan, Age: time.Duration(now - e.seen.Load()), Segment: seg.label()}
+			if e.peer != nil {
+				fe.Peer = e.peer.name()
+			}
+			out = append(out, fe)
+		})
+	}
 	return out
 }
 
 // Status returns a snapshot of the cable's peers and counters.
 func (c *Cable) Status() Status {
-	st := Status{Drops: dropMap(&c.unattributed), FDB: c.fdb.len(), MSSClamped: c.clamped.Load(), DeadAfter: c.cfg.DeadAfter,
+	st := Status{Drops: dropMap(&c.unattributed), MSSClamped: c.clamped.Load(), DeadAfter: c.cfg.DeadAfter,
 		FDBFlushes: c.flushes.Load()}
 	st.Carrier = c.carrierStatus()
 	for _, conn := range c.conns {
@@ -95,16 +119,53 @@ func (c *Cable) Status() Status {
 			st.Drops[transportName(conn)+"_"+reason] += n
 		}
 	}
-	c.fdb.mu.Lock()
 	macs := make(map[*peer]int)
-	for _, p := range c.peerList() {
-		macs[p] = p.macs
+	named := len(c.segments()) > 0
+	for _, seg := range c.allSegments() {
+		st.FDB += seg.fdb.len()
+		ss := SegmentStatus{Name: seg.label(), ID: seg.id, MACs: seg.fdb.len(), FromPeers: seg.fromPeers.Load(), FromPort: seg.fromPort.Load(), Peers: []string{}}
+		for _, p := range c.peerList() {
+			macs[p] += seg.fdb.macsOf(p)
+			if _, in := p.in(seg); in && p.hs.cur.Load() != nil {
+				ss.Peers = append(ss.Peers, p.name())
+			}
+		}
+		if named && (seg.id != 0 || c.hasDefault()) {
+			st.Segments = append(st.Segments, ss)
+		}
 	}
-	c.fdb.mu.Unlock()
+	slices.SortFunc(st.Segments[min(1, len(st.Segments)):], func(a, b SegmentStatus) int { return strings.Compare(a.Name, b.Name) })
 	for _, p := range c.peerList() {
-		st.Peers = append(st.Peers, p.status(macs[p]))
+		ps := p.status(macs[p])
+		if named {
+			ps.Segments, ps.Refused = c.segmentsOf(p)
+		}
+		st.Peers = append(st.Peers, ps)
 	}
 	return st
+}
+
+// segmentsOf returns the segments p is in, by name, and why it is not in
+// the others it asked for.
+func (c *Cable) segmentsOf(p *peer) (in []string, refused map[string]string) {
+	for _, m := range c.oldMembers(p) {
+		in = append(in, m.seg.name)
+	}
+	slices.Sort(in)
+	if _, ok := p.in(c.def); ok && c.hasDefault() {
+		in = append([]string{"default"}, in...)
+	}
+	p.join.mu.Lock()
+	for name, why := range p.join.told {
+		if why != "" {
+			if refused == nil {
+				refused = map[string]string{}
+			}
+			refused[name] = why
+		}
+	}
+	p.join.mu.Unlock()
+	return in, refused
 }
 
 func dropMap(d *[numDropReasons]atomicCounter) map[string]uint64 {

@@ -41,19 +41,19 @@ func bpduTopologyChange(frame []byte) bool {
 	return false
 }
 
-// topologyChange forgets every learned MAC, at most once per
+// topologyChange forgets every MAC learned in seg, at most once per
 // tcFlushMinGap, after a BPDU announced a topology change. An isolating
 // cable keeps its MACs: there they are where each client may send from,
 // not a guess of where a host is.
-func (c *Cable) topologyChange(now int64) {
-	if c.cfg.Isolate {
+func (c *Cable) topologyChange(seg *segment, now int64) {
+	if seg.isolate(c) {
 		return
 	}
 	last := c.lastFlush.Load()
 	if now-last < tcFlushMinGap || !c.lastFlush.CompareAndSwap(last, now) {
 		return
 	}
-	n := c.fdb.flush()
+	n := seg.fdb.flush()
 	c.flushes.Add(1)
 	c.log.Debug("spanning-tree topology change: MAC table flushed", "entries", n)
 }

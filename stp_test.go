@@ -109,7 +109,7 @@ func TestSwitchTopologyChangeFlushes(t *testing.T) {
 			h.server.port.Inject(local)
 			expectFrames(t, h.clients[0].port, [][]byte{local})
 			drain(h.server)
-			if n := h.server.cable.fdb.len(); n < 3 {
+			if n := h.server.cable.def.fdb.len(); n < 3 {
 				t.Fatalf("%d MACs learned, want 3", n)
 			}
 			if c.local {
@@ -124,7 +124,7 @@ func TestSwitchTopologyChangeFlushes(t *testing.T) {
 				}
 			}
 			time.Sleep(50 * time.Millisecond)
-			n, flushes := h.server.cable.fdb.len(), h.server.cable.Status().FDBFlushes
+			n, flushes := h.server.cable.def.fdb.len(), h.server.cable.Status().FDBFlushes
 			// After a flush only the BPDU's sender is known again.
 			if c.flush && (n != 1 || flushes != 1) {
 				t.Errorf("after a topology change: %d MACs, %d flushes; want 1 (the BPDU's sender) and 1", n, flushes)

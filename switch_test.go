@@ -240,18 +240,18 @@ func TestSwitchAging(t *testing.T) {
 		h := startHub(t, 2, func(c *Config) { c.FDBMaxAge = 30 * time.Second })
 		h.announce(t, 0)
 		h.announce(t, 1)
-		if _, ok := h.server.cable.fdb.lookup(macKey{mac: [6]byte{2, 0, 0, 0, 0, mac(0)}}); !ok {
+		if _, ok := h.server.cable.def.fdb.lookup(macKey{mac: [6]byte{2, 0, 0, 0, 0, mac(0)}}); !ok {
 			t.Fatal("client 0's MAC not learned")
 		}
 		time.Sleep(35 * time.Second)
-		if _, ok := h.server.cable.fdb.lookup(macKey{mac: [6]byte{2, 0, 0, 0, 0, mac(0)}}); ok {
+		if _, ok := h.server.cable.def.fdb.lookup(macKey{mac: [6]byte{2, 0, 0, 0, 0, mac(0)}}); ok {
 			t.Fatal("client 0's MAC not aged out after 35 s of silence")
 		}
 		h.announce(t, 1)
 		h.clients[1].close(t)
 		time.Sleep(3*DefaultKeepalive + 10*time.Second)
-		if h.server.cable.fdb.len() != 0 {
-			t.Fatalf("%d fdb entries left after the client went down: %v", h.server.cable.fdb.len(), h.server.cable.FDB())
+		if h.server.cable.def.fdb.len() != 0 {
+			t.Fatalf("%d fdb entries left after the client went down: %v", h.server.cable.def.fdb.len(), h.server.cable.FDB())
 		}
 	})
 }

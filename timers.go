@@ -25,6 +25,7 @@ func (c *Cable) timerLoop(ctx context.Context) {
 		c.recheckAllowed()
 		for _, p := range c.peerList() {
 			c.peerTimers(ctx, p, now)
+			c.joinTimer(p, now.UnixNano())
 		}
 		if now.Sub(lastAge) >= time.Second {
 			lastAge = now
@@ -51,7 +52,9 @@ func (c *Cable) timerLoop(ctx context.Context) {
 				minWire = int64(defaultWireMTU)
 			}
 			c.minWire.Store(minWire)
-			c.fdb.age(now.Add(-c.cfg.fdbMaxAge()).UnixNano(), c.cfg.fdbMaxAge())
+			for _, seg := range c.allSegments() {
+				seg.fdb.age(now.Add(-c.cfg.fdbMaxAge()).UnixNano(), c.cfg.fdbMaxAge())
+			}
 			c.summarise(now.UnixNano())
 			c.pruneRevoked(now.UnixNano())
 			c.limiter.Prune(now.UnixNano())

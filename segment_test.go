@@ -1,0 +1,259 @@
+package cab
+
+import (
+	"fmt"
+	"slices"
+	"testing"
+	"time"
+
+	"cab/bridgeif/bridgeiftest"
+	"cab/crypto"
+	"cab/transport"
+	"cab/transport/transporttest"
+)
+
+// segHub is a server with the default segment and two named ones, blue
+// and red (red with a PSK of its own), and clients that ask for some of
+// them.
+type segHub struct {
+	server  *site
+	sports  map[string]*bridgeiftest.Port // the server's ports by segment
+	clients []*site
+	cports  []map[string]*bridgeiftest.Port // each client's ports by segment
+	net     *transporttest.Network
+	skey    crypto.PrivateKey
+}
+
+// segClient says what a client of a segHub has: the segments it asks for
+// (with "!" after a name: without the segment's PSK), and whether it has a
+// default port.
+type segClient struct {
+	segments []string
+	noPort   bool
+}
+
+var redPSK = psk(9)
+
+func startSegHub(t *testing.T, server func(*Config), clients ...segClient) *segHub {
+	t.Helper()
+	h := &segHub{net: transporttest.NewNetwork(transporttest.Options{Queue: 8192}), skey: mustKey(t), sports: map[string]*bridgeiftest.Port{}}
+	scfg := Config{PrivateKey: h.skey, PSK: psk(6), Responder: true, AllowAny: true}
+	for _, name := range []string{"blue", "red"} {
+		h.sports[name] = bridgeiftest.NewPort(4096)
+		sc := SegmentConfig{Name: name, Spec: "fake:" + name, Port: h.sports[name]}
+		if name == "red" {
+			sc.PSK = redPSK
+		}
+		scfg.Segments = append(scfg.Segments, sc)
+	}
+	if server != nil {
+		server(&scfg)
+	}
+	h.server = startSite(t, scfg, h.net.Conn("server"))
+	h.sports["default"] = h.server.port
+	for i, sc := range clients {
+		h.addClient(t, i, sc)
+	}
+	for _, c := range h.clients {
+		waitUp(t, c, 1)
+	}
+	waitUp(t, h.server, len(clients))
+	return h
+}
+
+func (h *segHub) addClient(t *testing.T, i int, sc segClient) {
+	cconn := h.net.Conn(fmt.Sprintf("c%d", i))
+	ccfg := Config{PrivateKey: mustKey(t), PSK: psk(6), Peers: []PeerConfig{{
+		PublicKey: h.skey.Public(),
+		Dial:      &Dialer{Conn: cconn, Resolve: func() (transport.Addr, error) { return transporttest.Addr("server"), nil }},
+	}}}
+	ports := map[string]*bridgeiftest.Port{}
+	for _, name := range sc.segments {
+		name, nopsk := cutBang(name)
+		ports[name] = bridgeiftest.NewPort(4096)
+		seg := SegmentConfig{Name: name, Port: ports[name]}
+		if name == "red" && !nopsk {
+			seg.PSK = redPSK
+		}
+		ccfg.Segments = append(ccfg.Segments, seg)
+	}
+	port := bridgeiftest.NewPort(4096)
+	if sc.noPort {
+		port = nil
+	} else {
+		ports["default"] = port
+	}
+	h.clients = append(h.clients, startSiteWith(t, ccfg, cconn, port))
+	h.cports = append(h.cports, ports)
+}
+
+func cutBang(s string) (string, bool) {
+	if len(s) > 0 && s[len(s)-1] == '!' {
+		return s[:len(s)-1], true
+	}
+	return s, false
+}
+
+// waitJoined waits until the server has client i in the segments want
+// (names, "default" first when in it).
+func (h *segHub) waitJoined(t *testing.T, i int, want ...string) {
+	t.Helper()
+	key := h.clients[i].cable.cfg.PrivateKey.Public().String()
+	deadline := time.Now().Add(10 * time.Second)
+	var got []string
+	for time.Now().Before(deadline) {
+		for _, p := range h.server.cable.Status().Peers {
+			if p.PublicKey == key {
+				got = p.Segments
+			}
+		}
+		if slices.Equal(got, want) {
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatalf("client %d is in segments %v, want %v", i, got, want)
+}
+
+// broadcast injects a broadcast frame from src into port and returns it.
+func broadcast(port *bridgeiftest.Port, src byte, seq uint32) []byte {
+	b := testFrame(0xff, src, seq, 100)
+	copy(b[0:6], []byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff})
+	port.Inject(b)
+	return b
+}
+
+// TestSegmentsIsolate: frames stay in their segment, on the server's ports
+// and between clients, and the same MAC lives in two segments at once.
+func TestSegmentsIsolate(t *testing.T) {
+	h := startSegHub(t, nil,
+		segClient{segments: []string{"blue"}},               // 0
+		segClient{segments: []string{"blue"}, noPort: true}, // 1
+		segClient{segments: []string{"red"}, noPort: true},  // 2
+		segClient{segments: []string{"blue", "red"}},        // 3: both
+		segClient{}, // 4: default only, as today
+		segClient{segments: []string{"red!"}, noPort: true},  // 5: without red's PSK
+		segClient{segments: []string{"green"}, noPort: true}, // 6: no such segment
+	)
+	h.waitJoined(t, 0, "default", "blue")
+	h.waitJoined(t, 1, "blue")
+	h.waitJoined(t, 2, "red")
+	h.waitJoined(t, 3, "default", "blue", "red")
+	h.waitJoined(t, 4, "default")
+	h.waitJoined(t, 5)
+	h.waitJoined(t, 6)
+
+	// A broadcast in blue from client 1 reaches blue's ports only.
+	b := broadcast(h.cports[1]["blue"], 0x21, 1)
+	for _, p := range []*bridgeiftest.Port{h.sports["blue"], h.cports[0]["blue"], h.cports[3]["blue"]} {
+		expectFrames(t, p, [][]byte{b})
+	}
+	// The same MAC (0x21) in red, from client 2: red's ports only, and
+	// blue's table still has it behind client 1.
+	r := broadcast(h.cports[2]["red"], 0x21, 2)
+	for _, p := range []*bridgeiftest.Port{h.sports["red"], h.cports[3]["red"]} {
+		expectFrames(t, p, [][]byte{r})
+	}
+	// Unicast to 0x21 from the server's blue side goes to client 1
+	// alone; from the red side to client 2 alone.
+	ub := testFrame(0x21, 0x31, 3, 80)
+	h.sports["blue"].Inject(ub)
+	ur := testFrame(0x21, 0x31, 4, 80)
+	h.sports["red"].Inject(ur)
+	expectFrames(t, h.cports[2]["red"], [][]byte{ur})
+	// Client 1 has no port in blue here: its blue frames arrive on its
+	// blue port, which is ports[1]["blue"].
+	expectFrames(t, h.cports[1]["blue"], [][]byte{ub})
+	// The default segment is today's cable: client 4's broadcast reaches
+	// the server's port and the default ports of clients 0 and 3.
+	d := broadcast(h.cports[4]["default"], 0x24, 5)
+	for _, p := range []*bridgeiftest.Port{h.sports["default"], h.cports[0]["default"], h.cports[3]["default"]} {
+		expectFrames(t, p, [][]byte{d})
+	}
+	for name, p := range map[string]*bridgeiftest.Port{
+		"server red": h.sports["red"], "server blue": h.sports["blue"], "c0 blue": h.cports[0]["blue"],
+		"c3 blue": h.cports[3]["blue"], "c3 red": h.cports[3]["red"], "c4": h.cports[4]["default"],
+		"c5 red": h.cports[5]["red"], "c6 green": h.cports[6]["green"], "server default": h.sports["default"],
+		"c0 default": h.cports[0]["default"], "c3 default": h.cports[3]["default"],
+	} {
+		select {
+		case f := <-p.Frames():
+			t.Errorf("%s got a frame it should not: % x", name, f[:20])
+		default:
+		}
+	}
+	st := h.server.cable.Status()
+	for _, ps := range st.Peers {
+		switch ps.PublicKey {
+		case h.clients[5].cable.cfg.PrivateKey.Public().String():
+			if why := ps.Refused["red"]; why == "" {
+				t.Errorf("client 5's refusal of red has no reason: %+v", ps)
+			}
+		case h.clients[6].cable.cfg.PrivateKey.Public().String():
+			if why := ps.Refused["green"]; why != "no such segment on the server" {
+				t.Errorf("client 6's refusal of green: %q", why)
+			}
+		}
+	}
+	if len(st.Segments) != 3 || st.Segments[0].Name != "default" || st.Segments[1].Name != "blue" || st.Segments[2].Name != "red" {
+		t.Fatalf("status segments: %+v", st.Segments)
+	}
+	fdbSeg := map[string]string{}
+	for _, e := range h.server.cable.FDB() {
+		if e.MAC == "02:00:00:00:00:21" {
+			fdbSeg[e.Segment] = e.Peer
+		}
+	}
+	if len(fdbSeg) != 2 || fdbSeg["blue"] == fdbSeg["red"] {
+		t.Fatalf("MAC :21 should be in blue and red behind two clients: %v", fdbSeg)
+	}
+	// The client learns the outcome too: client 5's status says why red
+	// was refused.
+	if why := h.clients[5].cable.Status().Peers[0].Refused["red"]; why == "" {
+		t.Errorf("client 5 does not know why red was refused: %+v", h.clients[5].cable.Status().Peers[0])
+	}
+}
+
+// TestSegmentForgedID: a client that writes the id of a segment it was
+// not let into gets nothing into it; the server drops and counts the
+// frame.
+func TestSegmentForgedID(t *testing.T) {
+	h := startSegHub(t, nil, segClient{segments: []string{"blue", "red!"}})
+	h.waitJoined(t, 0, "default", "blue")
+	c := h.clients[0].cable
+	p := c.peerList()[0]
+	before := dropCount(h.server, "not in segment")
+	forged := &segment{id: crypto.SegmentID("red"), name: "red"}
+	out := c.newOutBatch()
+	var sc scratch
+	f := testFrame(0xff, 0x41, 1, 100)
+	buf := sc.get(len(f))
+	copy(buf[crypto.HeaderLen:], f)
+	c.seal(p, forged, buf, len(f), &out, &sc, time.Now().UnixNano())
+	out.flush()
+	waitDrops(t, h.server, "not in segment", before)
+	expectNoFrame(t, h.sports["red"], 100*time.Millisecond)
+	// The same frame into blue, which it joined, goes through.
+	buf = sc.get(len(f))
+	copy(buf[crypto.HeaderLen:], f)
+	c.seal(p, h.clients[0].cable.segmentNamed("blue"), buf, len(f), &out, &sc, time.Now().UnixNano())
+	out.flush()
+	expectFrames(t, h.sports["blue"], [][]byte{f})
+}
+
+// TestSegmentFragments: a named segment's frame too big for the path
+// crosses in fragments and arrives in its segment.
+func TestSegmentFragments(t *testing.T) {
+	h := startSegHub(t, nil, segClient{segments: []string{"blue"}, noPort: true})
+	h.waitJoined(t, 0, "blue")
+	p := h.clients[0].cable.peerList()[0]
+	p.route.wireMTU.Store(600)
+	f := testFrame(0xff, 0x51, 1, 1500)
+	copy(f[0:6], []byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff})
+	h.cports[0]["blue"].Inject(f)
+	expectFrames(t, h.sports["blue"], [][]byte{f})
+	if n := p.route.fragmented.Load(); n == 0 {
+		t.Fatal("the frame was not fragmented")
+	}
+	expectNoFrame(t, h.sports["default"], 50*time.Millisecond)
+}
