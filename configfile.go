@@ -30,10 +30,15 @@ import (
 //	name = "site-a"
 //	public_key = "…"
 //	endpoint = "a.example.net:6666"    # a client's server
+//	segments = ["blue"]                # a server's client: the segments it may join
+//
+//	[[segment]]                        # a named segment (-s NAME=SPEC)
+//	name = "blue"
+//	local = "tap:cab-blue,bridge=br-blue"
 //
 // Every mistake names the file and line and says how to fix it.
 
-var peerKeys = []string{"name", "public_key", "endpoint", "endpoints", "psk", "keepalive", "transport", "allowed_macs", "allowed_vlans"}
+var peerKeys = []string{"name", "public_key", "endpoint", "endpoints", "psk", "keepalive", "transport", "allowed_macs", "allowed_vlans", "segments"}
 
 // ParseFile reads the configuration file at path; see Parse.
 func ParseFile(path string) (*Settings, error) {
@@ -88,6 +93,8 @@ func (s *Settings) parseKey(k string, v any, lines []string) error {
 	switch k {
 	case "peer":
 		return s.parsePeers(v, lines)
+	case "segment":
+		return s.parseSegments(v, lines)
 	case "role":
 		r, ok := v.(string)
 		if !ok || r != "server" && r != "client" {
@@ -103,10 +110,10 @@ func (s *Settings) parseKey(k string, v any, lines []string) error {
 		known = append(known, "role")
 		sort.Strings(known)
 		hint := ""
-		if c := closest(k, append(known, "peer")); c != "" {
+		if c := closest(k, append(known, "peer", "segment")); c != "" {
 			hint = fmt.Sprintf(" (did you mean %s?)", c)
 		}
-		return configError(s.File, line, "unknown key %q%s; the keys are: %s, and [[peer]] tables", k, hint, strings.Join(known, ", "))
+		return configError(s.File, line, "unknown key %q%s; the keys are: %s, and [[peer]] and [[segment]] tables", k, hint, strings.Join(known, ", "))
 	}
 	if err := setValue(k, st.ptr(s), v); err != nil {
 		return configError(s.File, line, "%s: %v", k, err)
@@ -217,6 +224,8 @@ func (p *PeerSettings) set(k string, v any) error {
 		var list []string
 		list, err = stringList(v)
 		p.Transport = strings.Join(list, ",")
+	case "segments":
+		p.Segments, err = stringList(v)
 	default:
 		s, ok := v.(string)
 		if !ok {
@@ -325,10 +334,13 @@ func keyLine(lines []string, table string, n int, key string) int {
 }
 
 // peerLine is the line of the n-th [[peer]] header.
-func peerLine(lines []string, n int) int {
+func peerLine(lines []string, n int) int { return tableLine(lines, "[[peer]]", n) }
+
+// tableLine is the line of the n-th header of a [[table]].
+func tableLine(lines []string, header string, n int) int {
 	idx := -1
 	for i, l := range lines {
-		if strings.TrimSpace(l) == "[[peer]]" {
+		if strings.TrimSpace(l) == header {
 			idx++
 			if idx == n {
 				return i + 1

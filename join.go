@@ -212,6 +212,7 @@ func (c *Cable) decideJoins(p *peer) *joinReply {
 	if req == nil {
 		return nil
 	}
+	c.refreshAllowed(p)
 	p.noDefault.Store(!req.Default)
 	reply := &joinReply{}
 	ok := map[uint32]*segment{}
@@ -303,16 +304,34 @@ func (c *Cable) joined(p *peer, s *session, r *joinReply, now int64) {
 	c.memberOf(p, ok)
 }
 
+// refreshAllowed asks Config.AllowedSegments again about dynamic peer p,
+// and reports whether the answer changed.
+func (c *Cable) refreshAllowed(p *peer) bool {
+	if !p.dynamic || c.cfg.AllowedSegments == nil {
+		return false
+	}
+	segs := c.cfg.AllowedSegments(p.key)
+	if old := p.allowed.Load(); old != nil && slices.Equal(*old, segs) || old == nil && segs == nil {
+		return false
+	}
+	p.allowed.Store(&segs)
+	return true
+}
+
+// redecide decides p's joins again, and tells p.
+func (c *Cable) redecide(p *peer) {
+	if r := c.decideJoins(p); r != nil {
+		c.sendControl(p, p.hs.cur.Load(), &control{Reply: r}, time.Now().UnixNano())
+	}
+}
+
 // rejoinAll decides every peer's joins again after a change of the
 // segments or of what peers may join: a server replies unasked, a client
 // asks at once.
 func (c *Cable) rejoinAll() {
-	now := time.Now().UnixNano()
 	for _, p := range c.peerList() {
 		if c.cfg.Responder {
-			if r := c.decideJoins(p); r != nil {
-				c.sendControl(p, p.hs.cur.Load(), &control{Reply: r}, now)
-			}
+			c.redecide(p)
 			continue
 		}
 		p.join.mu.Lock()

@@ -30,7 +30,7 @@ func (c *Cable) SetPeers(peers []PeerConfig) (added, removed int, err error) {
 		want[pc.PublicKey] = pc
 	}
 	c.pmu.Lock()
-	var keep, drop, renamed []*peer
+	var keep, drop, renamed, moved []*peer
 	for _, p := range c.peerList() {
 		pc, listed := want[p.key]
 		switch {
@@ -42,6 +42,11 @@ func (c *Cable) SetPeers(peers []PeerConfig) (added, removed int, err error) {
 			if pc.Name != p.conf.Name {
 				p.conf.Name = pc.Name
 				renamed = append(renamed, p)
+			}
+			if !slices.Equal(pc.Segments, p.conf.Segments) {
+				p.conf.Segments = pc.Segments
+				p.allowed.Store(&pc.Segments)
+				moved = append(moved, p)
 			}
 		default:
 			drop = append(drop, p)
@@ -65,12 +70,16 @@ func (c *Cable) SetPeers(peers []PeerConfig) (added, removed int, err error) {
 	for _, p := range drop {
 		c.retire(p, "removed from the configuration")
 	}
+	for _, p := range moved {
+		c.redecide(p)
+	}
 	c.kickTimers()
 	return added, len(drop), nil
 }
 
 // samePeer reports whether two configurations of a peer are the same but
-// for the name.
+// for the name and the segments it may join (which change without a new
+// session).
 func samePeer(a, b PeerConfig) bool {
 	if a.PublicKey != b.PublicKey || a.Dial != b.Dial || a.Keepalive != b.Keepalive ||
 		!slices.Equal(a.Fallback, b.Fallback) || !slices.Equal(a.AllowedVLANs, b.AllowedVLANs) ||
@@ -151,6 +160,9 @@ func (c *Cable) recheckAllowed() {
 			c.rename(p, p.key.Short())
 		default:
 			c.rename(p, name)
+		}
+		if ok && c.refreshAllowed(p) {
+			c.redecide(p)
 		}
 	}
 	for _, p := range half {

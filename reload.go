@@ -9,7 +9,8 @@ import (
 
 // Reload applies settings s, read again (and checked), to the running
 // cable: peers added, removed or with a new key take effect at once,
-// unchanged peers keep their sessions. A change that needs a restart (the
+// unchanged peers keep their sessions; segments added, removed or changed,
+// and the segments a peer may join, take effect at once too. A change that needs a restart (the
 // port, the carriers, a key file…) is refused with the reason, and the
 // running configuration stays.
 func (su *Setup) Reload(s *Settings) (added, removed int, err error) {
@@ -35,8 +36,18 @@ func (su *Setup) Reload(s *Settings) (added, removed int, err error) {
 		}
 		peers = []PeerConfig{pc}
 	}
+	if s.hasDefaultPort() != su.s.hasDefaultPort() {
+		return 0, 0, fmt.Errorf("the local port (the default segment) was added or removed: that takes a restart")
+	}
+	segs, err := s.segmentConfigs()
+	if err != nil {
+		return 0, 0, err
+	}
 	if added, removed, err = su.Cable.SetPeers(peers); err != nil {
 		return 0, 0, err
+	}
+	if _, _, err := su.Cable.SetSegments(segs, su.OpenSegment); err != nil {
+		return added, removed, err
 	}
 	s.quicResetKey = su.s.quicResetKey
 	su.s = s

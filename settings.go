@@ -77,7 +77,11 @@ type Settings struct {
 	// client's one server.
 	Peers []PeerSettings
 
+	// Segments are the named segments (-s NAME=SPEC, [[segment]]).
+	Segments []SegmentSettings
+
 	lines        map[string]int // where each top-level key of the file is
+	localSet     bool           // -s SPEC was given
 	serverName   string         // a client's name for its server
 	quicResetKey *[32]byte      // a server's, derived from its key by Open
 }
@@ -92,6 +96,7 @@ type PeerSettings struct {
 	Transport    string   // a client's carriers
 	AllowedMACs  []net.HardwareAddr
 	AllowedVLANs []uint16
+	Segments     []string // a server's client: the named segments it may join
 
 	line map[string]int // where each key is; "[[peer]]" its header
 }
@@ -210,6 +215,9 @@ func (s *Settings) Check(role string) error {
 	if err := s.checkPeers(); err != nil {
 		return err
 	}
+	if err := s.checkSegments(); err != nil {
+		return err
+	}
 	if role == "server" {
 		if len(s.Servers) != 0 {
 			return fmt.Errorf("server: unexpected argument %q (the port is -p PORT)", s.Servers[0])
@@ -312,6 +320,8 @@ func (s *Settings) checkPeers() error {
 		switch {
 		case server && len(p.Endpoints) > 0:
 			return s.errorf(max(p.at("endpoint"), p.at("endpoints")), "endpoint is for a client's [[peer]], its server: a server learns where its clients are")
+		case !server && len(p.Segments) > 0:
+			return s.errorf(p.at("segments"), "segments in a client's [[peer]]: a client names the segments it joins with -s NAME=SPEC or [[segment]] tables")
 		case server && p.Transport != "":
 			return s.errorf(p.at("transport"), "transport in a server's [[peer]]: a server takes a client over any transport it listens on (set transport at the top)")
 		case !server && i > 0:

@@ -63,6 +63,11 @@ func Open(s *Settings, log *slog.Logger) (*Setup, error) {
 		if su.Port != nil {
 			su.Port.Close()
 		}
+		for _, sc := range cfg.Segments {
+			if sc.Port != nil {
+				sc.Port.Close()
+			}
+		}
 		return nil, err
 	}
 	return su, nil
@@ -80,6 +85,13 @@ func (su *Setup) open(cfg *Config) error {
 	}
 	if err := su.openPort(cfg); err != nil {
 		return err
+	}
+	for i := range cfg.Segments {
+		port, err := su.OpenSegment(cfg.Segments[i])
+		if err != nil {
+			return fmt.Errorf("segment %s: %w", cfg.Segments[i].Name, err)
+		}
+		cfg.Segments[i].Port = port
 	}
 	if err := su.setMTU(); err != nil {
 		return err
@@ -122,7 +134,8 @@ func (s *Settings) config(log *slog.Logger) (Config, error) {
 		psk := crypto.Secret(b)
 		cfg.PSK = &psk
 	}
-	return cfg, nil
+	cfg.Segments, err = s.segmentConfigs()
+	return cfg, err
 }
 
 // loadKey sets the cable's static key: the key file, a PSK-only server's
@@ -206,7 +219,7 @@ func (su *Setup) serverPeers(cfg *Config) error {
 		if err != nil {
 			return fmt.Errorf("--allow: %w", err)
 		}
-		cfg.Allow = af.Lookup
+		cfg.Allow, cfg.AllowedSegments = af.Lookup, af.Segments
 		su.Notes = append(su.Notes, fmt.Sprintf("%d client keys allowed by %s (edits take effect at once)", af.Len(), s.Allow))
 	case len(peers) > 0 && !(cfg.PSK != nil && s.AllowAnyPSK):
 		su.Notes = append(su.Notes, fmt.Sprintf("%d clients accepted, from the [[peer]] tables of %s, and no other", len(peers), s.File))
@@ -230,7 +243,7 @@ func (su *Setup) serverPeers(cfg *Config) error {
 		if err != nil {
 			return err
 		}
-		cfg.Allow = af.Lookup
+		cfg.Allow, cfg.AllowedSegments = af.Lookup, af.Segments
 		su.Notes = append(su.Notes,
 			fmt.Sprintf("on a client: cab client --server-key %s %s", su.PublicKey, s.hostAddrs()),
 			"the client makes its key on its first run, client.key in its state directory (/var/lib/cab as root); "+
@@ -281,7 +294,7 @@ func (s *Settings) peerConfigs() ([]PeerConfig, error) {
 	for _, p := range s.Peers {
 		k, _ := crypto.ParsePublicKey(p.PublicKey) // Check parsed it
 		pc := PeerConfig{Name: p.Name, PublicKey: k, Keepalive: p.Keepalive,
-			AllowedMACs: p.AllowedMACs, AllowedVLANs: p.AllowedVLANs}
+			AllowedMACs: p.AllowedMACs, AllowedVLANs: p.AllowedVLANs, Segments: p.Segments}
 		if p.PSK != "" {
 			b, err := crypto.LoadKeyFile(p.PSK)
 			if err != nil {
@@ -343,6 +356,9 @@ func (su *Setup) clientPeer(cfg *Config) error {
 // switch sees each client on its own port.
 func (su *Setup) openPort(cfg *Config) error {
 	s := su.s
+	if !s.hasDefaultPort() {
+		return nil // named segments only
+	}
 	if strings.HasPrefix(s.Local, "vde:") && s.Role == "server" && !s.VDESharedPort {
 		open, err := OpenPortPerPeer(s.Local, su.log)
 		if err != nil {
@@ -425,4 +441,10 @@ func (su *Setup) followMTU(ctx context.Context, tap *bridgeif.TAP) {
 		case <-t.C:
 		}
 	}
+}
+
+// OpenSegment opens the port of a named segment, from its spec. A vde:
+// port is one switch port that the segment's peers share.
+func (su *Setup) OpenSegment(sc SegmentConfig) (bridgeif.Port, error) {
+	return OpenPort(sc.Spec, su.PublicKey)
 }

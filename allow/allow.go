@@ -1,5 +1,6 @@
 // Package allow reads allow files: the public keys of the clients a server
-// accepts, one per line with an optional name. A File reads its file again
+// accepts, one per line with an optional name and the segments the client
+// may join. A File reads its file again
 // when it changes, so that edits take effect without a restart.
 package allow
 
@@ -15,16 +16,18 @@ import (
 	"cab/crypto"
 )
 
-// Entry is one line of an allow file: a client's public key and an
-// optional name.
+// Entry is one line of an allow file: a client's public key, an optional
+// name, and the named segments it may join.
 type Entry struct {
-	Key  crypto.PublicKey
-	Name string
+	Key      crypto.PublicKey
+	Name     string
+	Segments []string
 }
 
 // Parse reads an allow file: one base64 public key per line, optionally
-// followed by white space and a name; blank lines and everything after a #
-// are ignored. Errors name the file and line. name is the file's name, for
+// followed by white space and a name, and by segments=NAME,NAME (the
+// named segments the client may join); blank lines and everything after a
+// # are ignored. Errors name the file and line. name is the file's name, for
 // errors.
 func Parse(r io.Reader, name string) ([]Entry, error) {
 	var out []Entry
@@ -42,16 +45,27 @@ func Parse(r io.Reader, name string) ([]Entry, error) {
 		if err != nil {
 			return nil, fmt.Errorf("%s:%d: %v: each line is a public key (from `cab pubkey`), optionally followed by a name", name, line, err)
 		}
-		if len(fields) > 2 {
-			return nil, fmt.Errorf("%s:%d: too many fields: a line is a public key and at most one name (no spaces in the name)", name, line)
+		e := Entry{Key: k}
+		rest := fields[1:]
+		if len(rest) > 0 && strings.HasPrefix(rest[len(rest)-1], "segments=") {
+			list := strings.TrimPrefix(rest[len(rest)-1], "segments=")
+			for _, seg := range strings.Split(list, ",") {
+				if seg == "" {
+					return nil, fmt.Errorf("%s:%d: segments=%s: list the segment names with commas and no spaces, such as segments=blue,red", name, line, list)
+				}
+				e.Segments = append(e.Segments, seg)
+			}
+			rest = rest[:len(rest)-1]
+		}
+		if len(rest) > 1 {
+			return nil, fmt.Errorf("%s:%d: too many fields: a line is a public key, at most one name (no spaces in the name) and segments=NAME,NAME", name, line)
 		}
 		if prev, dup := seen[k]; dup {
 			return nil, fmt.Errorf("%s:%d: key already listed on line %d: remove one of the lines", name, line, prev)
 		}
 		seen[k] = line
-		e := Entry{Key: k}
-		if len(fields) == 2 {
-			e.Name = fields[1]
+		if len(rest) == 1 {
+			e.Name = rest[0]
 		}
 		out = append(out, e)
 	}
@@ -73,7 +87,7 @@ type File struct {
 	mu      sync.Mutex // guards the following fields
 	checked time.Time
 	info    os.FileInfo // of the file last read
-	keys    map[crypto.PublicKey]string
+	keys    map[crypto.PublicKey]Entry
 	lastErr string
 }
 
@@ -153,9 +167,9 @@ func (a *File) read() (done bool, err error) {
 	if err != nil {
 		return true, err
 	}
-	keys := make(map[crypto.PublicKey]string, len(entries))
+	keys := make(map[crypto.PublicKey]Entry, len(entries))
 	for _, e := range entries {
-		keys[e.Key] = e.Name
+		keys[e.Key] = e
 	}
 	a.keys, a.info = keys, st
 	return true, nil
@@ -187,6 +201,13 @@ func (a *File) Lookup(key crypto.PublicKey) (string, bool) {
 			a.lastErr = ""
 		}
 	}
-	name, ok := a.keys[key]
-	return name, ok
+	e, ok := a.keys[key]
+	return e.Name, ok
+}
+
+// Segments returns the named segments key may join, as its line says.
+func (a *File) Segments(key crypto.PublicKey) []string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.keys[key].Segments
 }

@@ -21,21 +21,34 @@ func TestParse(t *testing.T) {
 	if len(es) != 2 || es[0].Key != k1 || es[0].Name != "site-b" || es[1].Key != k2 || es[1].Name != "" {
 		t.Fatalf("got %+v", es)
 	}
+	k3 := mustKey(t).Public()
+	segs := k1.String() + " lab segments=blue,red\n" + k2.String() + " segments=red\n" + k3.String() + "\n"
+	if es, err = Parse(strings.NewReader(segs), "clients.txt"); err != nil {
+		t.Fatal(err)
+	}
+	if len(es) != 3 || es[0].Name != "lab" || strings.Join(es[0].Segments, ",") != "blue,red" ||
+		es[1].Name != "" || strings.Join(es[1].Segments, ",") != "red" || es[2].Segments != nil {
+		t.Fatalf("segments: got %+v", es)
+	}
 	bad := map[string]string{
-		"not base64": "clients.txt:2: ",
-		"two names":  "clients.txt:2: too many fields",
-		"duplicate":  "clients.txt:3: key already listed on line 2",
-		"short":      "clients.txt:2: ",
-		"bit 255":    "clients.txt:2: public key is not canonical",
+		"empty segment":  "clients.txt:2: segments=blue,: list the segment names",
+		"segments first": "clients.txt:2: too many fields",
+		"not base64":     "clients.txt:2: ",
+		"two names":      "clients.txt:2: too many fields",
+		"duplicate":      "clients.txt:3: key already listed on line 2",
+		"short":          "clients.txt:2: ",
+		"bit 255":        "clients.txt:2: public key is not canonical",
 	}
 	high := k2
 	high[31] |= 0x80
 	inputs := map[string]string{
-		"not base64": "# x\n!!!!\n",
-		"two names":  "\n" + k1.String() + " a b\n",
-		"duplicate":  "\n" + k1.String() + "\n" + k1.String() + " again\n",
-		"short":      "\nAAAA\n",
-		"bit 255":    "\n" + high.String() + " again\n",
+		"empty segment":  "\n" + k1.String() + " a segments=blue,\n",
+		"segments first": "\n" + k1.String() + " segments=blue a\n",
+		"not base64":     "# x\n!!!!\n",
+		"two names":      "\n" + k1.String() + " a b\n",
+		"duplicate":      "\n" + k1.String() + "\n" + k1.String() + " again\n",
+		"short":          "\nAAAA\n",
+		"bit 255":        "\n" + high.String() + " again\n",
 	}
 	for name, in := range inputs {
 		_, err := Parse(strings.NewReader(in), "clients.txt")
@@ -50,6 +63,7 @@ func FuzzParse(f *testing.F) {
 	f.Add(k + " name\n# c\n")
 	f.Add("\n\n#" + k)
 	f.Add(k + " " + k + "\n")
+	f.Add(k + " lab segments=blue,red\n")
 	f.Fuzz(func(t *testing.T, s string) {
 		es, err := Parse(strings.NewReader(s), "f")
 		if err != nil {

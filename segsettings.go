@@ -1,0 +1,179 @@
+package cab
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+
+	"cab/crypto"
+)
+
+// SegmentSettings is one named segment: -s NAME=SPEC or a [[segment]]
+// table.
+type SegmentSettings struct {
+	Name         string
+	Local        string // the port's spec, as -s takes it
+	PSK          string // the segment's own pre-shared key file
+	Isolate      bool
+	MaxMACs      int
+	FloodRate    int
+	AllowedVLANs []uint16
+
+	line map[string]int // where each key is; "[[segment]]" its header
+}
+
+var segmentKeys = []string{"name", "local", "psk", "isolate", "max_macs", "flood_rate", "allowed_vlans"}
+
+// SetLocal takes a value of -s: a port spec is the local port (the default
+// segment's); NAME=SPEC is a named segment, whose SPEC may end with
+// ,psk=FILE (the segment's own PSK) and ,isolate. A named segment given
+// twice keeps the last.
+func (s *Settings) SetLocal(v string) error {
+	name, spec, ok := strings.Cut(v, "=")
+	if !ok || name == "" || strings.ContainsAny(name, ":,/") {
+		s.Local, s.localSet = v, true
+		return nil
+	}
+	seg := SegmentSettings{Name: name}
+	var rest []string
+	for _, opt := range strings.Split(spec, ",") {
+		switch {
+		case strings.HasPrefix(opt, "psk="):
+			seg.PSK = strings.TrimPrefix(opt, "psk=")
+		case opt == "isolate":
+			seg.Isolate = true
+		default:
+			rest = append(rest, opt)
+		}
+	}
+	seg.Local = strings.Join(rest, ",")
+	if err := CheckSegmentName(name); err != nil {
+		return err
+	}
+	if seg.Local == "" {
+		return fmt.Errorf("-s %s: give the segment's port, such as -s %s=tap:cab-%s", v, name, name)
+	}
+	s.Segments = slices.DeleteFunc(s.Segments, func(o SegmentSettings) bool { return o.Name == name })
+	s.Segments = append(s.Segments, seg)
+	return nil
+}
+
+// hasDefaultPort reports whether the settings give the cable a port of its
+// own (the default segment): always without named segments; with them,
+// only when -s SPEC or local says so.
+func (s *Settings) hasDefaultPort() bool {
+	return len(s.Segments) == 0 || s.localSet || s.lines["local"] > 0
+}
+
+// parseSegments reads the [[segment]] tables.
+func (s *Settings) parseSegments(v any, lines []string) error {
+	tables, ok := v.([]map[string]any)
+	if !ok {
+		return configError(s.File, keyLine(lines, "", 0, "segment"), "segment must be [[segment]] tables")
+	}
+	for i, tbl := range tables {
+		g := SegmentSettings{line: map[string]int{"[[segment]]": tableLine(lines, "[[segment]]", i)}}
+		keys := make([]string, 0, len(tbl))
+		for k := range tbl {
+			keys = append(keys, k)
+		}
+		slices.Sort(keys)
+		for _, k := range keys {
+			line := keyLine(lines, "segment", i, k)
+			g.line[k] = line
+			if !slices.Contains(segmentKeys, k) {
+				hint := ""
+				if c := closest(k, segmentKeys); c != "" {
+					hint = fmt.Sprintf(" (did you mean %s?)", c)
+				}
+				return configError(s.File, line, "unknown key %q in [[segment]]%s; the keys are %s", k, hint, strings.Join(segmentKeys, ", "))
+			}
+			if err := g.set(k, tbl[k]); err != nil {
+				return configError(s.File, line, "%s: %v", k, err)
+			}
+		}
+		s.Segments = append(s.Segments, g)
+	}
+	return nil
+}
+
+// set sets key k of a [[segment]] table, checking the value's type.
+func (g *SegmentSettings) set(k string, v any) error {
+	var err error
+	switch k {
+	case "allowed_vlans":
+		g.AllowedVLANs, err = vlanList(v)
+	case "isolate":
+		err = setValue(k, &g.Isolate, v)
+	case "max_macs":
+		err = setValue(k, &g.MaxMACs, v)
+	case "flood_rate":
+		err = setValue(k, &g.FloodRate, v)
+	case "name":
+		err = setValue(k, &g.Name, v)
+	case "local":
+		err = setValue(k, &g.Local, v)
+	case "psk":
+		err = setValue(k, &g.PSK, v)
+	}
+	return err
+}
+
+// at is the line of key k in the table, or of its header.
+func (g *SegmentSettings) at(k string) int {
+	if l := g.line[k]; l > 0 {
+		return l
+	}
+	return g.line["[[segment]]"]
+}
+
+// checkSegments checks the named segments: names, ports, and the segments
+// the [[peer]] tables name.
+func (s *Settings) checkSegments() error {
+	seen := map[string]bool{}
+	for _, g := range s.Segments {
+		if err := CheckSegmentName(g.Name); err != nil {
+			return s.errorf(g.at("name"), "%v", err)
+		}
+		if seen[g.Name] {
+			return s.errorf(g.at("name"), "segment %q given twice: remove one", g.Name)
+		}
+		seen[g.Name] = true
+		if g.Local == "" {
+			return s.errorf(g.at("[[segment]]"), "segment %q has no port: add local = \"tap:cab-%s\" (or -s %s=SPEC)", g.Name, g.Name, g.Name)
+		}
+		if g.MaxMACs < 0 || g.FloodRate < 0 {
+			return s.errorf(max(g.at("max_macs"), g.at("flood_rate")), "segment %q: max_macs and flood_rate are counts: use a number, or leave them out for the cable's", g.Name)
+		}
+	}
+	if s.Role != "server" {
+		return nil
+	}
+	for _, p := range s.Peers {
+		for _, name := range p.Segments {
+			if !seen[name] {
+				return s.errorf(p.at("segments"), "[[peer]] %q: no segment %q on this server: add it (-s %s=SPEC or a [[segment]] table) or remove it from segments", p.Name, name, name)
+			}
+		}
+	}
+	return nil
+}
+
+// segmentConfigs are the named segments as the cable takes them, their
+// PSK files read and their ports not yet opened.
+func (s *Settings) segmentConfigs() ([]SegmentConfig, error) {
+	var out []SegmentConfig
+	for _, g := range s.Segments {
+		sc := SegmentConfig{Name: g.Name, Spec: g.Local, Isolate: g.Isolate, MaxMACs: g.MaxMACs, FloodRate: g.FloodRate, AllowedVLANs: g.AllowedVLANs}
+		if g.PSK != "" {
+			b, err := crypto.LoadKeyFile(g.PSK)
+			if err != nil {
+				return nil, s.errorf(g.at("psk"), "segment %s: psk: %v", g.Name, err)
+			}
+			secret := crypto.Secret(b)
+			sc.PSK = &secret
+		}
+		out = append(out, sc)
+	}
+	return out, nil
+}
