@@ -71,7 +71,8 @@ func newFlagSet(s *cab.Settings, server bool, stderr io.Writer) *flag.FlagSet {
 	}
 	fs := flag.NewFlagSet("cab "+name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.StringVar(&s.Local, "s", s.Local, "local port: tap:NAME[,bridge=BR|,ovs=BR][,mtu=N][,offload=off][,carrier=follow|on], vde:DIR[N] or stdio")
+	fs.Var(localFlag{s}, "s", "local port: tap:NAME[,bridge=BR|,ovs=BR][,mtu=N][,offload=off][,carrier=follow|on], vde:DIR[N] or stdio; "+
+		"repeat it as -s NAME=SPEC[,psk=FILE][,isolate] for named segments, each with its own port (then the local port is only what -s SPEC gives)")
 	fs.StringVar(&s.PSK, "psk", s.PSK, "pre-shared key `file` (from cab genkey); alone it is enough for a two-site link")
 	fs.StringVar(&s.Key, "key", s.Key, "private key `file` (default: STATE_DIR/"+name+".key, created on first run)")
 	fs.StringVar(&s.StateDir, "state-dir", s.StateDir, "state `directory` (default "+cab.StateDirHelp()+")")
@@ -133,3 +134,17 @@ func clientFlags(fs *flag.FlagSet, s *cab.Settings) {
 	fs.StringVar(&s.SSHCommand, "ssh-command", s.SSHCommand, "the ssh `command` and its options, for ssh:// transports")
 	fs.StringVar(&s.SSHRemote, "ssh-remote", s.SSHRemote, "the `command` ssh runs on the server's host (a forced-command key ignores it)")
 }
+
+// localFlag is -s: the local port, or with NAME= a named segment.
+type localFlag struct{ s *cab.Settings }
+
+func (f localFlag) String() string {
+	if f.s == nil {
+		return ""
+	}
+	return f.s.Local
+}
+
+func (f localFlag) Set(v string) error { return f.s.SetLocal(v) }
+
+func (f localFlag) Get() any { return f.s.Local }

@@ -24,6 +24,8 @@ type statusCollector struct {
 	up, rxFrames, rxBytes, txFrames, txBytes, handshakes, fragmented, wireMTU, macs, drops,
 	fdb, clamped, cableDrops *prometheus.Desc
 
+	segPeers, segMACs, segFrames, peerSegment *prometheus.Desc // named segments
+
 	pathQPS, pathLoss, pathRTT, pathQueries *prometheus.Desc // transports that tell (dns)
 }
 
@@ -48,6 +50,11 @@ func newStatusCollector(c *cab.Cable) *statusCollector {
 		clamped:    d("mss_clamped_total", "TCP SYNs whose MSS the cable lowered."),
 		cableDrops: d("drops_total", "Packets and frames dropped that belong to no peer, by reason.", "reason"),
 
+		segPeers:    d("segment_peers", "Peers with a session in the segment.", "segment"),
+		segMACs:     d("segment_fdb_entries", "Entries in the segment's MAC table.", "segment"),
+		segFrames:   d("segment_frames_total", "Frames that entered the segment, from peers or from its port.", "segment", "from"),
+		peerSegment: d("peer_segment", "1 for each segment the peer is in.", "peer", "segment"),
+
 		pathQPS:     d("peer_path_queries_per_second", "Queries per second on the path to the peer (dns transport).", peer...),
 		pathLoss:    d("peer_path_loss_ratio", "Share of exchanges lost on the path to the peer, 0 to 1 (dns transport).", peer...),
 		pathRTT:     d("peer_path_rtt_seconds", "Round-trip time of the path to the peer (dns transport).", peer...),
@@ -57,7 +64,8 @@ func newStatusCollector(c *cab.Cable) *statusCollector {
 
 func (s *statusCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{s.up, s.rxFrames, s.rxBytes, s.txFrames, s.txBytes, s.handshakes,
-		s.fragmented, s.wireMTU, s.macs, s.drops, s.fdb, s.clamped, s.cableDrops, s.pathQPS, s.pathLoss, s.pathRTT, s.pathQueries} {
+		s.fragmented, s.wireMTU, s.macs, s.drops, s.fdb, s.clamped, s.cableDrops, s.pathQPS, s.pathLoss, s.pathRTT, s.pathQueries,
+		s.segPeers, s.segMACs, s.segFrames, s.peerSegment} {
 		ch <- d
 	}
 }
@@ -83,6 +91,9 @@ func (s *statusCollector) Collect(ch chan<- prometheus.Metric) {
 		for reason, n := range p.Drops {
 			ch <- prometheus.MustNewConstMetric(s.drops, counter, float64(n), p.Name, reason)
 		}
+		for _, g := range p.Segments {
+			ch <- prometheus.MustNewConstMetric(s.peerSegment, gauge, 1, p.Name, g)
+		}
 		if ps := p.Path; ps != nil {
 			ch <- prometheus.MustNewConstMetric(s.pathQPS, gauge, ps.QueriesPerSecond, p.Name)
 			ch <- prometheus.MustNewConstMetric(s.pathLoss, gauge, ps.Loss, p.Name)
@@ -94,6 +105,12 @@ func (s *statusCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(s.clamped, counter, float64(st.MSSClamped))
 	for reason, n := range st.Drops {
 		ch <- prometheus.MustNewConstMetric(s.cableDrops, counter, float64(n), reason)
+	}
+	for _, g := range st.Segments {
+		ch <- prometheus.MustNewConstMetric(s.segPeers, gauge, float64(len(g.Peers)), g.Name)
+		ch <- prometheus.MustNewConstMetric(s.segMACs, gauge, float64(g.MACs), g.Name)
+		ch <- prometheus.MustNewConstMetric(s.segFrames, counter, float64(g.FromPeers), g.Name, "peers")
+		ch <- prometheus.MustNewConstMetric(s.segFrames, counter, float64(g.FromPort), g.Name, "port")
 	}
 }
 

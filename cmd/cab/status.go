@@ -70,19 +70,22 @@ func status(args []string, stdout, stderr io.Writer) error {
 
 func printFDB(w io.Writer, fdb []cab.FDBEntry) {
 	sort.Slice(fdb, func(i, j int) bool {
+		if a, b := segmentOrder(fdb[i].Segment), segmentOrder(fdb[j].Segment); a != b {
+			return a < b
+		}
 		if fdb[i].Peer != fdb[j].Peer {
 			return fdb[i].Peer < fdb[j].Peer
 		}
 		return fdb[i].MAC < fdb[j].MAC
 	})
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "MAC\tVLAN\tPEER\tAGE")
+	fmt.Fprintln(tw, "SEGMENT\tMAC\tVLAN\tPEER\tAGE")
 	for _, e := range fdb {
 		peer := e.Peer
 		if peer == "" {
 			peer = "(local)"
 		}
-		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\n", e.MAC, e.VLAN, peer, e.Age.Round(time.Second))
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\n", dash(e.Segment), e.MAC, e.VLAN, peer, e.Age.Round(time.Second))
 	}
 	tw.Flush()
 }
@@ -123,6 +126,7 @@ func printStatus(w io.Writer, st *cab.Status) {
 	if len(st.Drops) > 0 {
 		fmt.Fprintf(w, "dropped before a peer was known: %s\n", dropString(st.Drops))
 	}
+	printSegments(w, st)
 	fmt.Fprintf(w, "MAC table: %d entries\n", st.FDB)
 	if st.Carrier != "" {
 		fmt.Fprintf(w, "carrier: %s (follows the peers: up while at least one is up)\n", st.Carrier)
@@ -159,6 +163,8 @@ var dropLabels = map[string]string{
 	"rate limited":     "handshakes over the rate limit",
 	"queue full":       "with the queue full",
 	"not allowed":      "not allowed (a key, MAC or VLAN not allowed, or a peer removed)",
+	"not in segment":   "for a segment the peer has not joined",
+	"malformed":        "malformed control messages",
 	"handshake replay": "replayed handshakes",
 	"mac limit":        "over the MAC limit",
 	"isolated":         "from client to client (isolate)",
@@ -203,4 +209,36 @@ func dropString(m map[string]uint64) string {
 		fmt.Fprintf(&b, "%d %s", m[k], label)
 	}
 	return b.String()
+}
+
+// segmentOrder sorts the default segment first, then by name.
+func segmentOrder(name string) string {
+	if name == "default" {
+		return ""
+	}
+	return "~" + name
+}
+
+// printSegments lists a cable's segments, each with its peers and MACs,
+// and the segments each peer was refused.
+func printSegments(w io.Writer, st *cab.Status) {
+	if len(st.Segments) == 0 {
+		return
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "SEGMENT\tID\tPEERS\tMACS\tFROM PEERS\tFROM PORT")
+	for _, g := range st.Segments {
+		fmt.Fprintf(tw, "%s\t%08x\t%s\t%d\t%d\t%d\n", g.Name, g.ID, dash(strings.Join(g.Peers, ",")), g.MACs, g.FromPeers, g.FromPort)
+	}
+	tw.Flush()
+	for _, p := range st.Peers {
+		names := make([]string, 0, len(p.Refused))
+		for n := range p.Refused {
+			names = append(names, n)
+		}
+		sort.Strings(names)
+		for _, n := range names {
+			fmt.Fprintf(w, "%s: segment %s: %s\n", p.Name, n, p.Refused[n])
+		}
+	}
 }
