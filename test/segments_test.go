@@ -1,0 +1,197 @@
+//go:build linux
+
+package cabtest
+
+import (
+	"encoding/json"
+	"fmt"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+)
+
+// segHost is a host on one segment at a site: a namespace of its own,
+// joined by a veth to a Linux bridge in the site's namespace, which the
+// site's cab puts the segment's TAP into.
+type segHost struct {
+	ns, ip, mac string
+}
+
+// addSegHost makes the bridge of segment seg in s (named b-SEG) and a host
+// on it with ip; it returns the -s argument for the segment.
+func addSegHost(t *testing.T, s *site, seg, ip string) (*segHost, string) {
+	t.Helper()
+	br, tap := "b-"+seg, "t-"+seg
+	if _, err := run(5*time.Second, "ip", "-n", s.ns, "link", "show", "dev", br); err != nil {
+		mustRun(t, "ip", "-n", s.ns, "link", "add", br, "type", "bridge")
+		mustRun(t, "ip", "-n", s.ns, "link", "set", br, "up")
+	}
+	h := newNetns(t, seg+ip[strings.LastIndex(ip, ".")+1:])
+	mustRun(t, "ip", "-n", s.ns, "link", "add", "v-"+seg, "type", "veth", "peer", "name", "eth0", "netns", h.ns)
+	mustRun(t, "ip", "-n", s.ns, "link", "set", "v-"+seg, "master", br, "up")
+	mustRun(t, "ip", "-n", h.ns, "addr", "add", ip+"/24", "dev", "eth0")
+	mustRun(t, "ip", "-n", h.ns, "link", "set", "eth0", "up")
+	out := mustRun(t, "ip", "-n", h.ns, "-o", "link", "show", "dev", "eth0")
+	mac := regexp.MustCompile(`link/ether ([0-9a-f:]{17})`).FindStringSubmatch(out)
+	if mac == nil {
+		t.Fatalf("no MAC in %q", out)
+	}
+	return &segHost{ns: h.ns, ip: ip, mac: mac[1]}, seg + "=tap:" + tap + ",bridge=" + br
+}
+
+// neighMAC returns the MAC that h's ARP table has for ip, or "".
+func neighMAC(t *testing.T, h *segHost, ip string) string {
+	out, _ := run(5*time.Second, "ip", "-n", h.ns, "neigh", "show", ip)
+	m := regexp.MustCompile(`lladdr ([0-9a-f:]{17})`).FindStringSubmatch(out)
+	if m == nil {
+		return ""
+	}
+	return m[1]
+}
+
+// TestSegments: one server with two segments, blue and red; two clients in
+// each, one in both, and one allowed in blue only that asks for both. The
+// same addresses are used in both segments. Every host reaches the hosts of
+// its own segment, and they are its own segment's (by MAC), never the other
+// one's; the client refused red is told why, on both sides, and keeps blue;
+// an edit of the allow file moves it from blue to red without touching the
+// other clients' sessions.
+func TestSegments(t *testing.T) {
+	srv, cl := hubSites(t, 6)
+	skey := genkey(t, srv.path("server.key"))
+	blue, red := map[string]*segHost{}, map[string]*segHost{}
+	sb, sbArg := addSegHost(t, srv, "blue", "192.0.2.1")
+	sr, srArg := addSegHost(t, srv, "red", "192.0.2.1")
+	blue["server"], red["server"] = sb, sr
+	// Clients: c1, c2 blue; c3, c4 red; c5 both; c6 asks for both and is
+	// allowed blue.
+	plan := []struct {
+		name  string
+		segs  []string
+		ip    string
+		allow string
+	}{
+		{"c1", []string{"blue"}, "192.0.2.11", "blue"},
+		{"c2", []string{"blue"}, "192.0.2.12", "blue"},
+		{"c3", []string{"red"}, "192.0.2.11", "red"},
+		{"c4", []string{"red"}, "192.0.2.14", "red"},
+		{"c5", []string{"blue", "red"}, "192.0.2.15", "blue,red"},
+		{"c6", []string{"blue", "red"}, "192.0.2.16", "blue"},
+	}
+	keys := make([]string, len(cl))
+	allowFile := func(c6 string) string {
+		var b strings.Builder
+		for i, p := range plan {
+			a := p.allow
+			if p.name == "c6" {
+				a = c6
+			}
+			fmt.Fprintf(&b, "%s %s segments=%s\n", keys[i], p.name, a)
+		}
+		return b.String()
+	}
+	for i, c := range cl {
+		keys[i] = pubkey(t, genkey(t, c.path("client.key")))
+	}
+	writeFile(t, srv.path("clients.txt"), allowFile("blue"))
+	sp := srv.cab(t, "server", "-p", port, "-s", sbArg, "-s", srArg, "--key", skey, "--allow", srv.path("clients.txt"))
+	var cps []*proc
+	for i, p := range plan {
+		args := []string{"client", "--key", cl[i].path("client.key"), "--server-key", pubkey(t, skey), "--keepalive", "2s"}
+		for _, seg := range p.segs {
+			h, arg := addSegHost(t, cl[i], seg, p.ip)
+			args = append(args, "-s", arg)
+			if seg == "blue" {
+				blue[p.name] = h
+			} else {
+				red[p.name] = h
+			}
+		}
+		cps = append(cps, cl[i].cab(t, append(args, srv.v4+":"+port)...))
+	}
+	waitPeerUp(t, upTimeout, append([]*proc{sp}, cps...)...)
+
+	// The refusal, said on both sides.
+	refusal := "segment red: not allowed for this key"
+	if !waitFor(10*time.Second, func() bool {
+		return strings.Contains(cps[5].output(), refusal) && strings.Contains(sp.output(), refusal)
+	}) {
+		t.Fatalf("no %q in the logs of c6 and the server", refusal)
+	}
+	c6blue, c6red := blue["c6"], red["c6"]
+	delete(red, "c6")
+
+	reach := func(seg map[string]*segHost, name string) {
+		t.Helper()
+		// A segment's hosts reach each other, through the server and
+		// from client to client, and what answers is their own
+		// segment's host.
+		for from, h := range seg {
+			for to, o := range seg {
+				if from == to {
+					continue
+				}
+				if !waitFor(15*time.Second, func() bool { return ping(t, h.ns, o.ip, 1) == 1 }) {
+					t.Fatalf("%s: %s (%s) does not reach %s (%s)", name, from, h.ip, to, o.ip)
+				}
+				if got := neighMAC(t, h, o.ip); got != o.mac {
+					t.Fatalf("%s: %s's %s is at %s, not at %s's MAC %s: a frame crossed segments", name, from, o.ip, got, to, o.mac)
+				}
+			}
+		}
+	}
+	reach(blue, "blue")
+	reach(red, "red")
+	// Addresses of the other segment alone are not reachable: .14 lives
+	// in red, .12 in blue.
+	if n := ping(t, blue["c1"].ns, "192.0.2.14", 2); n != 0 {
+		t.Errorf("blue c1 reached red's 192.0.2.14 (%d replies)", n)
+	}
+	if n := ping(t, red["c3"].ns, "192.0.2.12", 2); n != 0 {
+		t.Errorf("red c3 reached blue's 192.0.2.12 (%d replies)", n)
+	}
+
+	// cab status --fdb: every entry says its segment; the server's own
+	// hosts' MACs are in both, each in its own.
+	out := mustRun(t, "ip", "netns", "exec", srv.ns, cabBin, "status", "--fdb", "--json", "--name", srv.ns)
+	var fdb []struct {
+		MAC, Peer, Segment string
+	}
+	if err := json.Unmarshal([]byte(out), &fdb); err != nil {
+		t.Fatalf("cab status --fdb --json: %v\n%s", err, out)
+	}
+	where := map[string]string{}
+	for _, e := range fdb {
+		if e.Segment != "blue" && e.Segment != "red" {
+			t.Errorf("fdb entry %+v: segment %q", e, e.Segment)
+		}
+		where[e.MAC] += e.Segment + " "
+	}
+	if where[sb.mac] != "blue " || where[sr.mac] != "red " {
+		t.Errorf("the server hosts' MACs: blue %s in %q, red %s in %q", sb.mac, where[sb.mac], sr.mac, where[sr.mac])
+	}
+
+	// Move c6 from blue to red by its line in the allow file.
+	before := strings.Count(cps[0].output(), "handshake complete")
+	writeFile(t, srv.path("clients.txt"), allowFile("red"))
+	if !waitFor(15*time.Second, func() bool { return ping(t, red["server"].ns, "192.0.2.16", 1) == 1 }) {
+		t.Fatal("c6 did not come into red after the allow file moved it")
+	}
+	if got := neighMAC(t, red["server"], "192.0.2.16"); got != c6red.mac {
+		t.Fatalf("red's server host sees 192.0.2.16 at %q, not at c6's red host %s (its blue host is %s)", got, c6red.mac, c6blue.mac)
+	}
+	if n := ping(t, c6blue.ns, "192.0.2.1", 2); n != 0 {
+		t.Errorf("c6's blue host still reaches blue's server host after the move (%d replies)", n)
+	}
+	if !strings.Contains(cps[5].output(), "segment blue: not allowed for this key") {
+		t.Errorf("c6 was not told that it left blue")
+	}
+	if after := strings.Count(cps[0].output(), "handshake complete"); after != before || strings.Contains(cps[0].output(), "peer down") {
+		t.Errorf("c1's session was touched by the move: %d handshakes before, %d after", before, after)
+	}
+	delete(blue, "c6")
+	red["c6"] = c6red
+	reach(blue, "blue after the move")
+	reach(red, "red after the move")
+}
