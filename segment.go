@@ -55,8 +55,12 @@ type SegmentConfig struct {
 var segmentName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,31}$`)
 
 // CheckSegmentName refuses a segment name that is not a short plain word,
-// or whose id would be the default segment's.
+// is "default" (status's name for the cable's own port), or whose id would
+// be the default segment's.
 func CheckSegmentName(name string) error {
+	if name == "default" {
+		return fmt.Errorf("segment name %q: that is the name status gives the local port (-s SPEC); choose another", name)
+	}
 	if !segmentName.MatchString(name) {
 		return fmt.Errorf("segment name %q: use letters, digits, '-', '_' and '.', at most 32, such as blue", name)
 	}
@@ -297,7 +301,9 @@ func (c *Cable) SetSegments(segs []SegmentConfig, open func(SegmentConfig) (brid
 		s.closed.Store(true)
 		c.forgetSegment(s)
 		s.port.Close()
-		<-s.done
+		if c.running.Load() {
+			<-s.done // its loop has stopped: nothing more from its port
+		}
 		c.log.Info("segment removed", "segment", s.name)
 	}
 	var fresh []*segment

@@ -3,9 +3,12 @@ package cab
 import (
 	"fmt"
 	"slices"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"cab/bridgeif"
 	"cab/bridgeif/bridgeiftest"
 	"cab/crypto"
 	"cab/transport"
@@ -95,7 +98,7 @@ func cutBang(s string) (string, bool) {
 }
 
 // waitJoined waits until the server has client i in the segments want
-// (names, "default" first when in it).
+// (names, "default" first when in it), and the client knows it.
 func (h *segHub) waitJoined(t *testing.T, i int, want ...string) {
 	t.Helper()
 	key := h.clients[i].cable.cfg.PrivateKey.Public().String()
@@ -107,7 +110,9 @@ func (h *segHub) waitJoined(t *testing.T, i int, want ...string) {
 				got = p.Segments
 			}
 		}
-		if slices.Equal(got, want) {
+		// The client knows it too: its server's segments are the same.
+		mine := h.clients[i].cable.Status().Peers[0].Segments
+		if slices.Equal(got, want) && (len(h.clients[i].cable.segments()) == 0 || slices.Equal(mine, want)) {
 			return
 		}
 		time.Sleep(10 * time.Millisecond)
@@ -256,4 +261,124 @@ func TestSegmentFragments(t *testing.T) {
 		t.Fatal("the frame was not fragmented")
 	}
 	expectNoFrame(t, h.sports["default"], 50*time.Millisecond)
+}
+
+// FuzzParseControl: no control message crashes the parser, and what it
+// accepts names at most maxJoins well-formed segments.
+func FuzzParseControl(f *testing.F) {
+	f.Add([]byte(`{"join":{"default":true,"segments":[{"name":"blue","proof":"AAAAAAAAAAAAAAAAAAAAAA=="}]}}`))
+	f.Add([]byte(`{"reply":{"segments":[{"name":"red","joined":false,"why":"not allowed for this key"}]}}`))
+	f.Add([]byte(`{"join":{},"reply":{}}`))
+	f.Add([]byte(`{"join":{"segments":[{"name":"../x"}]}}`))
+	f.Add([]byte(`[]`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		m, err := parseControl(b)
+		if err != nil {
+			return
+		}
+		if len(b) > maxControlLen {
+			t.Fatalf("accepted %d bytes", len(b))
+		}
+		n := 0
+		if m.Join != nil {
+			n += len(m.Join.Segments)
+		}
+		if m.Reply != nil {
+			n += len(m.Reply.Segments)
+		}
+		if n > maxJoins || m.Join != nil && m.Reply != nil {
+			t.Fatalf("accepted %+v", m)
+		}
+	})
+}
+
+// TestParseControl: the parser takes the messages the cable sends and
+// refuses the malformed.
+func TestParseControl(t *testing.T) {
+	for _, good := range []string{
+		`{"join":{"default":false,"segments":[{"name":"blue"},{"name":"red","proof":"AQID"}]}}`,
+		`{"reply":{"segments":[{"name":"blue","joined":true}]}}`,
+	} {
+		if _, err := parseControl([]byte(good)); err != nil {
+			t.Errorf("%s: %v", good, err)
+		}
+	}
+	many := `{"join":{"segments":[` + strings.Repeat(`{"name":"a"},`, maxJoins) + `{"name":"a"}]}}`
+	for _, bad := range []string{`{}`, `{"join":{},"reply":{}}`, `not json`, `{"join":{"segments":[{"name":""}]}}`,
+		`{"reply":{"segments":[{"name":"default"}]}}`, many, `{"join":{"segments":[{"name":"` + strings.Repeat("x", 2000) + `"}]}}`} {
+		if _, err := parseControl([]byte(bad)); err == nil {
+			t.Errorf("%.60s: accepted", bad)
+		}
+	}
+}
+
+// TestSegmentsReload: a reload adds a segment (a peer that asked for it
+// joins without asking again), removes one (its members leave it at once),
+// and a change of what a key may join moves the peer, all without a new
+// handshake for anyone.
+func TestSegmentsReload(t *testing.T) {
+	var mu sync.Mutex
+	allowed := map[crypto.PublicKey][]string{}
+	h := startSegHub(t, func(c *Config) {
+		c.Allow = func(crypto.PublicKey) (string, bool) { return "", true }
+		c.AllowedSegments = func(k crypto.PublicKey) []string {
+			mu.Lock()
+			defer mu.Unlock()
+			return allowed[k]
+		}
+	})
+	allow := func(i int, segs ...string) {
+		mu.Lock()
+		allowed[h.clients[i].cable.cfg.PrivateKey.Public()] = segs
+		mu.Unlock()
+	}
+	h.addClient(t, 0, segClient{segments: []string{"blue", "green"}, noPort: true})
+	h.addClient(t, 1, segClient{segments: []string{"blue"}, noPort: true})
+	allow(0, "blue", "green")
+	allow(1, "blue")
+	waitUp(t, h.clients[0], 1)
+	waitUp(t, h.clients[1], 1)
+	h.waitJoined(t, 0, "blue")
+	h.waitJoined(t, 1, "blue")
+
+	green := bridgeiftest.NewPort(4096)
+	segs := []SegmentConfig{
+		{Name: "blue", Spec: "fake:blue"},
+		{Name: "red", Spec: "fake:red", PSK: redPSK},
+		{Name: "green", Spec: "fake:green"},
+	}
+	open := func(sc SegmentConfig) (bridgeif.Port, error) {
+		if sc.Name != "green" {
+			t.Errorf("reload opened %s again", sc.Name)
+		}
+		return green, nil
+	}
+	if added, removed, err := h.server.cable.SetSegments(segs, open); err != nil || added != 1 || removed != 0 {
+		t.Fatalf("add green: %d added, %d removed, %v", added, removed, err)
+	}
+	h.waitJoined(t, 0, "blue", "green")
+	g := broadcast(h.cports[0]["green"], 0x61, 1)
+	expectFrames(t, green, [][]byte{g})
+
+	// Remove blue: both clients leave it; client 1 is in nothing now.
+	if _, removed, err := h.server.cable.SetSegments(segs[1:], open); err != nil || removed != 1 {
+		t.Fatalf("remove blue: %d removed, %v", removed, err)
+	}
+	h.waitJoined(t, 0, "green")
+	h.waitJoined(t, 1)
+	if err := h.sports["blue"].Inject(testFrame(0xff, 0x62, 2, 80)); err == nil {
+		t.Error("the removed segment's port is still open")
+	}
+
+	// The allow list moves client 0 out of green.
+	allow(0, "blue")
+	h.waitJoined(t, 0)
+	if why := h.clients[0].cable.Status().Peers[0].Refused["green"]; why != "not allowed for this key" {
+		t.Errorf("client 0 was told %q about green", why)
+	}
+	for i, c := range h.clients {
+		if n := c.cable.Status().Peers[0].Handshakes; n != 1 {
+			t.Errorf("client %d: %d handshakes, want 1: the reload touched its session", i, n)
+		}
+	}
 }
