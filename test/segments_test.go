@@ -195,3 +195,43 @@ func TestSegments(t *testing.T) {
 	reach(blue, "blue after the move")
 	reach(red, "red after the move")
 }
+
+// TestSegmentsPSK: in PSK-only mode a segment with a PSK of its own takes
+// only the clients that hold it (given as psk= in -s), and one without
+// takes every holder of the cable's PSK.
+func TestSegmentsPSK(t *testing.T) {
+	srv, cl := hubSites(t, 2)
+	door := genkey(t, srv.path("site.psk"))
+	redKey := genkey(t, srv.path("red.psk"))
+	sb, sbArg := addSegHost(t, srv, "blue", "192.0.2.1")
+	sr, srArg := addSegHost(t, srv, "red", "192.0.2.1")
+	sp := srv.cab(t, "server", "-p", port, "--psk", door, "-s", sbArg, "-s", srArg+",psk="+redKey)
+	// c1 holds red's PSK; c2 has another key as red's, and asks for blue
+	// too.
+	mustRun(t, "cp", door, cl[0].path("site.psk"))
+	mustRun(t, "cp", door, cl[1].path("site.psk"))
+	mustRun(t, "cp", redKey, cl[0].path("red.psk"))
+	wrong := genkey(t, cl[1].path("red.psk"))
+	r1, r1Arg := addSegHost(t, cl[0], "red", "192.0.2.11")
+	b2, b2Arg := addSegHost(t, cl[1], "blue", "192.0.2.12")
+	r2, r2Arg := addSegHost(t, cl[1], "red", "192.0.2.12")
+	c1 := cl[0].cab(t, "client", "--psk", cl[0].path("site.psk"), "-s", r1Arg+",psk="+cl[0].path("red.psk"), srv.v4+":"+port)
+	c2 := cl[1].cab(t, "client", "--psk", cl[1].path("site.psk"), "-s", b2Arg, "-s", r2Arg+",psk="+wrong, srv.v4+":"+port)
+	waitPeerUp(t, upTimeout, sp, c1, c2)
+	if !waitFor(10*time.Second, func() bool {
+		return strings.Contains(c2.output(), "segment red: wrong PSK for the segment") && strings.Contains(sp.output(), "segment red: wrong PSK for the segment")
+	}) {
+		t.Fatal("c2's wrong red PSK was not refused on both sides")
+	}
+	waitPing(t, 15*time.Second, r1.ns, sr.ip)
+	waitPing(t, 15*time.Second, b2.ns, sb.ip)
+	if got := neighMAC(t, r1, sr.ip); got != sr.mac {
+		t.Fatalf("red c1 sees the server's 192.0.2.1 at %s, not red's %s", got, sr.mac)
+	}
+	if n := ping(t, r2.ns, sr.ip, 2); n != 0 {
+		t.Errorf("c2's red host reached red without red's PSK (%d replies)", n)
+	}
+	if n := ping(t, r1.ns, "192.0.2.12", 2); n != 0 {
+		t.Errorf("red c1 reached 192.0.2.12, which is c2's in blue, and in red without the PSK (%d replies)", n)
+	}
+}
