@@ -33,6 +33,9 @@ const (
 	joinRefresh   = 30 * time.Second
 	maxControlLen = 1200
 	maxJoins      = 16
+	// joinSilence is how long a client waits for a first reply before it
+	// warns that its server may not know segments.
+	joinSilence = 10 * time.Second
 )
 
 // control is the plaintext of a TypeControl packet.
@@ -102,6 +105,8 @@ type joinState struct {
 	answered *session // the session a reply came in
 	lastSent int64    // when the last request went
 	lastSeen int64    // when the last reply came
+	firstAsk int64    // when the first request went
+	warned   bool     // the server's silence was logged
 	// The server's: the peer's last request, and the binding of the
 	// session it came in, which its proofs are over.
 	req     *joinRequest
@@ -134,8 +139,16 @@ func (c *Cable) joinTimer(p *peer, now int64) {
 	due := now-j.lastSent >= int64(every)
 	if due {
 		j.lastSent = now
+		if j.firstAsk == 0 {
+			j.firstAsk = now
+		}
 	}
+	silent := j.lastSeen == 0 && !j.warned && now-j.firstAsk >= int64(joinSilence)
+	j.warned = j.warned || silent
 	j.mu.Unlock()
+	if silent {
+		c.log.Warn("the server has not answered the segment joins: is it a cab without segments? Only the default segment crosses to it", "peer", p.name(), "after", joinSilence)
+	}
 	if !due {
 		return
 	}

@@ -2,10 +2,12 @@ package cab
 
 import (
 	"fmt"
+	"log/slog"
 	"slices"
 	"strings"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"cab/bridgeif"
@@ -381,4 +383,97 @@ func TestSegmentsReload(t *testing.T) {
 			t.Errorf("client %d: %d handshakes, want 1: the reload touched its session", i, n)
 		}
 	}
+}
+
+// noControl is a server conn that loses every control packet, as a cab
+// without segments would drop them.
+type noControl struct{ transport.Conn }
+
+func (c noControl) ReadBatch(ps []transport.Packet) (int, error) {
+	for {
+		n, err := c.Conn.ReadBatch(ps)
+		kept := 0
+		for i := 0; i < n; i++ {
+			if len(ps[i].B) > 0 && ps[i].B[0] == crypto.TypeControl {
+				continue
+			}
+			ps[kept].B, ps[kept].Addr = append(ps[kept].B[:0], ps[i].B...), ps[i].Addr
+			kept++
+		}
+		if kept > 0 || err != nil {
+			return kept, err
+		}
+	}
+}
+
+// TestSegmentsServerSilent: a client whose server never answers its joins
+// (a cab without segments) says so once, after joinSilence, and keeps the
+// default segment.
+func TestSegmentsServerSilent(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var logs syncLog
+		blue := bridgeiftest.NewPort(64)
+		h := startHubWith(t, 1, hubOpts{
+			wrap: func(c transport.Conn) transport.Conn { return noControl{c} },
+			client: func(c *Config) {
+				c.Segments = []SegmentConfig{{Name: "blue", Port: blue}}
+				c.Logger = slog.New(slog.NewTextHandler(&logs, nil))
+			},
+		})
+		time.Sleep(joinSilence - 2*time.Second)
+		if strings.Contains(logs.String(), "has not answered the segment joins") {
+			t.Fatal("warned before joinSilence")
+		}
+		time.Sleep(4 * time.Second)
+		if n := strings.Count(logs.String(), "has not answered the segment joins"); n != 1 {
+			t.Fatalf("%d warnings after joinSilence, want 1:\n%s", n, logs.String())
+		}
+		h.announce(t, 0) // the default segment still crosses
+	})
+}
+
+// TestSegmentPolicy: a segment's own policy: isolate keeps its peers
+// apart while the default segment relays; allowed_vlans drops other
+// VLANs; a [[peer]]'s segments list lets it in.
+func TestSegmentPolicy(t *testing.T) {
+	net := transporttest.NewNetwork(transporttest.Options{Queue: 8192})
+	skey := mustKey(t)
+	keys := []crypto.PrivateKey{mustKey(t), mustKey(t)}
+	sblue := bridgeiftest.NewPort(4096)
+	scfg := Config{PrivateKey: skey, Responder: true,
+		Segments: []SegmentConfig{{Name: "blue", Port: sblue, Isolate: true, AllowedVLANs: []uint16{0}}},
+		Peers: []PeerConfig{{PublicKey: keys[0].Public(), Segments: []string{"blue"}}, {PublicKey: keys[1].Public(), Segments: []string{"blue"}}}}
+	server := startSite(t, scfg, net.Conn("server"))
+	var clients []*site
+	var blues []*bridgeiftest.Port
+	for i, k := range keys {
+		conn := net.Conn(fmt.Sprintf("c%d", i))
+		bp := bridgeiftest.NewPort(4096)
+		blues = append(blues, bp)
+		clients = append(clients, startSite(t, Config{PrivateKey: k, Segments: []SegmentConfig{{Name: "blue", Port: bp}}, Peers: []PeerConfig{{
+			PublicKey: skey.Public(),
+			Dial:      &Dialer{Conn: conn, Resolve: func() (transport.Addr, error) { return transporttest.Addr("server"), nil }},
+		}}}, conn))
+	}
+	h := &segHub{server: server, clients: clients}
+	for i := range clients {
+		waitUp(t, clients[i], 1)
+		h.waitJoined(t, i, "default", "blue")
+	}
+	// Isolated blue: client 0's broadcast reaches the server's blue port,
+	// not client 1; in the default segment it reaches both.
+	b := broadcast(blues[0], 0x71, 1)
+	expectFrames(t, sblue, [][]byte{b})
+	d := broadcast(clients[0].port, 0x71, 2)
+	expectFrames(t, server.port, [][]byte{d})
+	expectFrames(t, clients[1].port, [][]byte{d})
+	expectNoFrame(t, blues[1], 100*time.Millisecond)
+	// A tagged frame into blue, which allows untagged only, is dropped.
+	before := dropCount(server, "not allowed")
+	tagged := testFrame(0xff, 0x71, 3, 80)
+	copy(tagged[0:6], []byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff})
+	tagged = append(tagged[:12], append([]byte{0x81, 0x00, 0x00, 0x64}, tagged[12:]...)...)
+	blues[0].Inject(tagged)
+	waitDrops(t, server, "not allowed", before)
+	expectNoFrame(t, sblue, 50*time.Millisecond)
 }
