@@ -442,7 +442,7 @@ func TestSegmentPolicy(t *testing.T) {
 	sblue := bridgeiftest.NewPort(4096)
 	scfg := Config{PrivateKey: skey, Responder: true,
 		Segments: []SegmentConfig{{Name: "blue", Port: sblue, Isolate: true, AllowedVLANs: []uint16{0}}},
-		Peers: []PeerConfig{{PublicKey: keys[0].Public(), Segments: []string{"blue"}}, {PublicKey: keys[1].Public(), Segments: []string{"blue"}}}}
+		Peers:    []PeerConfig{{PublicKey: keys[0].Public(), Segments: []string{"blue"}}, {PublicKey: keys[1].Public(), Segments: []string{"blue"}}}}
 	server := startSite(t, scfg, net.Conn("server"))
 	var clients []*site
 	var blues []*bridgeiftest.Port
