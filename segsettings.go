@@ -177,3 +177,16 @@ func (s *Settings) segmentConfigs() ([]SegmentConfig, error) {
 	}
 	return out, nil
 }
+
+// PortDescription says what the cable's ports are, for its log: the local
+// port, and each named segment's.
+func (s *Settings) PortDescription() string {
+	var parts []string
+	if s.hasDefaultPort() {
+		parts = append(parts, s.Local)
+	}
+	for _, g := range s.Segments {
+		parts = append(parts, g.Name+"="+g.Local)
+	}
+	return strings.Join(parts, " ")
+}

@@ -29,6 +29,9 @@ func TestSegmentFlag(t *testing.T) {
 	if g := s2.Segments[0]; g.Local != "tap:x,bridge=br0" || g.PSK != "/k" {
 		t.Fatalf("options: %+v", g)
 	}
+	if d := s.PortDescription(); d != "red=vde:/run/vde/red blue=tap:b2" {
+		t.Errorf("the log says the ports are %q", d)
+	}
 	if err := s.SetLocal("tap:cab9,bridge=br0"); err != nil || s.Local != "tap:cab9,bridge=br0" || !s.hasDefaultPort() {
 		t.Fatalf("-s SPEC after segments: %v, %q, %v", err, s.Local, s.hasDefaultPort())
 	}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"regexp"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -233,5 +234,77 @@ func TestSegmentsPSK(t *testing.T) {
 	}
 	if n := ping(t, r1.ns, "192.0.2.12", 2); n != 0 {
 		t.Errorf("red c1 reached 192.0.2.12, which is c2's in blue, and in red without the PSK (%d replies)", n)
+	}
+}
+
+// TestSegmentsReload: a server configured by a file; SIGHUP with a new
+// [[segment]] red and c1's segments changed from blue to red moves c1 into
+// red (whose TAP cab then creates) and out of blue, without a handshake for
+// c2, which stays in blue; removing blue then takes c2 out of it.
+func TestSegmentsReload(t *testing.T) {
+	srv, cl := hubSites(t, 2)
+	skey := genkey(t, srv.path("server.key"))
+	var pubs []string
+	for _, c := range cl {
+		pubs = append(pubs, pubkey(t, genkey(t, c.path("client.key"))))
+	}
+	sb, _ := addSegHost(t, srv, "blue", "192.0.2.1")
+	sr, _ := addSegHost(t, srv, "red", "192.0.2.1")
+	conf := func(segs []string, c1, c2 string) string {
+		var b strings.Builder
+		fmt.Fprintf(&b, "listen_port = %s\nkey = %q\n", port, skey)
+		for _, s := range segs {
+			fmt.Fprintf(&b, "\n[[segment]]\nname = %q\nlocal = \"tap:t-%s,bridge=b-%s\"\n", s, s, s)
+		}
+		fmt.Fprintf(&b, "\n[[peer]]\nname = \"c1\"\npublic_key = %q\nsegments = [%q]\n", pubs[0], c1)
+		fmt.Fprintf(&b, "\n[[peer]]\nname = \"c2\"\npublic_key = %q\nsegments = [%q]\n", pubs[1], c2)
+		return b.String()
+	}
+	file := srv.path("hub.toml")
+	writeFile(t, file, conf([]string{"blue"}, "blue", "blue"))
+	sp := srv.cab(t, "server", "-f", file)
+	b1, b1Arg := addSegHost(t, cl[0], "blue", "192.0.2.11")
+	r1, r1Arg := addSegHost(t, cl[0], "red", "192.0.2.11")
+	b2, b2Arg := addSegHost(t, cl[1], "blue", "192.0.2.12")
+	common := []string{"--server-key", pubkey(t, skey), "--keepalive", "2s"}
+	c1 := cl[0].cab(t, append(append([]string{"client", "--key", cl[0].path("client.key"), "-s", b1Arg, "-s", r1Arg}, common...), srv.v4+":"+port)...)
+	c2 := cl[1].cab(t, append(append([]string{"client", "--key", cl[1].path("client.key"), "-s", b2Arg}, common...), srv.v4+":"+port)...)
+	waitPeerUp(t, upTimeout, sp, c1, c2)
+	waitPing(t, 15*time.Second, b1.ns, sb.ip)
+	waitPing(t, 15*time.Second, b2.ns, sb.ip)
+	if tapExists(cl[0]) {
+		t.Error("a client with named segments alone made the default TAP")
+	}
+
+	hs := strings.Count(c2.output(), "handshake complete")
+	writeFile(t, file, conf([]string{"blue", "red"}, "red", "blue"))
+	sp.signal(syscall.SIGHUP)
+	if !waitFor(5*time.Second, func() bool { return strings.Contains(sp.stderr.String(), `msg=reloaded`) }) {
+		t.Fatalf("no reload: %s", sp.output())
+	}
+	waitPing(t, 15*time.Second, r1.ns, sr.ip)
+	if got := neighMAC(t, r1, sr.ip); got != sr.mac {
+		t.Fatalf("c1's red host sees 192.0.2.1 at %s, not red's %s", got, sr.mac)
+	}
+	if n := ping(t, b1.ns, sb.ip, 2); n != 0 {
+		t.Errorf("c1 still reaches blue after it was moved to red (%d replies)", n)
+	}
+	if n := ping(t, b2.ns, sb.ip, 3); n != 3 {
+		t.Errorf("c2 gets %d of 3 replies in blue after the reload", n)
+	}
+	if n := strings.Count(c2.output(), "handshake complete"); n != hs {
+		t.Errorf("c2 did %d handshakes across the reload, want none", n-hs)
+	}
+
+	writeFile(t, file, conf([]string{"red"}, "red", "red"))
+	sp.signal(syscall.SIGHUP)
+	if !waitFor(10*time.Second, func() bool { return strings.Contains(c2.output(), "segment blue: no such segment on the server") }) {
+		t.Fatalf("c2 was not told that blue is gone: %s", c2.output())
+	}
+	if n := ping(t, b2.ns, sb.ip, 2); n != 0 {
+		t.Errorf("c2 still reaches blue's server host after blue was removed (%d replies)", n)
+	}
+	if n := ping(t, r1.ns, sr.ip, 2); n != 2 {
+		t.Errorf("c1 gets %d of 2 replies in red after blue was removed", n)
 	}
 }

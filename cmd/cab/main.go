@@ -244,7 +244,7 @@ func serve(args []string, s *cab.Settings, log *slog.Logger, stderr io.Writer) e
 		}
 	}
 	w.Flush()
-	log.Info("cable up", "role", s.Role, "port", s.Local, "transports", strings.Join(su.Carriers.Names, ", "), "key", su.PublicKey.Short(),
+	log.Info("cable up", "role", s.Role, "port", s.PortDescription(), "transports", strings.Join(su.Carriers.Names, ", "), "key", su.PublicKey.Short(),
 		"udp_gso", gso, "udp_gro", gro, "tap_offload", tapOffloads(su.Port))
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
