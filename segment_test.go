@@ -1,6 +1,8 @@
 package cab
 
 import (
+	"bytes"
+	"encoding/binary"
 	"fmt"
 	"log/slog"
 	"slices"
@@ -41,6 +43,12 @@ var redPSK = psk(9)
 
 func startSegHub(t *testing.T, server func(*Config), clients ...segClient) *segHub {
 	t.Helper()
+	return startSegHubWrap(t, nil, server, clients...)
+}
+
+// startSegHubWrap is startSegHub with the server's conn wrapped by wrap.
+func startSegHubWrap(t *testing.T, wrap func(transport.Conn) transport.Conn, server func(*Config), clients ...segClient) *segHub {
+	t.Helper()
 	h := &segHub{net: transporttest.NewNetwork(transporttest.Options{Queue: 8192}), skey: mustKey(t), sports: map[string]*bridgeiftest.Port{}}
 	scfg := Config{PrivateKey: h.skey, PSK: psk(6), Responder: true, AllowAny: true}
 	for _, name := range []string{"blue", "red"} {
@@ -54,7 +62,11 @@ func startSegHub(t *testing.T, server func(*Config), clients ...segClient) *segH
 	if server != nil {
 		server(&scfg)
 	}
-	h.server = startSite(t, scfg, h.net.Conn("server"))
+	var sconn transport.Conn = h.net.Conn("server")
+	if wrap != nil {
+		sconn = wrap(sconn)
+	}
+	h.server = startSite(t, scfg, sconn)
 	h.sports["default"] = h.server.port
 	for i, sc := range clients {
 		h.addClient(t, i, sc)
@@ -476,4 +488,87 @@ func TestSegmentPolicy(t *testing.T) {
 	blues[0].Inject(tagged)
 	waitDrops(t, server, "not allowed", before)
 	expectNoFrame(t, sblue, 50*time.Millisecond)
+}
+
+// recorder keeps a copy of every packet a conn reads.
+type recorder struct {
+	transport.Conn
+	mu   sync.Mutex
+	pkts [][]byte
+}
+
+func (r *recorder) ReadBatch(ps []transport.Packet) (int, error) {
+	n, err := r.Conn.ReadBatch(ps)
+	r.mu.Lock()
+	for i := 0; i < n; i++ {
+		r.pkts = append(r.pkts, append([]byte(nil), ps[i].B...))
+	}
+	r.mu.Unlock()
+	return n, err
+}
+
+// TestSegmentHidden: on the underlay, a blue packet and a red packet of
+// the same frame look alike: the same type, flags and length, and neither
+// segment's id in the clear.
+func TestSegmentHidden(t *testing.T) {
+	var rec *recorder
+	h := startSegHubWrap(t, func(c transport.Conn) transport.Conn { rec = &recorder{Conn: c}; return rec }, nil,
+		segClient{segments: []string{"blue", "red"}, noPort: true})
+	h.waitJoined(t, 0, "blue", "red")
+	f := testFrame(0xff, 0x81, 1, 300)
+	copy(f[0:6], []byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff})
+	h.cports[0]["blue"].Inject(f)
+	expectFrames(t, h.sports["blue"], [][]byte{f})
+	h.cports[0]["red"].Inject(f)
+	expectFrames(t, h.sports["red"], [][]byte{f})
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	var data [][]byte
+	for _, p := range rec.pkts {
+		if p[0] == crypto.TypeData && len(p) == crypto.Overhead+len(f)+segTrailer {
+			data = append(data, p)
+		}
+	}
+	if len(data) != 2 {
+		t.Fatalf("%d data packets of the frame's size recorded, want 2", len(data))
+	}
+	if !bytes.Equal(data[0][:4], data[1][:4]) || data[0][1]&crypto.FlagSegment == 0 {
+		t.Fatalf("headers differ, or carry no segment flag: % x and % x", data[0][:4], data[1][:4])
+	}
+	for _, name := range []string{"blue", "red"} {
+		var id [4]byte
+		binary.BigEndian.PutUint32(id[:], crypto.SegmentID(name))
+		for _, p := range data {
+			if bytes.Contains(p, id[:]) {
+				t.Errorf("%s's id %x is in the clear", name, id)
+			}
+		}
+	}
+}
+
+// TestSegmentLimits: a segment's max_macs and flood_rate bound its
+// peers, and leave the default segment's alone.
+func TestSegmentLimits(t *testing.T) {
+	h := startSegHub(t, func(c *Config) { c.Segments[0].MaxMACs, c.Segments[0].FloodRate = 1, 5 },
+		segClient{segments: []string{"blue"}})
+	h.waitJoined(t, 0, "default", "blue")
+	macs := dropCount(h.server, "mac limit")
+	broadcast(h.cports[0]["blue"], 0x91, 1)
+	broadcast(h.cports[0]["blue"], 0x92, 2)
+	waitDrops(t, h.server, "mac limit", macs)
+	floods := dropCount(h.server, "flood limit")
+	for i := 0; i < 40; i++ {
+		broadcast(h.cports[0]["blue"], 0x91, uint32(10+i))
+	}
+	waitDrops(t, h.server, "flood limit", floods)
+	// The default segment has the cable's limits: 40 broadcasts from two
+	// MACs all arrive.
+	for len(h.sports["default"].Frames()) > 0 {
+		<-h.sports["default"].Frames()
+	}
+	var want [][]byte
+	for i := 0; i < 40; i++ {
+		want = append(want, broadcast(h.cports[0]["default"], 0x91+byte(i%2), uint32(100+i)))
+	}
+	expectFrames(t, h.sports["default"], want)
 }
