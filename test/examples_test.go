@@ -100,6 +100,25 @@ func TestConfigExamplePairs(t *testing.T) {
 		{"rstp-hub.toml", "rstp-site-1.toml", clientOVS},
 		{"rstp-hub.toml", "rstp-site-2.toml", clientOVS},
 		{"stp-link-server.toml", "stp-link-client.toml", bothBridges},
+		{"segments-server.toml", "segments-client.toml", func(t *testing.T, a, b *site) pairSetup {
+			for _, s := range []*site{a, b} {
+				for _, br := range []string{"br-blue", "br-red"} {
+					mustRun(t, "ip", "-n", s.ns, "link", "add", br, "type", "bridge")
+					mustRun(t, "ip", "-n", s.ns, "link", "set", br, "up")
+				}
+			}
+			sw := startSwitch(t, a, "lab")
+			ckey := genkey(t, b.path("branch-1.key"))
+			return pairSetup{
+				serverEdit: func(s string) string {
+					s = strings.ReplaceAll(s, "/run/vde/lab", sw.dir)
+					return strings.Replace(s, "JjT+47rR0HJPbM+N3wNmoCf194DvI9B1RbqeGPcllVs=", pubkey(t, ckey), 1)
+				},
+				clientEdit: func(s string) string {
+					return strings.Replace(s, "3UPyxjTA1uxyWR5gXUnQThS1zUNv4GkbSpQ9V5UHVlE=", pubkey(t, a.path("hub.key")), 1)
+				},
+			}
+		}},
 	}
 	for _, pr := range pairs {
 		covered[pr.server], covered[pr.client] = true, true
@@ -107,8 +126,11 @@ func TestConfigExamplePairs(t *testing.T) {
 			t.Parallel()
 			a, b := newPair(t)
 			psk := genkey(t, a.path("site.psk"))
-			if pr.server == "hub.toml" || pr.server == "ovs.toml" {
+			switch pr.server {
+			case "hub.toml", "ovs.toml":
 				genkey(t, a.path(strings.TrimSuffix(pr.server, ".toml")+".key"))
+			case "segments-server.toml":
+				genkey(t, a.path("hub.key"))
 			}
 			var ps pairSetup
 			if pr.setup != nil {
