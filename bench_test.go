@@ -79,60 +79,106 @@ func BenchmarkCable(b *testing.B) {
 			if v.workers > 0 {
 				name += "/workers=" + itoa(v.workers)
 			}
-			b.Run(name, func(b *testing.B) {
-				sconn, cconn, saddr := pairConns(b, real)
-				skey, ckey := mustKey(b), mustKey(b)
-				src := newGenPort(testFrame(0xaa, 0xbb, 1, size))
-				src.stop.Store(true)
-				sink := newGenPort(nil)
-				sink.stop.Store(true)
-				hello := testFrame(0xbb, 0xaa, 0, 60) // the client learns where 0xaa is
-				sink.once.Store(&hello)
-				run := func(cfg Config, port bridgeif.Port, conn transport.Conn) (*Cable, func()) {
-					cfg.Logger = quiet
-					cfg.CryptoWorkers = v.workers
-					c, err := New(cfg, port, []transport.Conn{conn})
-					if err != nil {
-						b.Fatal(err)
-					}
-					ctx, cancel := context.WithCancel(context.Background())
-					done := make(chan struct{})
-					go func() { c.Run(ctx); close(done) }()
-					return c, func() { cancel(); <-done }
-				}
-				_, stopS := run(Config{PrivateKey: skey, PSK: psk(1), Responder: true, AllowAny: true}, sink, sconn)
-				defer stopS()
-				client, stopC := run(Config{PrivateKey: ckey, PSK: psk(1), Peers: []PeerConfig{{
-					Name: "server", PublicKey: skey.Public(),
-					Dial: &Dialer{Conn: cconn, Resolve: func() (transport.Addr, error) { return saddr, nil }},
-				}}}, src, cconn)
-				defer stopC()
-				deadline := time.Now().Add(10 * time.Second)
-				for !client.Status().Peers[0].Up || src.written.Load() == 0 {
-					if time.Now().After(deadline) {
-						b.Fatal("the cable did not come up")
-					}
-					if sink.once.Load() == nil {
-						sink.once.Store(&hello)
-					}
-					time.Sleep(5 * time.Millisecond)
-				}
-				b.SetBytes(int64(size))
-				b.ReportAllocs()
-				b.ResetTimer()
-				start := sink.written.Load()
-				src.stop.Store(false)
-				deadline = time.Now().Add(60 * time.Second)
-				for sink.written.Load()-start < uint64(b.N) && time.Now().Before(deadline) {
-					time.Sleep(100 * time.Microsecond)
-				}
-				src.stop.Store(true)
-				b.StopTimer()
-				got := sink.written.Load() - start
-				b.ReportMetric(float64(got)/b.Elapsed().Seconds(), "frames/s")
-			})
+			b.Run(name, func(b *testing.B) { benchCable(b, real, size, v.workers, 0) })
 		}
 	}
+}
+
+// BenchmarkSegments is BenchmarkCable through named segments instead of
+// the default one: one, or two busy at once (one op: a frame delivered in
+// any of them).
+func BenchmarkSegments(b *testing.B) {
+	for _, real := range []bool{false, true} {
+		for _, n := range []int{1, 2} {
+			name := "fakes/1400/segments="
+			if real {
+				name = "udp/1400/segments="
+			}
+			b.Run(name+itoa(n), func(b *testing.B) { benchCable(b, real, 1400, 0, n) })
+		}
+	}
+}
+
+// benchCable runs a client→server cable of size-byte frames with workers
+// crypto workers: through the default segment (segs 0), or through segs
+// named segments at once, each with its own source and sink.
+func benchCable(b *testing.B, real bool, size, workers, segs int) {
+	sconn, cconn, saddr := pairConns(b, real)
+	skey, ckey := mustKey(b), mustKey(b)
+	hello := testFrame(0xbb, 0xaa, 0, 60) // the client learns where 0xaa is
+	var srcs, sinks []*genPort
+	var sSegs, cSegs []SegmentConfig
+	for i := 0; i < max(segs, 1); i++ {
+		src := newGenPort(testFrame(0xaa, 0xbb, 1, size))
+		src.stop.Store(true)
+		sink := newGenPort(nil)
+		sink.stop.Store(true)
+		sink.once.Store(&hello)
+		srcs, sinks = append(srcs, src), append(sinks, sink)
+		if segs > 0 {
+			name := "seg" + itoa(i+1)
+			sSegs = append(sSegs, SegmentConfig{Name: name, Port: sink})
+			cSegs = append(cSegs, SegmentConfig{Name: name, Port: src})
+		}
+	}
+	run := func(cfg Config, port bridgeif.Port, conn transport.Conn) (*Cable, func()) {
+		cfg.Logger = quiet
+		cfg.CryptoWorkers = workers
+		c, err := New(cfg, port, []transport.Conn{conn})
+		if err != nil {
+			b.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() { c.Run(ctx); close(done) }()
+		return c, func() { cancel(); <-done }
+	}
+	var sport, cport bridgeif.Port
+	if segs == 0 {
+		sport, cport = sinks[0], srcs[0]
+	}
+	_, stopS := run(Config{PrivateKey: skey, PSK: psk(1), Responder: true, AllowAny: true, Segments: sSegs}, sport, sconn)
+	defer stopS()
+	client, stopC := run(Config{PrivateKey: ckey, PSK: psk(1), Segments: cSegs, Peers: []PeerConfig{{
+		Name: "server", PublicKey: skey.Public(),
+		Dial: &Dialer{Conn: cconn, Resolve: func() (transport.Addr, error) { return saddr, nil }},
+	}}}, cport, cconn)
+	defer stopC()
+	deadline := time.Now().Add(10 * time.Second)
+	for i := range srcs {
+		for !client.Status().Peers[0].Up || srcs[i].written.Load() == 0 {
+			if time.Now().After(deadline) {
+				b.Fatal("the cable did not come up")
+			}
+			if sinks[i].once.Load() == nil {
+				sinks[i].once.Store(&hello)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	written := func() (n uint64) {
+		for _, s := range sinks {
+			n += s.written.Load()
+		}
+		return n
+	}
+	b.SetBytes(int64(size))
+	b.ReportAllocs()
+	b.ResetTimer()
+	start := written()
+	for _, src := range srcs {
+		src.stop.Store(false)
+	}
+	deadline = time.Now().Add(60 * time.Second)
+	for written()-start < uint64(b.N) && time.Now().Before(deadline) {
+		time.Sleep(100 * time.Microsecond)
+	}
+	for _, src := range srcs {
+		src.stop.Store(true)
+	}
+	b.StopTimer()
+	got := written() - start
+	b.ReportMetric(float64(got)/b.Elapsed().Seconds(), "frames/s")
 }
 
 // itoa avoids strconv for the few sizes the benchmarks name.

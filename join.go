@@ -103,6 +103,7 @@ type joinState struct {
 	mu sync.Mutex
 	// The client's.
 	answered *session // the session a reply came in
+	askedIn  *session // the session the last request went in
 	lastSent int64    // when the last request went
 	lastSeen int64    // when the last reply came
 	firstAsk int64    // when the first request went
@@ -136,8 +137,9 @@ func (c *Cable) joinTimer(p *peer, now int64) {
 	if j.answered == s {
 		every = joinRefresh
 	}
-	due := now-j.lastSent >= int64(every)
+	due := now-j.lastSent >= int64(every) || j.askedIn != s // a new session asks at once
 	if due {
+		j.askedIn = s
 		j.lastSent = now
 		if j.firstAsk == 0 {
 			j.firstAsk = now
@@ -348,7 +350,7 @@ func (c *Cable) rejoinAll() {
 			continue
 		}
 		p.join.mu.Lock()
-		p.join.answered, p.join.lastSent = nil, 0
+		p.join.answered, p.join.askedIn, p.join.lastSent = nil, nil, 0
 		p.join.mu.Unlock()
 	}
 	c.kickTimers()

@@ -134,7 +134,12 @@ func (c *Cable) Status() Status {
 			st.Segments = append(st.Segments, ss)
 		}
 	}
-	slices.SortFunc(st.Segments[min(1, len(st.Segments)):], func(a, b SegmentStatus) int { return strings.Compare(a.Name, b.Name) })
+	// The default segment first (allSegments puts it first), then by name.
+	first := 0
+	if len(st.Segments) > 0 && st.Segments[0].ID == 0 {
+		first = 1
+	}
+	slices.SortFunc(st.Segments[first:], func(a, b SegmentStatus) int { return strings.Compare(a.Name, b.Name) })
 	for _, p := range c.peerList() {
 		ps := p.status(macs[p])
 		if named {

@@ -93,3 +93,26 @@ func TestPrintStatusWords(t *testing.T) {
 		}
 	}
 }
+
+// TestPrintSegments: cab status lists the segments and why a peer was
+// refused one; --fdb shows every entry's segment.
+func TestPrintSegments(t *testing.T) {
+	st := &cab.Status{
+		Peers: []cab.PeerStatus{{Name: "c1", PublicKey: "JjT+47rR0HJPbM+N3wNmoCf194DvI9B1RbqeGPcllVs=", Up: true,
+			Segments: []string{"blue"}, Refused: map[string]string{"red": "not allowed for this key"}}},
+		Segments: []cab.SegmentStatus{{Name: "blue", ID: 0xdeadbeef, Peers: []string{"c1"}, MACs: 2, FromPeers: 10, FromPort: 20}, {Name: "red", ID: 1, Peers: []string{}}},
+	}
+	var b bytes.Buffer
+	printStatus(&b, st)
+	for _, want := range []string{"SEGMENT", "blue     deadbeef  c1", "red      00000001  -", "c1: segment red: not allowed for this key"} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("cab status lacks %q:\n%s", want, b.String())
+		}
+	}
+	b.Reset()
+	printFDB(&b, []cab.FDBEntry{{MAC: "02:00:00:00:00:02", Segment: "red"}, {MAC: "02:00:00:00:00:01", Segment: "blue", Peer: "c1"}, {MAC: "02:00:00:00:00:03", Segment: "default"}})
+	lines := strings.Split(strings.TrimSpace(b.String()), "\n")
+	if len(lines) != 4 || !strings.HasPrefix(lines[0], "SEGMENT") || !strings.HasPrefix(lines[1], "default") || !strings.HasPrefix(lines[2], "blue") || !strings.HasPrefix(lines[3], "red") {
+		t.Errorf("cab status --fdb:\n%s", b.String())
+	}
+}
