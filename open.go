@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 
 	"cab/bridgeif"
 	"cab/crypto"
@@ -16,9 +17,12 @@ import (
 
 // OpenPort opens the local L2 attachment named by spec:
 //
-//	tap:NAME[,bridge=BR|,ovs=BR][,mtu=N][,offload=off]  a TAP device, created when it does
+//	tap:NAME[,bridge=BR|,ovs=BR][,mtu=N][,offload=off][,vlan=N]
+//	                                      a TAP device, created when it does
 //	                                      not exist, optionally attached to a
-//	                                      Linux bridge or an Open vSwitch bridge
+//	                                      Linux bridge or an Open vSwitch bridge;
+//	                                      with vlan=N, VLAN N of the TAP as a
+//	                                      trunk, which several ports may share
 //	vde:DIR[N]                            a port (number N) of the vde_switch at DIR
 //	stdio                                 frames on stdin/stdout in vde_plug's
 //	                                      stream format
@@ -88,6 +92,62 @@ func openTAP(spec, arg string, id crypto.PublicKey) (bridgeif.Port, error) {
 	if err != nil {
 		return nil, fmt.Errorf("port %q: %w", spec, err)
 	}
+	if ts.VLAN != 0 {
+		return openVLAN(spec, ts, id)
+	}
+	return openTAPSpec(spec, ts, id)
+}
+
+// trunks are the TAPs open as 802.1Q trunks in this process, by name, so
+// that several ports (vlan=N) share one.
+var trunks = struct {
+	sync.Mutex
+	m map[string]*trunkTAP
+}{m: map[string]*trunkTAP{}}
+
+// trunkTAP is one trunk TAP, and the spec it was opened with.
+type trunkTAP struct {
+	trunk *bridgeif.Trunk
+	ts    bridgeif.TAPSpec
+}
+
+// openVLAN opens VLAN ts.VLAN of the trunk TAP ts.Name, opening the TAP
+// when no other port of this process has it. The TAP of a trunk has no
+// offloads: a tag in front of a segmentation offload's frames would move
+// every offset the kernel reads.
+func openVLAN(spec string, ts bridgeif.TAPSpec, id crypto.PublicKey) (bridgeif.Port, error) {
+	trunks.Lock()
+	defer trunks.Unlock()
+	tt := trunks.m[ts.Name]
+	if tt == nil {
+		tapts := ts
+		tapts.VLAN, tapts.NoOffload = 0, true
+		port, err := openTAPSpec(spec, tapts, id)
+		if err != nil {
+			return nil, err
+		}
+		name := ts.Name
+		tt = &trunkTAP{ts: tapts}
+		tt.trunk = bridgeif.NewTrunk(port, func() {
+			trunks.Lock()
+			if trunks.m[name] == tt {
+				delete(trunks.m, name)
+			}
+			trunks.Unlock()
+		})
+		trunks.m[name] = tt
+	} else if o := tt.ts; o.Bridge != ts.Bridge || o.OVS != ts.OVS || ts.MTU != 0 && o.MTU != ts.MTU {
+		return nil, fmt.Errorf("port %q: the trunk TAP %s is already open with other options (bridge=%s ovs=%s mtu=%d): give every vlan= port of a TAP the same", spec, ts.Name, o.Bridge, o.OVS, o.MTU)
+	}
+	p, err := tt.trunk.VLAN(ts.VLAN)
+	if err != nil {
+		return nil, fmt.Errorf("port %q: %w", spec, err)
+	}
+	return p, nil
+}
+
+// openTAPSpec opens the TAP that ts describes.
+func openTAPSpec(spec string, ts bridgeif.TAPSpec, id crypto.PublicKey) (bridgeif.Port, error) {
 	tap, err := bridgeif.OpenTAPWith(ts.Name, bridgeif.TAPOptions{Offload: !ts.NoOffload})
 	if err != nil {
 		return nil, err

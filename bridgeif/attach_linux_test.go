@@ -40,7 +40,7 @@ func TestParseTAPSpecForms(t *testing.T) {
 		}
 	}
 	// Every error names what is accepted.
-	const opts = "bridge=BR, ovs=BR, mtu=N, offload=off or carrier=follow|on"
+	const opts = "bridge=BR, ovs=BR, mtu=N, offload=off, carrier=follow|on or vlan=N"
 	for in, want := range map[string][]string{
 		"":                    {"tap:NAME"},
 		",bridge=br0":         {"tap:NAME"},
@@ -78,22 +78,23 @@ func TestParseTAPSpecForms(t *testing.T) {
 func FuzzParseTAPSpecRoundTrip(f *testing.F) {
 	for _, s := range []string{"cab0", "cab0,bridge=br0,mtu=9000", "x,ovs=y", "x,mtu=1500,mtu=9000",
 		"x,bridge=a,ovs=b", "x,mtu=0x10", "x,=", ",", "x,ovs=a=b", "x,bridge=br0,,", "x,offload=off", "x,offload=no",
-		"x,carrier=follow", "x,carrier=on,bridge=b", "x,carrier=down"} {
+		"x,carrier=follow", "x,carrier=on,bridge=b", "x,carrier=down", "x,ovs=b,vlan=100", "x,vlan=0"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
 		ts, err := ParseTAPSpec(s)
 		if err != nil {
 			msg := err.Error()
-			if !strings.Contains(msg, "tap:NAME") && !strings.Contains(msg, "bridge=BR, ovs=BR, mtu=N, offload=off or carrier=follow|on") && !strings.Contains(msg, "offload=on or offload=off") &&
+			if !strings.Contains(msg, "tap:NAME") && !strings.Contains(msg, "bridge=BR, ovs=BR, mtu=N, offload=off, carrier=follow|on or vlan=N") && !strings.Contains(msg, "offload=on or offload=off") &&
 				!strings.Contains(msg, "carrier=follow (carrier only while a peer is up) or carrier=on") &&
-				!strings.Contains(msg, "68 to 65535") && !strings.Contains(msg, "one bridge") {
+				!strings.Contains(msg, "68 to 65535") && !strings.Contains(msg, "one bridge") &&
+				!strings.Contains(msg, "VLAN id from 1 to 4094") && !strings.Contains(msg, "remove carrier=follow") {
 				t.Fatalf("%q: error %q names no accepted form", s, msg)
 			}
 			return
 		}
 		if ts.Name == "" || ts.Bridge != "" && ts.OVS != "" || ts.MTU != 0 && (ts.MTU < 68 || ts.MTU > 65535) ||
-			ts.Carrier != "" && ts.Carrier != "follow" && ts.Carrier != "on" {
+			ts.Carrier != "" && ts.Carrier != "follow" && ts.Carrier != "on" || ts.VLAN > 4094 {
 			t.Fatalf("%q: accepted %+v", s, ts)
 		}
 		canon := ts.Name
@@ -111,6 +112,9 @@ func FuzzParseTAPSpecRoundTrip(f *testing.F) {
 		}
 		if ts.Carrier != "" {
 			canon += ",carrier=" + ts.Carrier
+		}
+		if ts.VLAN != 0 {
+			canon += ",vlan=" + strconv.Itoa(int(ts.VLAN))
 		}
 		again, err := ParseTAPSpec(canon)
 		if err != nil || again != ts {

@@ -17,13 +17,18 @@ type TAPSpec struct {
 	// NoOffload opens the TAP without segmentation and checksum offloads
 	// (offload=off), one frame per system call.
 	NoOffload bool
+	// VLAN, when set, makes the port one VLAN (1 to 4094) of the TAP as an
+	// 802.1Q trunk (Trunk): its frames leave tagged, and only frames
+	// tagged with it come in, untagged. Several ports may be VLANs of one
+	// TAP.
+	VLAN uint16
 	// Carrier is "follow" (the TAP has carrier only while a peer is up),
 	// "on" (always carrier), or "" when the spec does not say and the
 	// cable's role decides.
 	Carrier string
 }
 
-// ParseTAPSpec parses NAME[,bridge=BR|,ovs=BR][,mtu=N][,offload=on|off][,carrier=follow|on].
+// ParseTAPSpec parses NAME[,bridge=BR|,ovs=BR][,mtu=N][,offload=on|off][,carrier=follow|on][,vlan=N].
 // On systems other than Linux the options that need Linux (bridge=, ovs=,
 // mtu=, offload=on and carrier=follow) are refused in one line that says what to do
 // instead; offload=off is accepted everywhere.
@@ -40,7 +45,7 @@ func parseTAPSpec(s, goos string) (TAPSpec, error) {
 	for _, p := range parts[1:] {
 		k, v, ok := strings.Cut(p, "=")
 		if !ok || v == "" {
-			return ts, fmt.Errorf("option %q: use bridge=BR, ovs=BR, mtu=N, offload=off or carrier=follow|on", p)
+			return ts, fmt.Errorf("option %q: use bridge=BR, ovs=BR, mtu=N, offload=off, carrier=follow|on or vlan=N", p)
 		}
 		switch k {
 		case "bridge":
@@ -69,12 +74,21 @@ func parseTAPSpec(s, goos string) (TAPSpec, error) {
 				return ts, errors.New("carrier=follow needs Linux (TUNSETCARRIER): remove it, and let the bond or bridge watch the cable's peers another way")
 			}
 			ts.Carrier = v
+		case "vlan":
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 1 || n > 4094 {
+				return ts, fmt.Errorf("vlan=%s: use a VLAN id from 1 to 4094 (the port is that VLAN of the TAP as a trunk)", v)
+			}
+			ts.VLAN = uint16(n)
 		default:
-			return ts, fmt.Errorf("unknown option %q: use bridge=BR, ovs=BR, mtu=N, offload=off or carrier=follow|on", k)
+			return ts, fmt.Errorf("unknown option %q: use bridge=BR, ovs=BR, mtu=N, offload=off, carrier=follow|on or vlan=N", k)
 		}
 	}
 	if ts.Bridge != "" && ts.OVS != "" {
 		return ts, errors.New("bridge= and ovs= together: a TAP joins one bridge")
+	}
+	if ts.VLAN != 0 && ts.Carrier == "follow" {
+		return ts, errors.New("vlan= and carrier=follow together: a trunk TAP carries other VLANs too, so its carrier stays on; remove carrier=follow")
 	}
 	if goos != "linux" {
 		if err := linuxOnlyOptions(ts, goos); err != nil {

@@ -39,3 +39,22 @@ func TestTAPSpecOtherSystems(t *testing.T) {
 		}
 	}
 }
+
+// TestTAPSpecVLAN: vlan=N makes the port a VLAN of the TAP as a trunk;
+// a bad id, or carrier=follow beside it, is refused with the fix.
+func TestTAPSpecVLAN(t *testing.T) {
+	ts, err := ParseTAPSpec("trunk0,ovs=br0,vlan=100")
+	if err != nil || ts.VLAN != 100 || ts.OVS != "br0" {
+		t.Fatalf("%+v %v", ts, err)
+	}
+	for spec, want := range map[string]string{
+		"trunk0,vlan=0":                 "vlan=0: use a VLAN id from 1 to 4094",
+		"trunk0,vlan=4095":              "vlan=4095: use a VLAN id from 1 to 4094",
+		"trunk0,vlan=blue":              "vlan=blue: use a VLAN id",
+		"trunk0,vlan=10,carrier=follow": "remove carrier=follow",
+	} {
+		if _, err := ParseTAPSpec(spec); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s: %v, want %q", spec, err, want)
+		}
+	}
+}
