@@ -308,3 +308,59 @@ func TestSegmentsReload(t *testing.T) {
 		t.Errorf("c1 gets %d of 2 replies in red after blue was removed", n)
 	}
 }
+
+// TestSegmentsOVSTrunk: the server's segments blue and red, and its local
+// port, are VLANs 100, 200 and 300 of one trunk TAP in an Open vSwitch
+// bridge, with a host on an access port of each VLAN (blue's and red's
+// with the same address). Each client reaches its own VLAN's host only.
+func TestSegmentsOVSTrunk(t *testing.T) {
+	srv, cl := hubSites(t, 3)
+	db := startOVS(t, srv, "192.0.2.254")
+	psk := genkey(t, srv.path("site.psk"))
+	hosts := map[int]*segHost{}
+	for _, v := range []struct {
+		vid int
+		ip  string
+	}{{100, "192.0.2.1"}, {200, "192.0.2.1"}, {300, "192.0.2.3"}} {
+		h := newNetns(t, fmt.Sprintf("v%d", v.vid))
+		dev := fmt.Sprintf("vh%d", v.vid)
+		mustRun(t, "ip", "-n", srv.ns, "link", "add", dev, "type", "veth", "peer", "name", "eth0", "netns", h.ns)
+		mustRun(t, "ip", "-n", srv.ns, "link", "set", dev, "up")
+		mustRun(t, "ovs-vsctl", "--db=unix:"+db, "--timeout=10", "add-port", "brx", dev, fmt.Sprintf("tag=%d", v.vid))
+		mustRun(t, "ip", "-n", h.ns, "addr", "add", v.ip+"/24", "dev", "eth0")
+		mustRun(t, "ip", "-n", h.ns, "link", "set", "eth0", "up")
+		out := mustRun(t, "ip", "-n", h.ns, "-o", "link", "show", "dev", "eth0")
+		hosts[v.vid] = &segHost{ns: h.ns, ip: v.ip, mac: regexp.MustCompile(`link/ether ([0-9a-f:]{17})`).FindStringSubmatch(out)[1]}
+	}
+	sp := start(t, srv.ns, "env", "OVS_DB_SOCK="+db, cabBin, "server", "-p", port, "--psk", psk,
+		"-s", "tap:trunk0,ovs=brx,vlan=300", "-s", "blue=tap:trunk0,ovs=brx,vlan=100", "-s", "red=tap:trunk0,ovs=brx,vlan=200",
+		"--name", srv.ns, "--state-dir", srv.path("state"))
+	for _, c := range cl {
+		mustRun(t, "cp", psk, c.path("site.psk"))
+	}
+	b1, b1Arg := addSegHost(t, cl[0], "blue", "192.0.2.11")
+	r2, r2Arg := addSegHost(t, cl[1], "red", "192.0.2.11")
+	c1 := cl[0].cab(t, "client", "--psk", cl[0].path("site.psk"), "-s", b1Arg, srv.v4+":"+port)
+	c2 := cl[1].cab(t, "client", "--psk", cl[1].path("site.psk"), "-s", r2Arg, srv.v4+":"+port)
+	c3 := cl[2].cab(t, "client", "--psk", cl[2].path("site.psk"), "-s", "tap:"+tapDev, srv.v4+":"+port)
+	setupTap(t, cl[2], c3, "192.0.2.33")
+	waitPeerUp(t, upTimeout, sp, c1, c2, c3)
+	if out := mustRun(t, "ovs-vsctl", "--db=unix:"+db, "list-ports", "brx"); strings.Count(out, "trunk0") != 1 {
+		t.Fatalf("want one trunk0 port in brx: %s", out)
+	}
+	waitPing(t, 20*time.Second, b1.ns, "192.0.2.1")
+	waitPing(t, 20*time.Second, r2.ns, "192.0.2.1")
+	waitPing(t, 20*time.Second, cl[2].ns, "192.0.2.3")
+	if got := neighMAC(t, b1, "192.0.2.1"); got != hosts[100].mac {
+		t.Errorf("blue's 192.0.2.1 is at %s, not VLAN 100's host %s", got, hosts[100].mac)
+	}
+	if got := neighMAC(t, r2, "192.0.2.1"); got != hosts[200].mac {
+		t.Errorf("red's 192.0.2.1 is at %s, not VLAN 200's host %s", got, hosts[200].mac)
+	}
+	if n := ping(t, b1.ns, "192.0.2.3", 2); n != 0 {
+		t.Errorf("blue reached VLAN 300's host (%d replies)", n)
+	}
+	if n := ping(t, cl[2].ns, "192.0.2.11", 2); n != 0 {
+		t.Errorf("the default segment reached a blue or red host (%d replies)", n)
+	}
+}
