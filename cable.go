@@ -160,6 +160,12 @@ func New(cfg Config, port bridgeif.Port, conns []transport.Conn) (*Cable, error)
 	c.def.id, c.def.name = 0, ""
 	named := map[uint32]*segment{}
 	for _, sc := range cfg.Segments {
+		if err := CheckSegmentName(sc.Name); err != nil {
+			return nil, fmt.Errorf("cable: %w", err)
+		}
+		if sc.Port == nil {
+			return nil, fmt.Errorf("cable: segment %q has no port", sc.Name)
+		}
 		s := c.newSegment(sc)
 		if _, dup := named[s.id]; dup {
 			return nil, fmt.Errorf("cable: segment %q listed twice", sc.Name)

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"regexp"
 	"sync"
@@ -279,7 +280,7 @@ func (c *Cable) SetSegments(segs []SegmentConfig, open func(SegmentConfig) (brid
 			return 0, 0, err
 		}
 		if _, dup := want[crypto.SegmentID(sc.Name)]; dup {
-			return 0, 0, fmt.Errorf("segment %q listed twice", sc.Name)
+			return 0, 0, fmt.Errorf("segment %q listed twice (or its id is another's: rename it)", sc.Name)
 		}
 		want[crypto.SegmentID(sc.Name)] = sc
 	}
@@ -297,6 +298,8 @@ func (c *Cable) SetSegments(segs []SegmentConfig, open func(SegmentConfig) (brid
 		gone = append(gone, s)
 	}
 	defer c.smu.Unlock()
+	kept := maps.Clone(next)
+	c.segs.Store(&kept) // the gone ones take no more frames
 	for _, s := range gone {
 		s.closed.Store(true)
 		c.forgetSegment(s)

@@ -15,7 +15,7 @@
 #
 # Environment:
 #   DURATION=8          seconds per iperf3 run
-#   BENCH_ONLY="..."    a subset of rows: veth vxlan cab-udp cab-workers
+#   BENCH_ONLY="..."    a subset of rows: veth vxlan cab-udp cab-segment cab-workers
 #                       cab-nooffload cab-tcp cab-ssh cab-quic fastd openvpn
 #                       vxlan-9000 cab-udp-9000 fastd-9000
 #   CEILING=0           skip the UDP ceiling search (about 25 s a row)
@@ -32,7 +32,7 @@ for tool in iperf3 ping python3 ip; do
 done
 
 DURATION=${DURATION:-8}
-ONLY=${BENCH_ONLY:-veth vxlan cab-udp cab-workers cab-nooffload cab-tcp cab-ssh cab-quic fastd openvpn vxlan-9000 cab-udp-9000 fastd-9000}
+ONLY=${BENCH_ONLY:-veth vxlan cab-udp cab-segment cab-workers cab-nooffload cab-tcp cab-ssh cab-quic fastd openvpn vxlan-9000 cab-udp-9000 fastd-9000}
 CEILING=${CEILING:-1}
 ul_mtu=1500 ov_mtu=1400 # the underlay's and the overlay's MTU of the row being run
 CAB_FLAGS=${CAB_FLAGS:-}
@@ -222,15 +222,16 @@ setup_vxlan() {
 cab_pair() {
 	rm -f "$work/psk"; "$cab" genkey -o "$work/psk"
 	# shellcheck disable=SC2086
-	bg "$nsA" "$cab" server -p 6666 -s tap:cab0 --psk "$work/psk" --name "$nsA" --state-dir "$work/a" $CAB_FLAGS $1
+	bg "$nsA" "$cab" server -p 6666 -s "${CAB_SPEC:-tap:cab0}" --psk "$work/psk" --name "$nsA" --state-dir "$work/a" $CAB_FLAGS $1
 	# shellcheck disable=SC2086
-	bg "$nsB" "$cab" client -s tap:cab0 --psk "$work/psk" --name "$nsB" --state-dir "$work/b" $CAB_FLAGS $2 198.51.100.1:6666
+	bg "$nsB" "$cab" client -s "${CAB_SPEC:-tap:cab0}" --psk "$work/psk" --name "$nsB" --state-dir "$work/b" $CAB_FLAGS $2 198.51.100.1:6666
 	wait_dev "$nsA" cab0 && wait_dev "$nsB" cab0 || return 1
 	overlay "$nsA" cab0 192.0.2.1
 	overlay "$nsB" cab0 192.0.2.2
 	wait_ping 192.0.2.1
 }
 setup_cab-udp() { cab_pair "" ""; }
+setup_cab-segment() { CAB_SPEC=seg=tap:cab0 cab_pair "" ""; } # a named segment, not the default one
 setup_cab-workers() { cab_pair "--crypto-workers 1" "--crypto-workers 1"; }
 setup_cab-nooffload() { cab_pair "--udp-gso off --udp-gro off" "--udp-gso off --udp-gro off"; }
 setup_cab-tcp() { cab_pair "--transport udp,tcp" "--transport tcp"; }
@@ -322,6 +323,7 @@ log "cab $("$cab" --version | cut -d' ' -f2), $(nproc) cores, $DURATION s per ru
 run_row veth "setup failed"
 run_row vxlan "setup failed"
 run_row cab-udp "cab did not come up"
+run_row cab-segment "cab did not come up"
 run_row cab-workers "cab did not come up"
 run_row cab-nooffload "cab did not come up"
 run_row cab-tcp "cab did not come up"
@@ -353,7 +355,7 @@ for r in "${rows[@]}"; do echo "$r"; done
 echo
 echo "| cab row | TCP×1 × fastd | TCP×1 % of VXLAN | Gbit/CPU s × fastd | UDP ceiling × fastd |"
 echo "|---|---|---|---|---|"
-for name in cab-udp cab-workers cab-nooffload cab-tcp cab-ssh cab-quic cab-udp-9000; do
+for name in cab-udp cab-segment cab-workers cab-nooffload cab-tcp cab-ssh cab-quic cab-udp-9000; do
 	[[ -n ${results[$name]:-} ]] || continue
 	base=fastd vx=vxlan
 	[[ $name == *-9000 ]] && base=fastd-9000 vx=vxlan-9000
