@@ -49,7 +49,7 @@ func OpenPort(spec string, id crypto.PublicKey) (bridgeif.Port, error) {
 		}
 		return OpenStdio()
 	default:
-		return nil, fmt.Errorf("port %q: unknown kind %q: use tap:NAME, vde:DIR or stdio", spec, kind)
+		return nil, fmt.Errorf("port %q: unknown kind %q: use tap:NAME, vde:DIR or stdio (and NAME=SPEC for a named segment)", spec, kind)
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"slices"
 	"strings"
 
+	"cab/bridgeif"
 	"cab/crypto"
 )
 
@@ -146,6 +147,9 @@ func (s *Settings) checkSegments() error {
 			return s.errorf(max(g.at("max_macs"), g.at("flood_rate")), "segment %q: max_macs and flood_rate are counts: use a number, or leave them out for the cable's", g.Name)
 		}
 	}
+	if err := s.checkSegmentTAPs(); err != nil {
+		return err
+	}
 	if s.Role != "server" {
 		return nil
 	}
@@ -189,4 +193,36 @@ func (s *Settings) PortDescription() string {
 		parts = append(parts, g.Name+"="+g.Local)
 	}
 	return strings.Join(parts, " ")
+}
+
+// checkSegmentTAPs refuses two ports on one TAP, unless they are VLANs of
+// it as a trunk (vlan=N).
+func (s *Settings) checkSegmentTAPs() error {
+	owner := map[string]string{}
+	check := func(who, spec string, line int) error {
+		arg, ok := strings.CutPrefix(spec, "tap:")
+		if !ok {
+			return nil
+		}
+		ts, err := bridgeif.ParseTAPSpec(arg)
+		if err != nil || ts.VLAN != 0 {
+			return nil // a bad spec is told when it is opened; VLANs may share
+		}
+		if o, dup := owner[ts.Name]; dup {
+			return s.errorf(line, "%s and %s are both the TAP %s: give each its own TAP, or make them VLANs of it as a trunk (vlan=N)", o, who, ts.Name)
+		}
+		owner[ts.Name] = who
+		return nil
+	}
+	if s.hasDefaultPort() {
+		if err := check("the local port", s.Local, s.lines["local"]); err != nil {
+			return err
+		}
+	}
+	for _, g := range s.Segments {
+		if err := check("segment "+g.Name, g.Local, g.at("local")); err != nil {
+			return err
+		}
+	}
+	return nil
 }

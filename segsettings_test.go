@@ -102,6 +102,18 @@ segments = ["blue"]
 			t.Errorf("%q: %v, want %s", text, err, want)
 		}
 	}
+	s2 := DefaultSettings()
+	s2.SetLocal("tap:cb")
+	s2.SetLocal("blue=tap:cb,bridge=br0")
+	if err := s2.Check("server"); err == nil || !strings.Contains(err.Error(), "the local port and segment blue are both the TAP cb") {
+		t.Errorf("two ports on one TAP: %v", err)
+	}
+	s3 := DefaultSettings()
+	s3.SetLocal("blue=tap:cb,vlan=10")
+	s3.SetLocal("red=tap:cb,vlan=20")
+	if err := s3.Check("server"); err != nil {
+		t.Errorf("two VLANs of one TAP: %v", err)
+	}
 	client := "role = \"client\"\n[[peer]]\npublic_key = \"" + key + "\"\nendpoint = \"192.0.2.1\"\nsegments = [\"blue\"]\n"
 	if _, err := checked(write(client), "client"); err == nil || !strings.Contains(err.Error(), "segments in a client's [[peer]]") {
 		t.Errorf("segments in a client's [[peer]]: %v", err)
