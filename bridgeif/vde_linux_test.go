@@ -594,7 +594,10 @@ func TestVDEPortOverLimit(t *testing.T) {
 //
 // The switch reads what cab writes from a socket whose queue is tiny
 // (net.unix.max_dgram_qlen = 10); WriteBatch waits briefly for room
-// rather than drop, so the switch takes every frame. The switch sends
+// rather than drop (5 ms at most, so that a stuck switch never stalls the
+// cable), so the switch takes every frame, or all but one or two when the
+// machine is so loaded (the race detector, other tests) that the switch
+// does not run for 5 ms. The switch sends
 // without blocking, to a socket connected back to it: the kernel then
 // bounds the queue by the switch's send buffer (about 90 full-size frames),
 // and drops when the reader falls further behind, as it may when the
@@ -633,8 +636,8 @@ func TestVDEBurst(t *testing.T) {
 		in0, out0 = in0+in, out0+out
 		t.Logf("%d frames of 1514 bytes, batches of %d, %v apart, written in %v: the switch took %d from a and sent %d to b; %d arrived (read batches: size:count %v)",
 			total, batch, pause, wrote.Round(time.Microsecond), in, out, len(got), batches)
-		if in != total {
-			t.Errorf("the switch took %d of %d frames from a: WriteBatch dropped some", in, total)
+		if in < total-2 {
+			t.Errorf("the switch took %d of %d frames from a: WriteBatch dropped more than a stalled switch explains", in, total)
 		}
 		if min := map[bool]int{true: 80, false: total - 10}[pause == 0]; len(got) < min {
 			t.Errorf("%d of %d frames arrived, want at least %d", len(got), total, min)
