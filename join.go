@@ -4,7 +4,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"regexp"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -50,18 +52,50 @@ type joinRequest struct {
 }
 
 type joinItem struct {
-	Name  string `json:"name"`
-	Proof []byte `json:"proof,omitempty"`
+	Name  string `json:"n"`
+	Proof []byte `json:"p,omitempty"`
 }
 
 type joinReply struct {
 	Segments []joinOutcome `json:"segments"`
 }
 
+// joinOutcome is the server's answer for one segment: joined, or why not
+// (a code of whyText, short so that a reply for maxJoins segments of
+// 32-byte names fits maxControlLen).
 type joinOutcome struct {
-	Name   string `json:"name"`
-	Joined bool   `json:"joined"`
+	Name   string `json:"n"`
+	Joined bool   `json:"ok"`
 	Why    string `json:"why,omitempty"`
+}
+
+// The reasons of a refusal, as the reply carries them.
+const (
+	whyNoSegment  = "no-segment"
+	whyPSKMissing = "psk-missing"
+	whyPSKWrong   = "psk-wrong"
+	whyNotAllowed = "not-allowed"
+	whyNoAnswer   = "no-answer" // the client's own: the reply did not name it
+)
+
+// whyCode is what a refusal code may be.
+var whyCode = regexp.MustCompile(`^[a-z-]{0,24}$`)
+
+// whyText says in words why segment name was refused, for logs and status.
+func whyText(code, name string) string {
+	switch code {
+	case whyNoSegment:
+		return "no such segment on the server"
+	case whyPSKMissing:
+		return "the segment has a PSK of its own: give it to the client (psk=FILE in -s " + name + "=SPEC)"
+	case whyPSKWrong:
+		return "wrong PSK for the segment"
+	case whyNotAllowed:
+		return "not allowed for this key"
+	case whyNoAnswer:
+		return "the server did not answer for it"
+	}
+	return "refused by the server (" + code + ")"
 }
 
 // parseControl reads a control message, refusing one that is too long,
@@ -85,6 +119,9 @@ func parseControl(b []byte) (*control, error) {
 	} else {
 		for _, o := range m.Reply.Segments {
 			names = append(names, o.Name)
+			if !whyCode.MatchString(o.Why) {
+				return nil, fmt.Errorf("control message: refusal code %.40q", o.Why)
+			}
 		}
 	}
 	if len(names) > maxJoins {
@@ -163,18 +200,8 @@ func (c *Cable) joinTimer(p *peer, now int64) {
 		}
 		req.Segments = append(req.Segments, it)
 	}
-	slices.SortFunc(req.Segments, func(a, b joinItem) int { return compareStrings(a.Name, b.Name) })
+	slices.SortFunc(req.Segments, func(a, b joinItem) int { return strings.Compare(a.Name, b.Name) })
 	c.sendControl(p, s, &control{Join: req}, now)
-}
-
-func compareStrings(a, b string) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 // sendControl seals m for p with s and sends it.
@@ -235,7 +262,7 @@ func (c *Cable) decideJoins(p *peer) *joinReply {
 		o := joinOutcome{Name: it.Name}
 		seg := c.segmentNamed(it.Name)
 		if seg == nil {
-			o.Why = "no such segment on the server"
+			o.Why = whyNoSegment
 		} else if o.Why = c.mayJoin(p, seg, it.Proof, binding); o.Why == "" {
 			o.Joined = true
 			ok[seg.id] = seg
@@ -247,8 +274,8 @@ func (c *Cable) decideJoins(p *peer) *joinReply {
 	return reply
 }
 
-// mayJoin returns why p may not join seg with proof (made in the session
-// of binding), or "" when it may. A segment with a PSK of its own takes
+// mayJoin returns why (a code) p may not join seg with proof (made in the
+// session of binding), or "" when it may. A segment with a PSK of its own takes
 // any peer that proves it holds that PSK, and no other; one without takes
 // the peers whose configuration (allow file line, [[peer]] table) lists
 // it, and in PSK-only mode every peer.
@@ -256,9 +283,9 @@ func (c *Cable) mayJoin(p *peer, seg *segment, proof, binding []byte) string {
 	if seg.conf.PSK != nil {
 		switch {
 		case len(proof) == 0:
-			return "the segment has a PSK of its own: give it to the client (psk=FILE in -s " + seg.name + "=SPEC)"
+			return whyPSKMissing
 		case !crypto.CheckSegmentProof(seg.conf.PSK, binding, seg.name, proof):
-			return "wrong PSK for the segment"
+			return whyPSKWrong
 		}
 		return ""
 	}
@@ -268,7 +295,7 @@ func (c *Cable) mayJoin(p *peer, seg *segment, proof, binding []byte) string {
 	if p.dynamic && c.cfg.AllowAny && c.cfg.Allow == nil {
 		return ""
 	}
-	return "not allowed for this key"
+	return whyNotAllowed
 }
 
 // logOutcome logs o for p when it differs from what was last logged.
@@ -277,16 +304,20 @@ func (c *Cable) logOutcome(p *peer, o joinOutcome) {
 	if p.join.told == nil {
 		p.join.told = map[string]string{}
 	}
+	why := ""
+	if !o.Joined {
+		why = whyText(o.Why, o.Name)
+	}
 	was, seen := p.join.told[o.Name]
-	p.join.told[o.Name] = o.Why
+	p.join.told[o.Name] = why
 	p.join.mu.Unlock()
-	if seen && was == o.Why {
+	if seen && was == why {
 		return
 	}
 	if o.Joined {
 		c.log.Info("segment joined", "segment", o.Name, "peer", p.name())
 	} else {
-		c.log.Warn("segment "+o.Name+": "+o.Why, "segment", o.Name, "peer", p.name())
+		c.log.Warn("segment "+o.Name+": "+why, "segment", o.Name, "peer", p.name())
 	}
 }
 
@@ -306,14 +337,12 @@ func (c *Cable) joined(p *peer, s *session, r *joinReply, now int64) {
 		said[o.Name] = true
 		if o.Joined {
 			ok[seg.id] = seg
-		} else if o.Why == "" {
-			o.Why = "refused"
 		}
 		c.logOutcome(p, o)
 	}
 	for _, seg := range c.segments() {
 		if !said[seg.name] {
-			c.logOutcome(p, joinOutcome{Name: seg.name, Why: "the server did not answer for it"})
+			c.logOutcome(p, joinOutcome{Name: seg.name, Why: whyNoAnswer})
 		}
 	}
 	c.memberOf(p, ok)

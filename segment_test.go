@@ -3,6 +3,7 @@ package cab
 import (
 	"bytes"
 	"encoding/binary"
+	"encoding/json"
 	"fmt"
 	"log/slog"
 	"slices"
@@ -280,10 +281,10 @@ func TestSegmentFragments(t *testing.T) {
 // FuzzParseControl: no control message crashes the parser, and what it
 // accepts names at most maxJoins well-formed segments.
 func FuzzParseControl(f *testing.F) {
-	f.Add([]byte(`{"join":{"default":true,"segments":[{"name":"blue","proof":"AAAAAAAAAAAAAAAAAAAAAA=="}]}}`))
-	f.Add([]byte(`{"reply":{"segments":[{"name":"red","joined":false,"why":"not allowed for this key"}]}}`))
+	f.Add([]byte(`{"join":{"default":true,"segments":[{"n":"blue","p":"AAAAAAAAAAAAAAAAAAAAAA=="}]}}`))
+	f.Add([]byte(`{"reply":{"segments":[{"n":"red","ok":false,"why":"not-allowed"}]}}`))
 	f.Add([]byte(`{"join":{},"reply":{}}`))
-	f.Add([]byte(`{"join":{"segments":[{"name":"../x"}]}}`))
+	f.Add([]byte(`{"join":{"segments":[{"n":"../x"}]}}`))
 	f.Add([]byte(`[]`))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		m, err := parseControl(b)
@@ -310,16 +311,17 @@ func FuzzParseControl(f *testing.F) {
 // refuses the malformed.
 func TestParseControl(t *testing.T) {
 	for _, good := range []string{
-		`{"join":{"default":false,"segments":[{"name":"blue"},{"name":"red","proof":"AQID"}]}}`,
-		`{"reply":{"segments":[{"name":"blue","joined":true}]}}`,
+		`{"join":{"default":false,"segments":[{"n":"blue"},{"n":"red","p":"AQID"}]}}`,
+		`{"reply":{"segments":[{"n":"blue","ok":true},{"n":"red","why":"psk-wrong"}]}}`,
 	} {
 		if _, err := parseControl([]byte(good)); err != nil {
 			t.Errorf("%s: %v", good, err)
 		}
 	}
-	many := `{"join":{"segments":[` + strings.Repeat(`{"name":"a"},`, maxJoins) + `{"name":"a"}]}}`
-	for _, bad := range []string{`{}`, `{"join":{},"reply":{}}`, `not json`, `{"join":{"segments":[{"name":""}]}}`,
-		`{"reply":{"segments":[{"name":"default"}]}}`, many, `{"join":{"segments":[{"name":"` + strings.Repeat("x", 2000) + `"}]}}`} {
+	many := `{"join":{"segments":[` + strings.Repeat(`{"n":"a"},`, maxJoins) + `{"n":"a"}]}}`
+	for _, bad := range []string{`{}`, `{"join":{},"reply":{}}`, `not json`, `{"join":{"segments":[{"n":""}]}}`,
+		`{"reply":{"segments":[{"n":"default"}]}}`, many, `{"join":{"segments":[{"n":"` + strings.Repeat("x", 2000) + `"}]}}`,
+		`{"reply":{"segments":[{"n":"red","why":"Not\nallowed"}]}}`} {
 		if _, err := parseControl([]byte(bad)); err == nil {
 			t.Errorf("%.60s: accepted", bad)
 		}
@@ -571,4 +573,35 @@ func TestSegmentLimits(t *testing.T) {
 		want = append(want, broadcast(h.cports[0]["default"], 0x91+byte(i%2), uint32(100+i)))
 	}
 	expectFrames(t, h.sports["default"], want)
+}
+
+// TestControlFits: a join request and a reply for maxJoins segments of the
+// longest names, with proofs and the longest refusal, fit maxControlLen,
+// which fits one packet on an IPv6 underlay of MTU 1280.
+func TestControlFits(t *testing.T) {
+	req := &joinRequest{Default: true}
+	reply := &joinReply{}
+	for i := range maxJoins {
+		name := fmt.Sprintf("%02d", i) + strings.Repeat("x", 30)
+		if err := CheckSegmentName(name); err != nil {
+			t.Fatal(err)
+		}
+		req.Segments = append(req.Segments, joinItem{Name: name, Proof: make([]byte, crypto.ProofLen)})
+		reply.Segments = append(reply.Segments, joinOutcome{Name: name, Why: whyPSKMissing})
+	}
+	for _, m := range []*control{{Join: req}, {Reply: reply}} {
+		b, err := json.Marshal(m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(b) > maxControlLen {
+			t.Errorf("%d bytes, more than %d", len(b), maxControlLen)
+		}
+		if _, err := parseControl(b); err != nil {
+			t.Errorf("%v", err)
+		}
+	}
+	if maxControlLen+crypto.Overhead > 1280-40-8 {
+		t.Errorf("a control packet of %d bytes does not fit an IPv6 underlay of MTU 1280", maxControlLen+crypto.Overhead)
+	}
 }

@@ -150,6 +150,9 @@ func (s *Settings) checkSegments() error {
 	if err := s.checkSegmentTAPs(); err != nil {
 		return err
 	}
+	if s.Role == "client" && len(s.Segments) > maxJoins {
+		return s.errorf(s.Segments[maxJoins].at("[[segment]]"), "a client joins at most %d segments (this one names %d): run a second cab client (--name) for the rest", maxJoins, len(s.Segments))
+	}
 	if s.Role != "server" {
 		return nil
 	}

@@ -1,6 +1,7 @@
 package cab
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -107,6 +108,14 @@ segments = ["blue"]
 	s2.SetLocal("blue=tap:cb,bridge=br0")
 	if err := s2.Check("server"); err == nil || !strings.Contains(err.Error(), "the local port and segment blue are both the TAP cb") {
 		t.Errorf("two ports on one TAP: %v", err)
+	}
+	many := DefaultSettings()
+	for i := range maxJoins + 1 {
+		many.SetLocal(fmt.Sprintf("s%d=tap:t%d", i, i))
+	}
+	many.Servers = []string{"192.0.2.1"}
+	if err := many.Check("client"); err == nil || !strings.Contains(err.Error(), "a client joins at most 16 segments") {
+		t.Errorf("17 segments on a client: %v", err)
 	}
 	s3 := DefaultSettings()
 	s3.SetLocal("blue=tap:cb,vlan=10")
