@@ -365,8 +365,15 @@ func TestDNSTunnelRateLimited(t *testing.T) {
 		t.Fatalf("client status %+v", ps)
 	}
 	t.Logf("client: %.1f queries/s, loss %.1f%%", ps[0].Path.QPS, 100*ps[0].Path.Loss)
-	if n := ping(t, d.cli.ns, overlayA, 5); n < 4 {
-		t.Errorf("after the transfers: %d of 5 pings", n)
+	// The resolver's rate limit may still hold queries of the transfers
+	// back: the tunnel recovers within a few seconds.
+	n := ping(t, d.cli.ns, overlayA, 5)
+	if n < 4 {
+		time.Sleep(3 * time.Second)
+		n = ping(t, d.cli.ns, overlayA, 5)
+	}
+	if n < 4 {
+		t.Errorf("after the transfers and 3 s more: %d of 5 pings", n)
 	}
 	// Unbound's statistics at exit count the queries it dropped.
 	d.unbound.signal(syscall.SIGTERM)
