@@ -178,32 +178,46 @@ func setValue(k string, p any, v any) error {
 
 // parsePeers reads the [[peer]] tables.
 func (s *Settings) parsePeers(v any, lines []string) error {
+	return s.parseTables("peer", peerKeys, v, lines, func(header int) func(k string, line int, v any) error {
+		p := PeerSettings{line: map[string]int{"[[peer]]": header}}
+		s.Peers = append(s.Peers, p)
+		last := &s.Peers[len(s.Peers)-1]
+		return func(k string, line int, v any) error {
+			last.line[k] = line
+			return last.set(k, v)
+		}
+	})
+}
+
+// parseTables reads the [[name]] tables of v, whose keys must be among
+// keys: for each table, start (given the header's line) returns what sets
+// one key; the keys come in sorted order, each with its line. Every
+// mistake names the file and line.
+func (s *Settings) parseTables(name string, keys []string, v any, lines []string, start func(header int) func(k string, line int, v any) error) error {
 	tables, ok := v.([]map[string]any)
 	if !ok {
-		return configError(s.File, keyLine(lines, "", 0, "peer"), "peer must be [[peer]] tables")
+		return configError(s.File, keyLine(lines, "", 0, name), "%s must be [[%s]] tables", name, name)
 	}
 	for i, tbl := range tables {
-		p := PeerSettings{line: map[string]int{"[[peer]]": peerLine(lines, i)}}
-		keys := make([]string, 0, len(tbl))
+		set := start(tableLine(lines, "[["+name+"]]", i))
+		ks := make([]string, 0, len(tbl))
 		for k := range tbl {
-			keys = append(keys, k)
+			ks = append(ks, k)
 		}
-		sort.Strings(keys)
-		for _, k := range keys {
-			line := keyLine(lines, "peer", i, k)
-			p.line[k] = line
-			if !slices.Contains(peerKeys, k) {
+		sort.Strings(ks)
+		for _, k := range ks {
+			line := keyLine(lines, name, i, k)
+			if !slices.Contains(keys, k) {
 				hint := ""
-				if c := closest(k, peerKeys); c != "" {
+				if c := closest(k, keys); c != "" {
 					hint = fmt.Sprintf(" (did you mean %s?)", c)
 				}
-				return configError(s.File, line, "unknown key %q in [[peer]]%s; the keys are %s", k, hint, strings.Join(peerKeys, ", "))
+				return configError(s.File, line, "unknown key %q in [[%s]]%s; the keys are %s", k, name, hint, strings.Join(keys, ", "))
 			}
-			if err := p.set(k, tbl[k]); err != nil {
+			if err := set(k, line, tbl[k]); err != nil {
 				return configError(s.File, line, "%s: %v", k, err)
 			}
 		}
-		s.Peers = append(s.Peers, p)
 	}
 	return nil
 }

@@ -68,34 +68,14 @@ func (s *Settings) hasDefaultPort() bool {
 
 // parseSegments reads the [[segment]] tables.
 func (s *Settings) parseSegments(v any, lines []string) error {
-	tables, ok := v.([]map[string]any)
-	if !ok {
-		return configError(s.File, keyLine(lines, "", 0, "segment"), "segment must be [[segment]] tables")
-	}
-	for i, tbl := range tables {
-		g := SegmentSettings{line: map[string]int{"[[segment]]": tableLine(lines, "[[segment]]", i)}}
-		keys := make([]string, 0, len(tbl))
-		for k := range tbl {
-			keys = append(keys, k)
-		}
-		slices.Sort(keys)
-		for _, k := range keys {
-			line := keyLine(lines, "segment", i, k)
+	return s.parseTables("segment", segmentKeys, v, lines, func(header int) func(k string, line int, v any) error {
+		s.Segments = append(s.Segments, SegmentSettings{line: map[string]int{"[[segment]]": header}})
+		g := &s.Segments[len(s.Segments)-1]
+		return func(k string, line int, v any) error {
 			g.line[k] = line
-			if !slices.Contains(segmentKeys, k) {
-				hint := ""
-				if c := closest(k, segmentKeys); c != "" {
-					hint = fmt.Sprintf(" (did you mean %s?)", c)
-				}
-				return configError(s.File, line, "unknown key %q in [[segment]]%s; the keys are %s", k, hint, strings.Join(segmentKeys, ", "))
-			}
-			if err := g.set(k, tbl[k]); err != nil {
-				return configError(s.File, line, "%s: %v", k, err)
-			}
+			return g.set(k, v)
 		}
-		s.Segments = append(s.Segments, g)
-	}
-	return nil
+	})
 }
 
 // set sets key k of a [[segment]] table, checking the value's type.
