@@ -169,3 +169,12 @@ func FuzzReceiveLive(f *testing.F) {
 		}
 	})
 }
+
+// all returns every buffer queued, whatever its segment.
+func (d *deliveries) all() [][]byte {
+	var all [][]byte
+	for _, b := range d.bufs {
+		all = append(all, b...)
+	}
+	return all
+}

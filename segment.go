@@ -252,7 +252,7 @@ func (c *Cable) setMembers(p *peer, fn func(members)) {
 		}
 	}
 	fn(m)
-	for id, old := range c.oldMembers(p) {
+	for id, old := range c.membersOf(p) {
 		if m[id] != old {
 			old.seg.fdb.forget(p)
 		}
@@ -260,8 +260,8 @@ func (c *Cable) setMembers(p *peer, fn func(members)) {
 	p.segs.Store(&m)
 }
 
-// oldMembers returns p's memberships as they are.
-func (c *Cable) oldMembers(p *peer) members {
+// membersOf returns p's memberships as they are.
+func (c *Cable) membersOf(p *peer) members {
 	if m := p.segs.Load(); m != nil {
 		return *m
 	}
@@ -394,13 +394,4 @@ func (d *deliveries) flush(c *Cable) error {
 		d.bufs[i] = d.bufs[i][:0]
 	}
 	return closed
-}
-
-// all returns every buffer queued, whatever its segment.
-func (d *deliveries) all() [][]byte {
-	var all [][]byte
-	for _, b := range d.bufs {
-		all = append(all, b...)
-	}
-	return all
 }

@@ -153,7 +153,7 @@ func (c *Cable) Status() Status {
 // segmentsOf returns the segments p is in, by name, and why it is not in
 // the others it asked for.
 func (c *Cable) segmentsOf(p *peer) (in []string, refused map[string]string) {
-	for _, m := range c.oldMembers(p) {
+	for _, m := range c.membersOf(p) {
 		in = append(in, m.seg.name)
 	}
 	slices.Sort(in)
