@@ -293,40 +293,46 @@ func (s *segmenter) next(dst []byte) int {
 }
 
 // tcpSeg describes a frame that may join a coalesced TCP super-frame: an
-// untagged IPv4 (no options, not fragmented) or IPv6 (no extension headers)
-// TCP segment with data, flags ACK and maybe PSH.
+// IPv4 (no options, not fragmented) or IPv6 (no extension headers) TCP
+// segment with data, flags ACK and maybe PSH, untagged or with one 802.1Q
+// tag (a frame a VLAN port of a trunk writes). The offsets count from the
+// frame's first byte, tag included: the kernel reads the virtio_net_hdr's
+// csum_start and hdr_len that way.
 type tcpSeg struct {
-	v6     bool
-	l4, hl int // offsets of the TCP header and of the payload
-	seq    uint32
-	psh    bool
+	v6         bool
+	l3, l4, hl int // offsets of the IP header, the TCP header and the payload
+	seq        uint32
+	psh        bool
 }
 
 // parseTCPSeg reports whether f is a frame that can be coalesced.
 func parseTCPSeg(f []byte) (tcpSeg, bool) {
 	var s tcpSeg
-	if len(f) < 14+20+20 {
+	s.l3 = 14
+	if len(f) >= 14 && binary.BigEndian.Uint16(f[12:]) == 0x8100 {
+		s.l3 = 14 + 4
+	}
+	if len(f) < s.l3+20+20 {
 		return s, false
 	}
-	switch binary.BigEndian.Uint16(f[12:]) {
+	ip := f[s.l3:]
+	switch binary.BigEndian.Uint16(f[s.l3-2:]) {
 	case 0x0800:
-		ip := f[14:]
 		if ip[0] != 0x45 || ip[9] != 6 || binary.BigEndian.Uint16(ip[6:])&0x3fff != 0 {
 			return s, false // options, not TCP, or a fragment
 		}
-		if int(binary.BigEndian.Uint16(ip[2:])) != len(f)-14 {
+		if int(binary.BigEndian.Uint16(ip[2:])) != len(ip) {
 			return s, false
 		}
-		s.l4 = 34
+		s.l4 = s.l3 + 20
 	case 0x86dd:
-		if len(f) < 14+40+20 {
+		if len(ip) < 40+20 {
 			return s, false
 		}
-		ip := f[14:]
-		if ip[0]>>4 != 6 || ip[6] != 6 || int(binary.BigEndian.Uint16(ip[4:])) != len(f)-54 {
+		if ip[0]>>4 != 6 || ip[6] != 6 || int(binary.BigEndian.Uint16(ip[4:])) != len(ip)-40 {
 			return s, false
 		}
-		s.v6, s.l4 = true, 54
+		s.v6, s.l4 = true, s.l3+40
 	default:
 		return s, false
 	}
@@ -345,23 +351,24 @@ func parseTCPSeg(f []byte) (tcpSeg, bool) {
 }
 
 // sameFlow reports whether b may follow a in one super-frame: same
-// Ethernet and IP header fields (but for length, identification and
-// checksum), same ports, acknowledgement and options.
+// Ethernet header (and tag) and IP header fields (but for length,
+// identification and checksum), same ports, acknowledgement and options.
 func sameFlow(a []byte, sa tcpSeg, b []byte, sb tcpSeg) bool {
-	if sa.v6 != sb.v6 || sa.hl != sb.hl {
+	if sa.v6 != sb.v6 || sa.l3 != sb.l3 || sa.hl != sb.hl {
 		return false
 	}
-	if string(a[:14]) != string(b[:14]) {
+	if string(a[:sa.l3]) != string(b[:sb.l3]) {
 		return false
 	}
+	ia, ib := a[sa.l3:], b[sb.l3:]
 	if sa.v6 {
 		// version, traffic class, flow label; next header, hop limit, addresses
-		if string(a[14:18]) != string(b[14:18]) || string(a[20:54]) != string(b[20:54]) {
+		if string(ia[0:4]) != string(ib[0:4]) || string(ia[6:40]) != string(ib[6:40]) {
 			return false
 		}
 	} else {
 		// TOS; flags; TTL, protocol; addresses
-		if a[15] != b[15] || a[20] != b[20] || string(a[22:24]) != string(b[22:24]) || string(a[26:34]) != string(b[26:34]) {
+		if ia[1] != ib[1] || ia[6] != ib[6] || string(ia[8:10]) != string(ib[8:10]) || string(ia[12:20]) != string(ib[12:20]) {
 			return false
 		}
 	}
@@ -375,14 +382,14 @@ func sameFlow(a []byte, sa tcpSeg, b []byte, sb tcpSeg) bool {
 // size each but the last), into a super-frame for the kernel, and returns
 // the virtio_net_hdr to write with it.
 func superFrame(dst []byte, s tcpSeg, size int, psh bool) vnetHdr {
-	ip := dst[14:]
+	ip := dst[s.l3:]
 	l4len := len(dst) - s.l4
 	h := vnetHdr{flags: vnetNeedsCsum, hdrLen: uint16(s.hl), gsoSize: uint16(size), csumStart: uint16(s.l4), csumOffset: 16}
 	if s.v6 {
 		binary.BigEndian.PutUint16(ip[4:], uint16(l4len))
 		h.gsoType = gsoTCPv6
 	} else {
-		binary.BigEndian.PutUint16(ip[2:], uint16(len(dst)-14))
+		binary.BigEndian.PutUint16(ip[2:], uint16(len(ip)))
 		ip[10], ip[11] = 0, 0
 		binary.BigEndian.PutUint16(ip[10:], ^checksumFold(checksumAdd(0, ip[:20])))
 		h.gsoType = gsoTCPv4

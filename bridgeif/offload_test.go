@@ -115,6 +115,18 @@ func fixLengths(f []byte) {
 	binary.BigEndian.PutUint16(f[at:], ^checksumFold(checksumAdd(pseudoSum(ip, v6, f[map[bool]int{false: 23, true: 20}[v6]], len(f)-l4), f[l4:])))
 }
 
+// tagFrame returns f with an 802.1Q tag of vid after its MACs, or f
+// itself for vid 0.
+func tagFrame(f []byte, vid uint16) []byte {
+	if vid == 0 {
+		return f
+	}
+	t := append([]byte(nil), f[:12]...)
+	t = binary.BigEndian.AppendUint16(t, 0x8100)
+	t = binary.BigEndian.AppendUint16(t, vid)
+	return append(t, f[12:]...)
+}
+
 func payloadOf(n int, seed byte) []byte {
 	p := make([]byte, n)
 	for i := range p {
@@ -223,7 +235,11 @@ func TestCompleteChecksum(t *testing.T) {
 // TestCoalesceRoundTrip: segments glued by superFrame and cut again by the
 // segmenter come back byte for byte.
 func TestCoalesceRoundTrip(t *testing.T) {
-	for _, v6 := range []bool{false, true} {
+	for _, c := range []struct {
+		v6  bool
+		vid uint16
+	}{{false, 0}, {true, 0}, {false, 100}, {true, 4094}} {
+		v6 := c.v6
 		opts := []byte{1, 1, 8, 10, 0, 0, 0, 9, 0, 0, 0, 8}
 		var segs [][]byte
 		seq := uint32(4000)
@@ -233,12 +249,21 @@ func TestCoalesceRoundTrip(t *testing.T) {
 			if i == 9 {
 				n, fl = 500, 0x18
 			}
-			segs = append(segs, tcpFrame(v6, seq, uint16(100+i), fl, opts, payloadOf(n, byte(i))))
+			segs = append(segs, tagFrame(tcpFrame(v6, seq, uint16(100+i), fl, opts, payloadOf(n, byte(i))), c.vid))
 			seq += uint32(n)
 		}
 		first, ok := parseTCPSeg(segs[0])
 		if !ok {
 			t.Fatal("first segment not coalescable")
+		}
+		// The kernel reads csum_start and hdr_len from the frame's first
+		// byte: a tag moves both 4 bytes on.
+		l4 := map[bool]int{false: 34, true: 54}[v6]
+		if c.vid != 0 {
+			l4 += 4
+		}
+		if first.l4 != l4 || first.hl != l4+20+len(opts) {
+			t.Fatalf("v6=%v vlan %d: TCP header at %d, payload at %d; want %d, %d", v6, c.vid, first.l4, first.hl, l4, l4+20+len(opts))
 		}
 		buf := append([]byte(nil), segs[0]...)
 		for _, s := range segs[1:] {
@@ -253,8 +278,13 @@ func TestCoalesceRoundTrip(t *testing.T) {
 		h.encode(enc[:])
 		var back vnetHdr
 		back.decode(enc[:])
-		if back != h || h.gsoSize != 1348 || int(h.hdrLen) != first.hl {
+		if back != h || h.gsoSize != 1348 || int(h.hdrLen) != first.hl || int(h.csumStart) != l4 || h.csumOffset != 16 {
 			t.Fatalf("header %+v", back)
+		}
+		if c.vid != 0 {
+			if got, ok := VLANOf(buf); !ok || got != c.vid {
+				t.Fatalf("the super-frame lost its tag: VLAN %d %v", got, ok)
+			}
 		}
 		var s segmenter
 		if err := s.start(h, buf); err != nil {
@@ -264,7 +294,7 @@ func TestCoalesceRoundTrip(t *testing.T) {
 		for i := 0; !s.done(); i++ {
 			size := s.next(dst)
 			if !bytes.Equal(dst[:size], segs[i]) {
-				t.Fatalf("v6=%v: segment %d differs after the round trip", v6, i)
+				t.Fatalf("v6=%v vlan %d: segment %d differs after the round trip", v6, c.vid, i)
 			}
 		}
 	}
@@ -288,11 +318,19 @@ func TestSameFlowRefuses(t *testing.T) {
 		"other addr": change(29, 9),
 		"other port": change(35, 9),
 		"other ack":  change(42, 9),
+		"tagged":     tagFrame(a, 100),
 	} {
 		sb, ok := parseTCPSeg(b)
 		if !ok || sameFlow(a, sa, b, sb) {
 			t.Errorf("%s: same flow", name)
 		}
+	}
+	// Frames of two VLANs are two flows, whatever their contents.
+	a100, a200 := tagFrame(a, 100), tagFrame(a, 200)
+	s100, ok100 := parseTCPSeg(a100)
+	s200, ok200 := parseTCPSeg(a200)
+	if !ok100 || !ok200 || sameFlow(a100, s100, a200, s200) {
+		t.Errorf("VLANs 100 and 200: coalescable %v %v, or the same flow", ok100, ok200)
 	}
 	for name, b := range map[string][]byte{
 		"SYN":     tcpFrame(false, 1, 1, 0x02, nil, payloadOf(10, 0)),
@@ -337,6 +375,8 @@ func FuzzSegment(f *testing.F) {
 func FuzzCoalesce(f *testing.F) {
 	f.Add(tcpFrame(false, 1, 1, 0x10, nil, payloadOf(100, 1)), tcpFrame(false, 101, 2, 0x18, nil, payloadOf(50, 2)))
 	f.Add(tcpFrame(true, 1, 1, 0x10, []byte{1, 1, 1, 1}, payloadOf(100, 1)), []byte{})
+	f.Add(tagFrame(tcpFrame(false, 1, 1, 0x10, nil, payloadOf(100, 1)), 100), tagFrame(tcpFrame(false, 101, 2, 0x18, nil, payloadOf(50, 2)), 100))
+	f.Add(tagFrame(tcpFrame(true, 1, 1, 0x10, nil, payloadOf(100, 1)), 7), tagFrame(tcpFrame(true, 101, 2, 0x10, nil, payloadOf(100, 2)), 7))
 	f.Fuzz(func(t *testing.T, a, b []byte) {
 		sa, oka := parseTCPSeg(a)
 		sb, okb := parseTCPSeg(b)

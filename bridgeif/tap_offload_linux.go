@@ -260,7 +260,7 @@ func (t *TAP) coalesce(w *tapWriter, bufs [][]byte, offset, i int) ([]byte, vnet
 			continue
 		}
 		plen := len(f) - sj.hl
-		if sj.seq != next || plen > size || total+plen > 65535+14 {
+		if sj.seq != next || plen > size || total+plen > 65535+s.l3 {
 			break
 		}
 		if count == 1 {

@@ -2,7 +2,6 @@ package bridgeif
 
 import (
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"net"
 	"sync"
@@ -171,40 +170,61 @@ func (p *VLANPort) ReadBatch(bufs [][]byte, sizes []int, offset int) (int, error
 }
 
 // WriteBatch writes the frames bufs[i][offset:] tagged with the port's
-// VLAN. The tag is made in place: the MAC addresses move 4 bytes into the
-// headroom in front of the frame (offset must be at least 4), so the
-// caller's frames are changed.
+// VLAN. With offset 4 or more the tag is made in place: the MAC addresses
+// move 4 bytes into the headroom in front of the frame, so the caller's
+// bytes from bufs[i][offset-4] to bufs[i][offset+12] change (the cable
+// hands a port frames it is done with). With less headroom the frames are
+// copied first. Frames too short to be Ethernet frames are dropped, as
+// every port drops them.
 func (p *VLANPort) WriteBatch(bufs [][]byte, offset int) (int, error) {
 	select {
 	case <-p.closed:
 		return 0, net.ErrClosed
 	default:
 	}
+	w := vlanWriters.Get().(*vlanWriter)
+	defer vlanWriters.Put(w)
+	w.out = w.out[:0]
+	out := offset - vlanTagLen
 	if offset < vlanTagLen {
-		return 0, errors.New("bridgeif: a VLAN port needs 4 bytes of headroom")
+		out = 0
 	}
-	runts := 0
 	for _, b := range bufs {
-		if len(b)-offset < ethHeaderLen {
-			runts++
+		if len(b)-offset < ethHeaderLen || len(b)-offset > MaxFrame {
 			continue
 		}
-		copy(b[offset-vlanTagLen:], b[offset:offset+12])
-		binary.BigEndian.PutUint16(b[offset+8:], tpid8021Q)
-		binary.BigEndian.PutUint16(b[offset+10:], p.vid)
-	}
-	if runts > 0 { // not frames: dropped, as every port drops them
-		var ok [][]byte
-		for _, b := range bufs {
-			if len(b)-offset >= ethHeaderLen {
-				ok = append(ok, b)
+		if offset < vlanTagLen {
+			if len(w.copies) == len(w.out) {
+				w.copies = append(w.copies, make([]byte, MaxFrame+vlanTagLen))
 			}
+			c := w.copies[len(w.out)]
+			b = c[:copy(c[vlanTagLen:], b[offset:])+vlanTagLen]
+			copy(b, b[vlanTagLen:vlanTagLen+12])
+		} else {
+			copy(b[out:], b[offset:offset+12])
 		}
-		n, err := p.t.port.WriteBatch(ok, offset-vlanTagLen)
-		return n + runts, err
+		binary.BigEndian.PutUint16(b[out+12:], tpid8021Q)
+		binary.BigEndian.PutUint16(b[out+14:], p.vid)
+		w.out = append(w.out, b)
 	}
-	return p.t.port.WriteBatch(bufs, offset-vlanTagLen)
+	dropped := len(bufs) - len(w.out)
+	if len(w.out) == 0 {
+		return dropped, nil
+	}
+	n, err := p.t.port.WriteBatch(w.out, out)
+	clear(w.out)
+	return n + dropped, err
 }
+
+// A vlanWriter is the state of one WriteBatch: the frames to hand to the
+// trunk's port, and copies of frames written with less than 4 bytes of
+// headroom.
+type vlanWriter struct {
+	out    [][]byte
+	copies [][]byte
+}
+
+var vlanWriters = sync.Pool{New: func() any { return new(vlanWriter) }}
 
 // Close closes the port; the last one closes the trunk's port.
 func (p *VLANPort) Close() error {

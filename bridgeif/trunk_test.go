@@ -144,3 +144,97 @@ func FuzzVLANOf(f *testing.F) {
 		}
 	})
 }
+
+// TestVLANPortShortHeadroom: a writer with less than 4 bytes of headroom
+// (cab plug splices ports at offset 0) gets its frames tagged from a copy,
+// its own bytes untouched; frames too short or too long are dropped.
+func TestVLANPortShortHeadroom(t *testing.T) {
+	tap := bridgeiftest.NewPort(64)
+	tr := bridgeif.NewTrunk(tap, nil)
+	v, err := tr.VLAN(4094)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer v.Close()
+	f := frame(3, 0xcc, 300)
+	for _, off := range []int{0, 2} {
+		buf := append(make([]byte, off), f...)
+		keep := append([]byte(nil), buf...)
+		n, err := v.WriteBatch([][]byte{buf, make([]byte, off+13), make([]byte, off+bridgeif.MaxFrame+1)}, off)
+		if err != nil || n != 3 {
+			t.Fatalf("offset %d: WriteBatch %d, %v", off, n, err)
+		}
+		if !bytes.Equal(buf, keep) {
+			t.Fatalf("offset %d: the caller's frame changed", off)
+		}
+		select {
+		case got := <-tap.Frames():
+			if (!bytes.Equal(got[:12], f[:12]) || got[12] != 0x81 || got[13] != 0 || got[14] != 0x0f || got[15] != 0xfe || !bytes.Equal(got[16:], f[12:])) {
+				t.Fatalf("offset %d: written % x", off, got[:20])
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("offset %d: nothing written", off)
+		}
+	}
+	select {
+	case got := <-tap.Frames():
+		t.Fatalf("a runt or giant was written: %d bytes", len(got))
+	case <-time.After(50 * time.Millisecond):
+	}
+}
+
+// chanPort is a Port whose reads come from a channel and whose writes are
+// counted, neither allocating, so that the trunk's own allocations show.
+type chanPort struct {
+	in      chan []byte
+	written int
+	closed  chan struct{}
+}
+
+func (c *chanPort) ReadBatch(bufs [][]byte, sizes []int, offset int) (int, error) {
+	select {
+	case b := <-c.in:
+		sizes[0] = copy(bufs[0][offset:], b)
+		return 1, nil
+	case <-c.closed:
+		return 0, net.ErrClosed
+	}
+}
+
+func (c *chanPort) WriteBatch(bufs [][]byte, offset int) (int, error) {
+	c.written += len(bufs)
+	return len(bufs), nil
+}
+
+func (c *chanPort) Close() error { close(c.closed); return nil }
+
+// TestTrunkAllocationFree: a frame read through the trunk to its VLAN's
+// port, and a batch written tagged, allocate nothing once warm.
+func TestTrunkAllocationFree(t *testing.T) {
+	cp := &chanPort{in: make(chan []byte), closed: make(chan struct{})}
+	tr := bridgeif.NewTrunk(cp, nil)
+	v, err := tr.VLAN(100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer v.Close()
+	in := tagged(frame(1, 0xaa, 1000), 100)
+	bufs, sizes := [][]byte{make([]byte, 2000)}, []int{0}
+	out := [][]byte{make([]byte, 16+1000), make([]byte, 16+1000)}
+	step := func() {
+		cp.in <- in
+		if n, err := v.ReadBatch(bufs, sizes, 16); n != 1 || err != nil || sizes[0] != 1000 {
+			t.Fatalf("ReadBatch: %d %v, %d bytes", n, err, sizes[0])
+		}
+		if n, err := v.WriteBatch(out, 16); n != 2 || err != nil {
+			t.Fatalf("WriteBatch: %d %v", n, err)
+		}
+	}
+	step()
+	if a := testing.AllocsPerRun(200, step); a != 0 {
+		t.Errorf("%.1f allocations per frame read and batch written, want 0", a)
+	}
+	if cp.written != 2*202 {
+		t.Errorf("%d frames reached the trunk's port, want %d", cp.written, 2*202)
+	}
+}
