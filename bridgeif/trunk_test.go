@@ -169,7 +169,7 @@ func TestVLANPortShortHeadroom(t *testing.T) {
 		}
 		select {
 		case got := <-tap.Frames():
-			if (!bytes.Equal(got[:12], f[:12]) || got[12] != 0x81 || got[13] != 0 || got[14] != 0x0f || got[15] != 0xfe || !bytes.Equal(got[16:], f[12:])) {
+			if !bytes.Equal(got[:12], f[:12]) || got[12] != 0x81 || got[13] != 0 || got[14] != 0x0f || got[15] != 0xfe || !bytes.Equal(got[16:], f[12:]) {
 				t.Fatalf("offset %d: written % x", off, got[:20])
 			}
 		case <-time.After(5 * time.Second):
