@@ -34,10 +34,16 @@ import (
 // and created again, so cab reuses it across restarts.
 func OpenPort(spec string, id crypto.PublicKey) (bridgeif.Port, error) {
 	kind, arg, _ := strings.Cut(spec, ":")
+	if strings.HasPrefix(kind, "stdio,") {
+		return nil, fmt.Errorf("port %q: stdio takes no options (vlan= is an option of tap: ports): the program at the other end of the pipe tags frames if they need it", spec)
+	}
 	switch kind {
 	case "tap":
 		return openTAP(spec, arg, id)
 	case "vde":
+		if strings.Contains(arg, ",vlan=") {
+			return nil, fmt.Errorf("port %q: vlan= is an option of tap: ports; a vde_switch puts its port in a VLAN itself: drop vlan= and run port/setvlan PORT VLAN on the switch's console (vdeterm)", spec)
+		}
 		dir, n, err := bridgeif.ParseVDESpec(arg)
 		if err != nil {
 			return nil, fmt.Errorf("port %q: %w", spec, err)
@@ -112,17 +118,18 @@ type trunkTAP struct {
 }
 
 // openVLAN opens VLAN ts.VLAN of the trunk TAP ts.Name, opening the TAP
-// when no other port of this process has it. The TAP of a trunk has no
-// offloads: a tag in front of a segmentation offload's frames would move
-// every offset the kernel reads.
+// when no other port of this process has it. The TAP keeps its offloads
+// (unless offload=off): it cuts the tagged super-frames it reads and glues
+// the tagged segments written to it, with the offsets the kernel reads
+// counted from the frame's first byte, tag included.
 func openVLAN(spec string, ts bridgeif.TAPSpec, id crypto.PublicKey) (bridgeif.Port, error) {
 	trunks.Lock()
 	defer trunks.Unlock()
 	tt := trunks.m[ts.Name]
 	if tt == nil {
 		tapts := ts
-		tapts.VLAN, tapts.NoOffload = 0, true
-		port, err := openTAPSpec(spec, tapts, id)
+		tapts.VLAN = 0
+		port, err := openTrunkTAP(spec, tapts, id)
 		if err != nil {
 			return nil, err
 		}
@@ -136,8 +143,9 @@ func openVLAN(spec string, ts bridgeif.TAPSpec, id crypto.PublicKey) (bridgeif.P
 			trunks.Unlock()
 		})
 		trunks.m[name] = tt
-	} else if o := tt.ts; o.Bridge != ts.Bridge || o.OVS != ts.OVS || ts.MTU != 0 && o.MTU != ts.MTU {
-		return nil, fmt.Errorf("port %q: the trunk TAP %s is already open with other options (bridge=%s ovs=%s mtu=%d): give every vlan= port of a TAP the same", spec, ts.Name, o.Bridge, o.OVS, o.MTU)
+	} else if o := tt.ts; o.Bridge != ts.Bridge || o.OVS != ts.OVS || ts.MTU != 0 && o.MTU != ts.MTU || o.NoOffload != ts.NoOffload {
+		return nil, fmt.Errorf("port %q: the trunk TAP %s is already open with other options (bridge=%s ovs=%s mtu=%d offload=%s): give every vlan= port of a TAP the same",
+			spec, ts.Name, o.Bridge, o.OVS, o.MTU, map[bool]string{false: "on", true: "off"}[o.NoOffload])
 	}
 	p, err := tt.trunk.VLAN(ts.VLAN)
 	if err != nil {
@@ -145,6 +153,9 @@ func openVLAN(spec string, ts bridgeif.TAPSpec, id crypto.PublicKey) (bridgeif.P
 	}
 	return p, nil
 }
+
+// openTrunkTAP opens the TAP of a trunk: openTAPSpec, or a fake in tests.
+var openTrunkTAP = openTAPSpec
 
 // openTAPSpec opens the TAP that ts describes.
 func openTAPSpec(spec string, ts bridgeif.TAPSpec, id crypto.PublicKey) (bridgeif.Port, error) {

@@ -250,3 +250,15 @@ func (p *VLANPort) Close() error {
 }
 
 var _ Port = (*VLANPort)(nil)
+
+// Offloads reports the offloads of the trunk's TAP, as TAP.Offloads does,
+// for logs; "" when the trunk's port is no TAP.
+func (p *VLANPort) Offloads() string {
+	if o, ok := p.t.port.(interface{ Offloads() string }); ok {
+		return o.Offloads()
+	}
+	return ""
+}
+
+// Trunk returns the trunk the port is a VLAN of.
+func (p *VLANPort) Trunk() *Trunk { return p.t }
