@@ -1,14 +1,17 @@
 package cab
 
 import (
+	"context"
 	"errors"
 	"net"
 	"strings"
 	"testing"
+	"time"
 
 	"cab/bridgeif"
 	"cab/bridgeif/bridgeiftest"
 	"cab/crypto"
+	"cab/transport"
 )
 
 // TestOpenPortTrunk: two vlan= ports of one TAP in one process open the
@@ -97,4 +100,71 @@ func TestOpenPortVLANElsewhere(t *testing.T) {
 			t.Errorf("%s: %v, want an error naming the spec and %q", spec, err, want)
 		}
 	}
+}
+
+// TestCableVLANTrunk: a client cable whose port is VLAN 100 of a trunk
+// (a fake TAP): a frame the trunk reads tagged 100 reaches the server's
+// port untagged, and the server's frames leave the trunk tagged 100;
+// untagged frames and VLAN 200's are dropped, counted in the client's
+// status as vlan_foreign, and never reach the server.
+func TestCableVLANTrunk(t *testing.T) {
+	sconn, cconn, saddr := pairConns(t, false)
+	skey, ckey := mustKey(t), mustKey(t)
+	server := startSite(t, Config{PrivateKey: skey, PSK: psk(1), Responder: true, AllowAny: true}, sconn)
+	tap := bridgeiftest.NewPort(64)
+	tr := bridgeif.NewTrunk(tap, nil)
+	v100, err := tr.VLAN(100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := New(Config{PrivateKey: ckey, PSK: psk(1), Logger: quiet, Peers: []PeerConfig{{
+		Name: "server", PublicKey: skey.Public(),
+		Dial: &Dialer{Conn: cconn, Resolve: func() (transport.Addr, error) { return saddr, nil }},
+	}}}, v100, []transport.Conn{cconn})
+	if err != nil {
+		t.Fatal(err)
+	}
+	client := &site{cable: c, stop: func() {}, done: make(chan error, 1)}
+	ctx, cancel := context.WithCancel(context.Background())
+	client.stop = cancel
+	go func() { client.done <- c.Run(ctx) }()
+	t.Cleanup(func() { client.close(t) })
+	waitUp(t, client, 1)
+
+	tag := func(f []byte, vid uint16) []byte {
+		out := append(append([]byte(nil), f[:12]...), 0x81, 0, byte(vid>>8), byte(vid))
+		return append(out, f[12:]...)
+	}
+	f := testFrame(0xaa, 0xbb, 1, 200)
+	if err := tap.Inject(tag(f, 100)); err != nil {
+		t.Fatal(err)
+	}
+	expectFrames(t, server.port, [][]byte{f})
+	back := testFrame(0xbb, 0xaa, 2, 300)
+	if err := server.port.Inject(back); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case got := <-tap.Frames():
+		if string(got) != string(tag(back, 100)) {
+			t.Fatalf("the trunk got % x, want the server's frame tagged 100", got[:20])
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the server's frame did not reach the trunk")
+	}
+	before := dropCount(client, "vlan_foreign")
+	tap.Inject(testFrame(0xaa, 0xbb, 3, 200))
+	tap.Inject(tag(testFrame(0xaa, 0xbb, 4, 200), 200))
+	deadline := time.Now().Add(5 * time.Second)
+	for dropCount(client, "vlan_foreign") < before+2 && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	if n := dropCount(client, "vlan_foreign") - before; n != 2 {
+		t.Fatalf("%d frames counted as vlan_foreign, want the untagged one and VLAN 200's", n)
+	}
+	// A frame of VLAN 100 after them still gets through, and is the only
+	// one: the foreign ones never reached the server.
+	g := testFrame(0xaa, 0xbb, 5, 100)
+	tap.Inject(tag(g, 100))
+	expectFrames(t, server.port, [][]byte{g})
 }

@@ -126,6 +126,9 @@ func (s *Settings) checkSegments() error {
 		if g.MaxMACs < 0 || g.FloodRate < 0 {
 			return s.errorf(max(g.at("max_macs"), g.at("flood_rate")), "segment %q: max_macs and flood_rate are counts: use a number, or leave them out for the cable's", g.Name)
 		}
+		if vid, tap := vlanOf(g.Local); vid != 0 && len(g.AllowedVLANs) > 0 && !slices.Contains(g.AllowedVLANs, 0) {
+			return s.errorf(g.at("allowed_vlans"), "segment %q: its port is VLAN %d of the TAP %s, whose frames are untagged inside the cable, and allowed_vlans lets in no untagged frame: add 0 to allowed_vlans, or leave it out", g.Name, vid, tap)
+		}
 	}
 	if err := s.checkSegmentTAPs(); err != nil {
 		return err
@@ -208,4 +211,18 @@ func (s *Settings) checkSegmentTAPs() error {
 		}
 	}
 	return nil
+}
+
+// vlanOf returns the VLAN and the TAP of a port spec tap:NAME,vlan=N; 0
+// for any other spec.
+func vlanOf(spec string) (uint16, string) {
+	arg, ok := strings.CutPrefix(spec, "tap:")
+	if !ok {
+		return 0, ""
+	}
+	ts, err := bridgeif.ParseTAPSpec(arg)
+	if err != nil {
+		return 0, ""
+	}
+	return ts.VLAN, ts.Name
 }

@@ -95,6 +95,7 @@ segments = ["blue"]
 		"[[segment]]\nname = \"b\"\nlocal = \"tap:x\"\n[[segment]]\nname = \"b\"\nlocal = \"tap:y\"\n": `c.toml:6: segment "b" given twice`,
 		"[[peer]]\npublic_key = \"" + key + "\"\nsegments = [\"red\"]\n":                               `c.toml:4: [[peer]] "": no segment "red"`,
 		"[[segment]]\nname = \"b\"\nlocal = \"tap:x\"\nmax_macs = \"5\"\n":                             `c.toml:5: max_macs: want a whole number without quotes`,
+		"[[segment]]\nname = \"b\"\nlocal = \"tap:t,vlan=100\"\nallowed_vlans = [100]\n":               `c.toml:5: segment "b": its port is VLAN 100 of the TAP t, whose frames are untagged inside the cable, and allowed_vlans lets in no untagged frame: add 0 to allowed_vlans`,
 	}
 	for text, want := range bad {
 		_, err := checked(write("role = \"server\"\n"+text), "server")

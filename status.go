@@ -6,6 +6,7 @@ import (
 	"strings"
 	"time"
 
+	"cab/bridgeif"
 	"cab/transport"
 )
 
@@ -121,7 +122,17 @@ func (c *Cable) Status() Status {
 	}
 	macs := make(map[*peer]int)
 	named := len(c.segments()) > 0
+	trunks := map[*bridgeif.Trunk]bool{}
 	for _, seg := range c.allSegments() {
+		if vp, ok := seg.port.(*bridgeif.VLANPort); ok {
+			// Frames a trunk TAP read that no VLAN port takes, once per
+			// trunk; frames a VLAN's reader was too slow for.
+			if tr := vp.Trunk(); !trunks[tr] {
+				trunks[tr] = true
+				addDrops(&st, "vlan_foreign", tr.Foreign())
+			}
+			addDrops(&st, "vlan_queue_full", vp.Dropped())
+		}
 		st.FDB += seg.fdb.len()
 		ss := SegmentStatus{Name: seg.label(), ID: seg.id, MACs: seg.fdb.len(), FromPeers: seg.fromPeers.Load(), FromPort: seg.fromPort.Load(), Peers: []string{}}
 		for _, p := range c.peerList() {
@@ -171,6 +182,17 @@ func (c *Cable) segmentsOf(p *peer) (in []string, refused map[string]string) {
 	}
 	p.join.mu.Unlock()
 	return in, refused
+}
+
+// addDrops adds n drops for reason to st's, when there are any.
+func addDrops(st *Status, reason string, n uint64) {
+	if n == 0 {
+		return
+	}
+	if st.Drops == nil {
+		st.Drops = make(map[string]uint64)
+	}
+	st.Drops[reason] += n
 }
 
 func dropMap(d *[numDropReasons]atomicCounter) map[string]uint64 {
