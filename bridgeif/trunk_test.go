@@ -238,3 +238,32 @@ func TestTrunkAllocationFree(t *testing.T) {
 		t.Errorf("%d frames reached the trunk's port, want %d", cp.written, 2*202)
 	}
 }
+
+// TestTrunkStacked: a frame tagged inside the cable keeps its tag behind
+// the VLAN's, both ways.
+func TestTrunkStacked(t *testing.T) {
+	tap := bridgeiftest.NewPort(64)
+	tr := bridgeif.NewTrunk(tap, nil)
+	v, err := tr.VLAN(100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer v.Close()
+	inner := tagged(frame(1, 0xaa, 100), 7)
+	tap.Inject(tagged(inner, 100))
+	if got := readOne(t, v); !bytes.Equal(got, inner) {
+		t.Fatalf("VLAN 100 read % x, want the frame tagged 7", got[:20])
+	}
+	buf := append(make([]byte, 16), inner...)
+	if _, err := v.WriteBatch([][]byte{buf}, 16); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case got := <-tap.Frames():
+		if want := tagged(inner, 100); !bytes.Equal(got[:14], want[:14]) || got[15] != 100 || !bytes.Equal(got[16:], inner[12:]) {
+			t.Fatalf("written % x, want VLAN 100's tag in front of VLAN 7's", got[:22])
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("nothing written")
+	}
+}
