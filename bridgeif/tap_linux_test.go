@@ -34,7 +34,7 @@ func needRoot(t *testing.T) {
 }
 
 // netns makes a network namespace for the test and deletes it afterwards.
-func netns(t *testing.T) string {
+func netns(t testing.TB) string {
 	t.Helper()
 	b := make([]byte, 4)
 	rand.Read(b)
@@ -48,7 +48,7 @@ func netns(t *testing.T) string {
 
 // quietNetns is netns without IPv6, so that the only frames a TAP in it
 // carries are the ones the test makes.
-func quietNetns(t *testing.T) string {
+func quietNetns(t testing.TB) string {
 	t.Helper()
 	ns := netns(t)
 	inNetns(t, ns, func() {
@@ -62,7 +62,7 @@ func quietNetns(t *testing.T) string {
 }
 
 // inNetns runs f with the calling thread in namespace ns.
-func inNetns(t *testing.T, ns string, f func()) {
+func inNetns(t testing.TB, ns string, f func()) {
 	t.Helper()
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
