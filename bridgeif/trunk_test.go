@@ -267,3 +267,75 @@ func TestTrunkStacked(t *testing.T) {
 		t.Fatal("nothing written")
 	}
 }
+
+// loopPort is a Port that keeps what is written to it on w and reads
+// what the test puts on r, one frame per ReadBatch.
+type loopPort struct{ r, w chan []byte }
+
+func (l *loopPort) ReadBatch(bufs [][]byte, sizes []int, offset int) (int, error) {
+	b, ok := <-l.r
+	if !ok {
+		return 0, net.ErrClosed
+	}
+	sizes[0] = copy(bufs[0][offset:], b)
+	return 1, nil
+}
+
+func (l *loopPort) WriteBatch(bufs [][]byte, offset int) (int, error) {
+	for _, b := range bufs {
+		l.w <- append([]byte(nil), b[offset:]...)
+	}
+	return len(bufs), nil
+}
+
+func (l *loopPort) Close() error { close(l.r); return nil }
+
+// FuzzTrunkRoundTrip: any frame a VLAN port writes leaves tagged with its
+// VLAN, which VLANOf reads back; read from the trunk, it comes back to that
+// VLAN's port as it was written.
+func FuzzTrunkRoundTrip(f *testing.F) {
+	f.Add(uint16(100), 0, frame(1, 1, 60))
+	f.Add(uint16(4094), 16, tagged(frame(1, 1, 60), 7))
+	f.Add(uint16(1), 3, frame(2, 0, 14))
+	f.Add(uint16(0), 16, frame(2, 0, 14))
+	f.Fuzz(func(t *testing.T, vid uint16, off int, b []byte) {
+		if off < 0 || off > 64 {
+			return
+		}
+		lp := &loopPort{r: make(chan []byte, 1), w: make(chan []byte, 4)}
+		tr := bridgeif.NewTrunk(lp, nil)
+		v, err := tr.VLAN(vid)
+		if vid < 1 || vid > 4094 {
+			if err == nil {
+				t.Fatalf("VLAN %d opened", vid)
+			}
+			return
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer v.Close()
+		n, err := v.WriteBatch([][]byte{append(make([]byte, off), b...)}, off)
+		if err != nil || n != 1 {
+			t.Fatalf("WriteBatch: %d, %v", n, err)
+		}
+		if len(b) < 14 || len(b) > bridgeif.MaxFrame {
+			if len(lp.w) != 0 {
+				t.Fatalf("a frame of %d bytes was written", len(b))
+			}
+			return
+		}
+		if len(lp.w) != 1 {
+			t.Fatalf("%d frames written", len(lp.w))
+		}
+		out := <-lp.w
+		if got, ok := bridgeif.VLANOf(out); !ok || got != vid || len(out) != len(b)+4 {
+			t.Fatalf("written as VLAN %d (%v), %d bytes", got, ok, len(out))
+		}
+		lp.r <- out
+		bufs, sizes := [][]byte{make([]byte, 16+bridgeif.MaxFrame)}, []int{0}
+		if n, err := v.ReadBatch(bufs, sizes, 16); n != 1 || err != nil || !bytes.Equal(bufs[0][16:16+sizes[0]], b) {
+			t.Fatalf("read back %d, %v: differs", n, err)
+		}
+	})
+}
