@@ -43,6 +43,7 @@ func (c *Cable) connLoop(conn transport.Conn) error {
 			return nil
 		}
 		out.flush()
+		del.poll(c)
 	}
 }
 

@@ -85,7 +85,9 @@ type segment struct {
 	closed atomic.Bool // removed by a reload
 	done   chan struct{}
 
-	fromPeers, fromPort atomic.Uint64 // frames that entered the segment from peers, and from its port
+	fromPeers, fromPort atomic.Uint64              // frames that entered the segment from peers, and from its port
+	polled              atomic.Uint64              // frames from its port that a conn loop took (Cable.poll)
+	reader              atomic.Pointer[portReader] // the port loop's, while it runs on a Poller port
 }
 
 // membership is a peer's place in a named segment.
@@ -363,8 +365,9 @@ type segState struct {
 // deliveries are the frames a batch of packets delivers to ports, by
 // segment, so that each port gets one WriteBatch.
 type deliveries struct {
-	segs []*segment
-	bufs [][][]byte
+	segs  []*segment
+	bufs  [][][]byte
+	polls []*portReader // the readers of the ports flush wrote to
 }
 
 // add queues buf (the frame at offset HeaderLen) for s's port.
@@ -379,6 +382,16 @@ func (d *deliveries) add(s *segment, buf []byte) {
 	d.bufs = append(d.bufs, [][]byte{buf})
 }
 
+// poll polls the ports flush wrote to (Cable.poll), for the replies their
+// kernels queued at once.
+func (d *deliveries) poll(c *Cable) {
+	for _, r := range d.polls {
+		c.poll(r)
+	}
+	clear(d.polls)
+	d.polls = d.polls[:0]
+}
+
 // flush writes what was queued to the ports. It returns net.ErrClosed
 // when the default segment's port is closed: the cable is ending.
 func (d *deliveries) flush(c *Cable) error {
@@ -389,6 +402,9 @@ func (d *deliveries) flush(c *Cable) error {
 		}
 		if _, err := s.port.WriteBatch(d.bufs[i], crypto.HeaderLen); err != nil && s.id == 0 && errors.Is(err, net.ErrClosed) {
 			closed = err
+		}
+		if r := s.reader.Load(); r != nil {
+			d.polls = append(d.polls, r)
 		}
 		clear(d.bufs[i])
 		d.bufs[i] = d.bufs[i][:0]

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"sync"
 	"time"
 
 	"cab/bridgeif"
@@ -118,20 +119,54 @@ func (s *scratch) reset() { s.chunk, s.off = 0, 0 }
 // bufSize fits the largest frame with its header and tag.
 const bufSize = crypto.HeaderLen + bridgeif.MaxFrame + segTrailer + crypto.TagLen
 
+// portReader reads a port and sends its frames on: the port loop's state.
+// For a port that is a bridgeif.Poller, a conn loop that has just written
+// frames to the port polls it too (Cable.poll), so that a reply the kernel
+// queued during the write (an echo reply, a TCP ACK) leaves at once rather
+// than after the port loop wakes up; mu makes one of them read and send at
+// a time, so frames leave in the order the port gave them.
+type portReader struct {
+	mu     sync.Mutex
+	seg    *segment
+	port   bridgeif.Port
+	poller bridgeif.Poller // nil: the port loop waits in ReadBatch
+	owner  *peer
+	bufs   [][]byte
+	sizes  []int
+	out    outBatch
+	sc     scratch
+}
+
 // portLoop reads frames from port, of segment seg, and sends them to the
 // peers they are for: through the segment's fdb, or all to owner for a
 // peer's own port.
 func (c *Cable) portLoop(seg *segment, port bridgeif.Port, owner *peer) error {
-	bufs := make([][]byte, batch)
-	for i := range bufs {
-		bufs[i] = make([]byte, bufSize)
+	r := &portReader{seg: seg, port: port, owner: owner, bufs: make([][]byte, batch), sizes: make([]int, batch), out: c.newOutBatch()}
+	for i := range r.bufs {
+		r.bufs[i] = make([]byte, bufSize)
 	}
-	sizes := make([]int, batch)
-	out := c.newOutBatch()
-	var sc scratch
+	r.poller, _ = port.(bridgeif.Poller)
+	if r.poller != nil && owner == nil {
+		seg.reader.Store(r)
+		defer seg.reader.CompareAndSwap(r, nil)
+	}
 	failures := 0
 	for {
-		n, err := port.ReadBatch(bufs, sizes, crypto.HeaderLen)
+		var n int
+		var err error
+		if r.poller != nil {
+			r.mu.Lock()
+			n, err = r.poller.TryReadBatch(r.bufs, r.sizes, crypto.HeaderLen)
+			if n > 0 {
+				c.fromPort(r, n)
+			}
+			r.mu.Unlock()
+			if n == 0 && err == nil {
+				err = r.poller.WaitRead()
+			}
+		} else if n, err = port.ReadBatch(r.bufs, r.sizes, crypto.HeaderLen); err == nil {
+			c.fromPort(r, n)
+		}
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) {
 				return nil
@@ -146,47 +181,69 @@ func (c *Cable) portLoop(seg *segment, port bridgeif.Port, owner *peer) error {
 			time.Sleep(10 * time.Millisecond)
 			continue
 		}
-		failures = 0
-		now := time.Now().UnixNano()
-		sc.reset()
-		for i := 0; i < n; i++ {
-			size := sizes[i]
-			frame := bufs[i][crypto.HeaderLen : crypto.HeaderLen+size]
-			if size < ethHeaderLen {
-				c.drop(nil, dropRunt)
+		if n > 0 {
+			failures = 0
+		}
+	}
+}
+
+// poll takes, without waiting, the frames queued on the port r reads and
+// sends them on, unless the port loop is at it. A conn loop calls it
+// after writing frames to the port.
+func (c *Cable) poll(r *portReader) {
+	if !r.mu.TryLock() {
+		return
+	}
+	if n, err := r.poller.TryReadBatch(r.bufs, r.sizes, crypto.HeaderLen); err == nil && n > 0 {
+		r.seg.polled.Add(uint64(n))
+		c.fromPort(r, n)
+	}
+	r.mu.Unlock()
+}
+
+// fromPort sends on the n frames r read, in r.bufs, and flushes r.out.
+func (c *Cable) fromPort(r *portReader, n int) {
+	seg, owner, out, sc := r.seg, r.owner, &r.out, &r.sc
+	now := time.Now().UnixNano()
+	sc.reset()
+	for i := 0; i < n; i++ {
+		size := r.sizes[i]
+		buf := r.bufs[i]
+		frame := buf[crypto.HeaderLen : crypto.HeaderLen+size]
+		if size < ethHeaderLen {
+			c.drop(nil, dropRunt)
+			continue
+		}
+		dst, src := frameKeys(frame)
+		if dst.isBPDU() {
+			if c.cfg.DropBPDU {
+				c.drop(nil, dropBPDU)
 				continue
 			}
-			dst, src := frameKeys(frame)
-			if dst.isBPDU() {
-				if c.cfg.DropBPDU {
-					c.drop(nil, dropBPDU)
-					continue
-				}
-				if owner == nil && bpduTopologyChange(frame) {
-					c.topologyChange(seg, now)
-				}
-			}
-			if mtu := c.cfg.clampFrameMTU(WireMTU(c.minWire.Load())); mtu > 0 && clampMSS(frame, mtu-seg.trailer()) {
-				c.clamped.Add(1)
-			}
-			seg.fromPort.Add(1)
-			if owner != nil {
-				c.seal(owner, seg, bufs[i], size, &out, &sc, now)
-				continue
-			}
-			seg.fdb.learn(src, nil, now)
-			if p, ok := seg.fdb.lookup(dst); ok {
-				if p != nil {
-					c.seal(p, seg, bufs[i], size, &out, &sc, now)
-				}
-				continue
-			}
-			if c.mayFlood(seg, nil, now) {
-				c.flood(seg, nil, bufs[i], size, &out, &sc, now)
+			if owner == nil && bpduTopologyChange(frame) {
+				c.topologyChange(seg, now)
 			}
 		}
-		out.flush()
+		if mtu := c.cfg.clampFrameMTU(WireMTU(c.minWire.Load())); mtu > 0 && clampMSS(frame, mtu-seg.trailer()) {
+			c.clamped.Add(1)
+		}
+		seg.fromPort.Add(1)
+		if owner != nil {
+			c.seal(owner, seg, buf, size, out, sc, now)
+			continue
+		}
+		seg.fdb.learn(src, nil, now)
+		if p, ok := seg.fdb.lookup(dst); ok {
+			if p != nil {
+				c.seal(p, seg, buf, size, out, sc, now)
+			}
+			continue
+		}
+		if c.mayFlood(seg, nil, now) {
+			c.flood(seg, nil, buf, size, out, sc, now)
+		}
 	}
+	out.flush()
 }
 
 // mayFlood reports whether a frame from `from` (nil: the cable's own port)

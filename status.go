@@ -50,6 +50,10 @@ type Status struct {
 	FDB   int               `json:"fdb_entries"`
 	// MSSClamped counts TCP SYNs whose MSS the cable lowered.
 	MSSClamped uint64 `json:"mss_clamped"`
+	// Polled counts the frames from the ports that the receive path took
+	// right after writing to a port (replies the kernel made at once)
+	// without waking the port's reader; SegmentStatus.Polled per segment.
+	Polled uint64 `json:"frames_polled"`
 	// Carrier is the port's carrier as the cable last set it, "up" or
 	// "down", when the cable follows the peers with it (Config.Carrier);
 	// empty when it leaves the carrier alone.
@@ -72,6 +76,10 @@ type SegmentStatus struct {
 	MACs      int      `json:"fdb_entries"`
 	FromPeers uint64   `json:"frames_from_peers"`
 	FromPort  uint64   `json:"frames_from_port"`
+	// Polled counts the frames from the port that the receive path took
+	// right after writing to the port (replies the kernel made at once),
+	// without waking the port's reader.
+	Polled uint64 `json:"frames_polled"`
 }
 
 // FDBEntry is one learned MAC address, for `cab status --fdb`.
@@ -134,7 +142,8 @@ func (c *Cable) Status() Status {
 			addDrops(&st, "vlan_queue_full", vp.Dropped())
 		}
 		st.FDB += seg.fdb.len()
-		ss := SegmentStatus{Name: seg.label(), ID: seg.id, MACs: seg.fdb.len(), FromPeers: seg.fromPeers.Load(), FromPort: seg.fromPort.Load(), Peers: []string{}}
+		st.Polled += seg.polled.Load()
+		ss := SegmentStatus{Name: seg.label(), ID: seg.id, MACs: seg.fdb.len(), FromPeers: seg.fromPeers.Load(), FromPort: seg.fromPort.Load(), Polled: seg.polled.Load(), Peers: []string{}}
 		for _, p := range c.peerList() {
 			macs[p] += seg.fdb.macsOf(p)
 			if _, in := p.in(seg); in && p.hs.cur.Load() != nil {

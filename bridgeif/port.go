@@ -25,6 +25,23 @@ type Port interface {
 	Close() error
 }
 
+// A Poller is a Port whose reader may be split in two: TryReadBatch, which
+// takes what is queued without waiting, and WaitRead, which waits for more.
+// The cable's port loop alternates them; a goroutine that has just written
+// a frame to the port may call TryReadBatch too, so that the reply the
+// kernel queued while the write ran (an ICMP echo reply, a TCP ACK) goes on
+// at once, without waking the port loop: one wake-up less per round trip.
+//
+// TryReadBatch is ReadBatch that returns 0 and no error when nothing is
+// queued; callers serialize TryReadBatch calls among themselves, but a
+// TryReadBatch may run while WaitRead waits. WaitRead returns when a frame
+// may be queued (it may return early), and net.ErrClosed (possibly wrapped)
+// after Close.
+type Poller interface {
+	TryReadBatch(bufs [][]byte, sizes []int, offset int) (n int, err error)
+	WaitRead() error
+}
+
 // A Carrier is a Port whose link state its neighbours see: the carrier of
 // a TAP (IFF_LOWER_UP), which the Linux bridge, Open vSwitch, bonding's MII
 // monitor and routing daemons follow as they would a real cable's. The

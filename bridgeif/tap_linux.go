@@ -41,6 +41,9 @@ type TAP struct {
 	rerrno  unix.Errno
 	readFn  func(fd uintptr) bool
 	probeFn func(fd uintptr)
+	waitFn  func(fd uintptr) bool // WaitRead's (waitReadable)
+	waited  bool
+	pollfd  [1]unix.PollFd
 
 	// With offloads (IFF_VNET_HDR): a virtio_net_hdr precedes every frame.
 	vnet      bool
@@ -57,6 +60,7 @@ type TAP struct {
 var (
 	_ Port    = (*TAP)(nil)
 	_ Carrier = (*TAP)(nil)
+	_ Poller  = (*TAP)(nil)
 )
 
 // OpenTAP opens the TAP device name, creating it when it does not exist
@@ -144,6 +148,7 @@ func OpenTAPWith(name string, o TAPOptions) (*TAP, error) {
 	t.iov[1].SetLen(len(t.spare))
 	t.readFn = t.readFrame
 	t.probeFn = func(fd uintptr) { t.readFrame(fd) }
+	t.waitFn = t.waitReadable
 	if err := t.setUp(); err != nil {
 		t.Close()
 		return nil, err
@@ -355,17 +360,14 @@ func (t *TAP) readFrame(fd uintptr) bool {
 	}
 }
 
-// read reads one frame into b, waiting for one when wait is set. It returns
-// 0 for a frame it dropped: shorter than an Ethernet header, or longer than
-// b (the kernel truncates it; the spare byte tells). Errors are returned
-// unwrapped, EAGAIN among them.
-func (t *TAP) read(b []byte, wait bool) (int, error) {
-	t.iov[0] = unix.Iovec{}
-	if len(b) > 0 {
-		t.iov[0].Base = &b[0]
-		t.iov[0].SetLen(len(b))
-	}
+// rawRead reads one frame into t.iov (readFrame's result in t.rn and
+// t.rerrno), waiting for one when wait is set. Without waiting it takes no
+// read lock of the descriptor, which a WaitRead parked in the poller holds.
+func (t *TAP) rawRead(wait bool) error {
 	t.wait = wait
+	if !wait {
+		return t.rc.Control(t.probeFn)
+	}
 	err := t.rc.Read(t.readFn)
 	if err != nil && !t.closed.Load() {
 		// The poller saw an error condition on the descriptor (EPOLLERR,
@@ -376,6 +378,20 @@ func (t *TAP) read(b []byte, wait bool) (int, error) {
 			err = nil // the direct read's result stands
 		}
 	}
+	return err
+}
+
+// read reads one frame into b, waiting for one when wait is set. It returns
+// 0 for a frame it dropped: shorter than an Ethernet header, or longer than
+// b (the kernel truncates it; the spare byte tells). Errors are returned
+// unwrapped, EAGAIN among them.
+func (t *TAP) read(b []byte, wait bool) (int, error) {
+	t.iov[0] = unix.Iovec{}
+	if len(b) > 0 {
+		t.iov[0].Base = &b[0]
+		t.iov[0].SetLen(len(b))
+	}
+	err := t.rawRead(wait)
 	t.iov[0] = unix.Iovec{} // keep no reference to the caller's buffer
 	switch {
 	case err != nil:
@@ -393,6 +409,42 @@ func (t *TAP) read(b []byte, wait bool) (int, error) {
 // queued, up to len(bufs) in all. It allocates nothing. A first buffer with
 // no room for an Ethernet header at offset is an error.
 func (t *TAP) ReadBatch(bufs [][]byte, sizes []int, offset int) (int, error) {
+	return t.readBatch(bufs, sizes, offset, true)
+}
+
+// TryReadBatch implements Poller: ReadBatch without waiting for the first
+// frame.
+func (t *TAP) TryReadBatch(bufs [][]byte, sizes []int, offset int) (int, error) {
+	return t.readBatch(bufs, sizes, offset, false)
+}
+
+// WaitRead implements Poller: it waits until the TAP is readable.
+func (t *TAP) WaitRead() error {
+	if err := t.rc.Read(t.waitFn); err != nil {
+		t.waited = false
+		return t.opError("read", err)
+	}
+	return nil
+}
+
+// waitReadable is WaitRead's function for the poller: the poller has just
+// forgotten any readiness it saw (the descriptor is edge-triggered), so it
+// asks the kernel whether a frame is queued, and lets the poller wait, once,
+// only when none is.
+func (t *TAP) waitReadable(fd uintptr) bool {
+	if t.waited {
+		t.waited = false
+		return true
+	}
+	t.pollfd[0] = unix.PollFd{Fd: int32(fd), Events: unix.POLLIN}
+	if n, err := unix.Poll(t.pollfd[:], 0); err != nil || n > 0 {
+		return true
+	}
+	t.waited = true
+	return false
+}
+
+func (t *TAP) readBatch(bufs [][]byte, sizes []int, offset int, wait bool) (int, error) {
 	max := min(len(bufs), len(sizes))
 	if max == 0 {
 		return 0, nil
@@ -401,17 +453,22 @@ func (t *TAP) ReadBatch(bufs [][]byte, sizes []int, offset int) (int, error) {
 		return 0, fmt.Errorf("tap %q: read: a buffer of %d bytes has no room for a frame at offset %d", t.name, len(bufs[0]), offset)
 	}
 	if t.vnet {
-		return t.readBatchVnet(bufs[:max], sizes, offset)
+		return t.readBatchVnet(bufs[:max], sizes, offset, wait)
 	}
 	n := 0
-	for n == 0 {
-		size, err := t.read(bufs[0][offset:], true)
+	for tries := 0; n == 0; tries++ {
+		size, err := t.read(bufs[0][offset:], wait)
 		if err != nil {
+			if !wait && err == unix.EAGAIN {
+				return 0, nil
+			}
 			return 0, t.opError("read", err)
 		}
 		if size > 0 {
 			sizes[0] = size
 			n = 1
+		} else if !wait && tries >= 2*max {
+			return 0, nil // a stream of dropped frames: the caller comes back
 		}
 	}
 	// Drain what is queued; bounded, so that a stream of dropped frames

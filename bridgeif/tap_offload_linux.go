@@ -73,14 +73,7 @@ func (t *TAP) readVnet(wait bool) (int, error) {
 	t.iov[0].SetLen(vnetHdrLen)
 	t.iov[1].Base = &t.rbuf[0]
 	t.iov[1].SetLen(len(t.rbuf))
-	t.wait = wait
-	err := t.rc.Read(t.readFn)
-	if err != nil && !t.closed.Load() {
-		t.wait = false
-		if t.rc.Control(t.probeFn) == nil && t.rerrno != unix.EAGAIN {
-			err = nil
-		}
-	}
+	err := t.rawRead(wait)
 	switch {
 	case err != nil:
 		return 0, err
@@ -95,12 +88,12 @@ func (t *TAP) readVnet(wait bool) (int, error) {
 // readBatchVnet is ReadBatch with offloads: frames are read one at a time
 // into the TAP's own buffer, a super-frame is cut into segments, and every
 // frame is copied into the caller's buffers with its checksums complete.
-func (t *TAP) readBatchVnet(bufs [][]byte, sizes []int, offset int) (int, error) {
+func (t *TAP) readBatchVnet(bufs [][]byte, sizes []int, offset int, wait bool) (int, error) {
 	n := t.takeSegments(bufs, sizes, offset, 0)
 	for tries := 0; n < len(bufs) && tries < 2*len(bufs); tries++ {
-		size, err := t.readVnet(n == 0)
+		size, err := t.readVnet(wait && n == 0)
 		if err != nil {
-			if n > 0 {
+			if n > 0 || !wait && err == unix.EAGAIN {
 				break // EAGAIN: nothing queued; anything else comes back on the next call
 			}
 			return 0, t.opError("read", err)

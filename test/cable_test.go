@@ -94,7 +94,27 @@ func TestPSKIPv4(t *testing.T) {
 	a, b := newPair(t)
 	pskPair(t, a, b, a.v4+":"+port)
 	checkPing(t, a, b)
+	// The echo replies the kernels queued while cab wrote the requests to
+	// the TAPs went back without waking the port loops.
+	for _, s := range []*site{a, b} {
+		if n := framesPolled(t, s); n == 0 {
+			t.Errorf("%s: cab status counts no frames_polled after pings both ways", s.ns)
+		}
+	}
 	checkTCP(t, a, b)
+}
+
+// framesPolled returns the frames_polled of s's cab status.
+func framesPolled(t *testing.T, s *site) uint64 {
+	t.Helper()
+	out := mustRun(t, "ip", "netns", "exec", s.ns, cabBin, "status", "--json", "--name", s.ns)
+	var st struct {
+		Polled uint64 `json:"frames_polled"`
+	}
+	if err := json.Unmarshal([]byte(out), &st); err != nil {
+		t.Fatalf("cab status --json: %v\n%s", err, out)
+	}
+	return st.Polled
 }
 
 func TestPSKIPv6(t *testing.T) {
