@@ -9,6 +9,7 @@ import (
 	"syscall"
 	"testing"
 
+	"cab/crypto"
 	"cab/transport"
 )
 
@@ -43,16 +44,38 @@ func TestWithDefaultPort(t *testing.T) {
 
 func TestSSHArgv(t *testing.T) {
 	o := &Settings{SSHCommand: "ssh -T -o BatchMode=yes", SSHRemote: "cab pipe --name site"}
+	ciphers := ""
+	if c := sshCiphers(crypto.LocalCiphers()[0] == crypto.CipherAES256GCM); c != "" {
+		ciphers = " -o " + c
+	}
 	for in, want := range map[string]string{
-		"ssh://gw.example.net":           "ssh -T -o BatchMode=yes -- gw.example.net cab pipe --name site",
-		"ssh://ops@gw.example.net:2222":  "ssh -T -o BatchMode=yes -p 2222 -- ops@gw.example.net cab pipe --name site",
-		"ssh://[2001:db8::1]:22":         "ssh -T -o BatchMode=yes -p 22 -- 2001:db8::1 cab pipe --name site",
-		"ssh://ops@198.51.100.1/":        "ssh -T -o BatchMode=yes -- ops@198.51.100.1 cab pipe --name site",
-		"ssh://-oProxyCommand=evil@host": "ssh -T -o BatchMode=yes -- -oProxyCommand=evil@host cab pipe --name site",
+		"ssh://gw.example.net":           "ssh -T -o BatchMode=yes" + ciphers + " -- gw.example.net cab pipe --name site",
+		"ssh://ops@gw.example.net:2222":  "ssh -T -o BatchMode=yes" + ciphers + " -p 2222 -- ops@gw.example.net cab pipe --name site",
+		"ssh://[2001:db8::1]:22":         "ssh -T -o BatchMode=yes" + ciphers + " -p 22 -- 2001:db8::1 cab pipe --name site",
+		"ssh://ops@198.51.100.1/":        "ssh -T -o BatchMode=yes" + ciphers + " -- ops@198.51.100.1 cab pipe --name site",
+		"ssh://-oProxyCommand=evil@host": "ssh -T -o BatchMode=yes" + ciphers + " -- -oProxyCommand=evil@host cab pipe --name site",
 	} {
 		got, err := sshArgv(o, in)
 		if err != nil || strings.Join(got, " ") != want {
 			t.Errorf("%s: %q, %v; want %q", in, got, err, want)
+		}
+	}
+	// An option's argument is not an option: -i's file named -c chooses nothing.
+	if choosesCipher([]string{"-i", "-c", "-T"}) || choosesCipher([]string{"-o", "ControlPath=/c", "-p", "22"}) {
+		t.Error("choosesCipher took an option's argument for an option")
+	}
+	if c := sshCiphers(true); !strings.HasPrefix(c, "Ciphers=aes128-gcm@openssh.com,") || !strings.Contains(c, "chacha20-poly1305@openssh.com") {
+		t.Errorf("with AES instructions: %q, want AES-GCM first and the others after", c)
+	}
+	if c := sshCiphers(false); c != "" {
+		t.Errorf("without AES instructions: %q, want ssh's own preference", c)
+	}
+	// A command that chooses its cipher keeps it.
+	for _, cmd := range []string{"ssh -c chacha20-poly1305@openssh.com", "ssh -o Ciphers=aes256-ctr", "ssh -oCiphers=aes256-ctr",
+		"ssh -caes256-ctr", "ssh -Tc aes256-ctr", "ssh -o ciphers aes256-ctr", "ssh -i /k/-c -o Ciphers=aes256-ctr"} {
+		got, err := sshArgv(&Settings{SSHCommand: cmd, SSHRemote: "cab pipe"}, "ssh://h")
+		if want := cmd + " -- h cab pipe"; err != nil || strings.Join(got, " ") != want {
+			t.Errorf("%s: %q, %v; want %q", cmd, got, err, want)
 		}
 	}
 	for _, bad := range []string{"ssh://", "ssh://host/path", "ssh://%zz"} {

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"cab/crypto"
 )
 
 // The stream transports of issue 7 in network namespaces: TCP, the SSH
@@ -42,6 +44,7 @@ type sshSetup struct {
 	command string // the ssh command line for cab's --ssh-command
 	key     string // the client's private key file
 	opts    []string
+	sshd    *proc
 }
 
 // startSSHD starts sshd (Debian's openssh-server) in s's namespace on the
@@ -106,7 +109,7 @@ func startSSHD(t *testing.T, s *site, client *site, forced bool) *sshSetup {
 		"KbdInteractiveAuthentication no",
 		"UsePAM no",
 		"StrictModes no",
-		"LogLevel VERBOSE",
+		"LogLevel DEBUG1", // says the cipher each direction uses
 	}, "\n") + "\n"
 	if err := os.WriteFile(cfg, []byte(conf), 0o600); err != nil {
 		t.Fatal(err)
@@ -121,7 +124,7 @@ func startSSHD(t *testing.T, s *site, client *site, forced bool) *sshSetup {
 	}
 	opts := []string{"-i", userKey, "-o", "UserKnownHostsFile=" + known, "-o", "StrictHostKeyChecking=yes",
 		"-o", "IdentitiesOnly=yes", "-o", "ConnectTimeout=5"}
-	return &sshSetup{port: sshPort, key: userKey, opts: opts, command: "ssh " + strings.Join(opts, " ")}
+	return &sshSetup{port: sshPort, key: userKey, opts: opts, command: "ssh " + strings.Join(opts, " "), sshd: p}
 }
 
 // TestSSHTransport: the cable through a real sshd, once with a plain key
@@ -145,6 +148,14 @@ func TestSSHTransport(t *testing.T) {
 			checkTCP(t, a, b)
 			if ps := statusOf(t, b); len(ps) != 1 || ps[0].Transport != "ssh" {
 				t.Errorf("client status %+v, want one peer over ssh", ps)
+			}
+			// On a CPU with AES instructions cab asks ssh for AES-GCM first.
+			want := "client->server cipher: chacha20-poly1305@openssh.com" // OpenSSH's default
+			if crypto.LocalCiphers()[0] == crypto.CipherAES256GCM {
+				want = "client->server cipher: aes128-gcm@openssh.com"
+			}
+			if out := ssh.sshd.output(); !strings.Contains(out, want) {
+				t.Errorf("sshd did not log %q:\n%s", want, out)
 			}
 			if forced {
 				// The key runs cab pipe whatever it asks for: no shell.
