@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"os/exec"
 	"sync"
 	"sync/atomic"
@@ -76,29 +77,53 @@ func DialUnix(path string) *Client {
 // end of its stderr is kept for LastError.
 func DialCommand(scheme, remote, name string, args ...string) *Client {
 	return Dial(scheme, remote, func(ctx context.Context) (io.ReadWriteCloser, error) {
-		cmd := exec.Command(name, args...)
-		stdin, err := cmd.StdinPipe()
-		if err != nil {
-			return nil, err
-		}
-		stdout, err := cmd.StdoutPipe()
-		if err != nil {
-			return nil, err
-		}
-		cs := &cmdStream{cmd: cmd, in: stdin, out: stdout}
-		cmd.Stderr = &cs.stderr
-		if err := cmd.Start(); err != nil {
-			return nil, err
-		}
-		return cs, nil
+		return startCommand(name, args...)
 	})
+}
+
+// startCommand starts name with args, its stdin and stdout pipes grown so
+// that a batch of frames goes in one write.
+func startCommand(name string, args ...string) (*cmdStream, error) {
+	cmd := exec.Command(name, args...)
+	inR, inW, err := os.Pipe()
+	if err != nil {
+		return nil, err
+	}
+	outR, outW, err := os.Pipe()
+	if err != nil {
+		inR.Close()
+		inW.Close()
+		return nil, err
+	}
+	growPipe(inW)
+	growPipe(outR)
+	cmd.Stdin, cmd.Stdout = inR, outW
+	cs := &cmdStream{cmd: cmd, in: inW, out: outR}
+	cmd.Stderr = &cs.stderr
+	err = cmd.Start()
+	inR.Close() // the child's ends
+	outW.Close()
+	if err == nil {
+		cs.pw, err = newPipeWriter(inW)
+	}
+	if err != nil {
+		inW.Close()
+		outR.Close()
+		if cmd.Process != nil {
+			cmd.Process.Kill()
+			cmd.Wait()
+		}
+		return nil, err
+	}
+	return cs, nil
 }
 
 // cmdStream is a child process as a stream.
 type cmdStream struct {
 	cmd    *exec.Cmd
-	in     io.WriteCloser
-	out    io.ReadCloser
+	in     *os.File // the child's stdin
+	out    *os.File // the child's stdout
+	pw     *pipeWriter
 	stderr tail
 	once   sync.Once
 }
@@ -106,9 +131,13 @@ type cmdStream struct {
 func (s *cmdStream) Read(p []byte) (int, error)  { return s.out.Read(p) }
 func (s *cmdStream) Write(p []byte) (int, error) { return s.in.Write(p) }
 
+// WriteBuffers writes a batch of frames with one system call.
+func (s *cmdStream) WriteBuffers(bufs [][]byte) error { return s.pw.WriteBuffers(bufs) }
+
 func (s *cmdStream) Close() error {
 	s.once.Do(func() {
 		s.in.Close()
+		s.out.Close()
 		s.cmd.Process.Kill()
 		s.cmd.Wait()
 	})

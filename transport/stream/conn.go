@@ -274,7 +274,12 @@ func (b *base) writeLoop(s *stream) {
 		if dw != nil {
 			dw.SetWriteDeadline(time.Now().Add(writeTimeout))
 		}
-		_, err := out.WriteTo(s.rw)
+		var err error
+		if bw, ok := s.rw.(buffersWriter); ok {
+			err = bw.WriteBuffers(out)
+		} else {
+			_, err = out.WriteTo(s.rw)
+		}
 		for _, h := range held {
 			putBuf(h)
 		}
@@ -282,6 +287,13 @@ func (b *base) writeLoop(s *stream) {
 			return
 		}
 	}
+}
+
+// A buffersWriter writes a batch of buffers in one go: a stream that is
+// no socket (a command's pipe), which net.Buffers writes one buffer at a
+// time.
+type buffersWriter interface {
+	WriteBuffers(bufs [][]byte) error
 }
 
 // enqueue frames p onto q; a full queue loses it.
