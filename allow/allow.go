@@ -98,9 +98,14 @@ const Recheck = 200 * time.Millisecond
 // it: a writer that truncates the file and then writes it (os.WriteFile,
 // `echo … > FILE`, an editor saving in place) leaves it empty or half
 // written for a moment, and reading it then would drop every client it
-// lists. settleTries bounds the wait for a file that keeps changing.
+// lists. An empty file must have been left alone for settleEmpty: that
+// is the state between the truncation and the write, which lasts longer
+// than settle when the writer is descheduled on a busy machine, and a file
+// emptied on purpose revokes every client a moment later all the same.
+// settleTries bounds the wait for a file that keeps changing.
 const (
 	settle      = 20 * time.Millisecond
+	settleEmpty = 300 * time.Millisecond
 	settleTries = 10
 )
 
@@ -115,11 +120,15 @@ func changed(st, old os.FileInfo) bool {
 func (a *File) settled() (os.FileInfo, error) {
 	st, err := os.Stat(a.path)
 	for i := 0; err == nil && i < settleTries; i++ {
+		need := settle
+		if st.Size() == 0 {
+			need = settleEmpty
+		}
 		age := time.Since(st.ModTime())
-		if age >= settle || age < 0 {
+		if age >= need || age < 0 {
 			break
 		}
-		time.Sleep(settle - age)
+		time.Sleep(need - age)
 		st, err = os.Stat(a.path)
 	}
 	return st, err

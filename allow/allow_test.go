@@ -151,14 +151,16 @@ func TestFileTornWrite(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for i := range 5 {
+	// The writer pauses 5 ms, and 150 ms: a writer descheduled between
+	// the truncation and the write on a busy machine.
+	for i, pause := range []time.Duration{5, 5, 150, 5, 150} {
 		name := fmt.Sprintf("branch-%d", i)
 		if err := os.Truncate(path, 0); err != nil {
 			t.Fatal(err)
 		}
 		wrote := make(chan error, 1)
 		go func() {
-			time.Sleep(5 * time.Millisecond)
+			time.Sleep(pause * time.Millisecond)
 			wrote <- os.WriteFile(path, []byte(k.String()+" "+name+"\n"), 0o600)
 		}()
 		a.mu.Lock()
@@ -169,7 +171,19 @@ func TestFileTornWrite(t *testing.T) {
 			t.Fatal(err)
 		}
 		if !ok || got != name {
-			t.Fatalf("a check during the write: %q %v, want %q allowed", got, ok, name)
+			t.Fatalf("a check during the write (the writer paused %d ms): %q %v, want %q allowed", pause, got, ok, name)
 		}
+	}
+	// A file emptied on purpose revokes the key, within the second the
+	// README promises.
+	if err := os.WriteFile(path, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	emptied := time.Now()
+	a.mu.Lock()
+	a.checked = time.Time{}
+	a.mu.Unlock()
+	if _, ok := a.Lookup(k); ok || time.Since(emptied) > time.Second {
+		t.Fatalf("an emptied file: allowed %v after %v, want revoked within 1 s", ok, time.Since(emptied))
 	}
 }
