@@ -10,8 +10,10 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"runtime/debug"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"cab/crypto"
@@ -295,6 +297,26 @@ func (o *carrierOpener) openPipe() {
 	o.t.add(c, "ssh "+path)
 }
 
+// quicGCPercent is the garbage collector's target (GOGC) of a cab that
+// carries QUIC: quic-go copies every datagram into fresh memory three
+// times (sending, parsing, queueing it), and collecting that at Go's
+// default of 100 held the carrier back. In `make bench`, 400 gave TCP
+// over QUIC 9 to 15 % more, for a peak RSS of 47 MB instead of 25.
+const quicGCPercent = 400
+
+var quicGC sync.Once
+
+// gcForQUIC sets the garbage collector's target to quicGCPercent unless the
+// operator chose one in GOGC (lookup is os.LookupEnv); it reports whether
+// it did.
+func gcForQUIC(lookup func(string) (string, bool)) bool {
+	if _, set := lookup("GOGC"); set {
+		return false
+	}
+	debug.SetGCPercent(quicGCPercent)
+	return true
+}
+
 // openQUIC opens a quic item. A server listens on UDP port 443 (quic) or
 // the one given (quic://[HOST]:PORT); a client dials each server
 // address's host on port 443, or on PORT (quic://:PORT), or the one server
@@ -304,6 +326,7 @@ func (o *carrierOpener) openQUIC(item, rest string, hasRest bool) error {
 	if err != nil {
 		return err
 	}
+	quicGC.Do(func() { gcForQUIC(os.LookupEnv) })
 	s := o.s
 	if o.server {
 		if host == "" {

@@ -5,7 +5,10 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
+	"runtime/debug"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 
@@ -258,5 +261,43 @@ func TestFallbackNotYet(t *testing.T) {
 	if tr, err := OpenCarriers(o, nil); err == nil {
 		tr.Close()
 		t.Errorf("dns as the only carrier, unreachable: no error at start")
+	}
+}
+
+// TestQUICGarbageTarget: a cab that carries QUIC lets the heap grow to
+// quicGCPercent between collections, unless GOGC says otherwise; one that
+// does not leaves Go's default.
+func TestQUICGarbageTarget(t *testing.T) {
+	gcPercent := func() int { p := debug.SetGCPercent(100); debug.SetGCPercent(p); return p }
+	orig := gcPercent()
+	defer debug.SetGCPercent(orig)
+	debug.SetGCPercent(100)
+	tr, err := OpenCarriers(&Settings{Role: "server", Transport: "udp", Listen: "127.0.0.1", Name: "cabtest-x"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr.Close()
+	if got := gcPercent(); got != 100 {
+		t.Errorf("udp alone: GOGC %d, want 100", got)
+	}
+	quicGC = sync.Once{} // as in a fresh process
+	tr, err = OpenCarriers(&Settings{Role: "server", Transport: "quic://127.0.0.1:0", Name: "cabtest-x"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr.Close()
+	want := quicGCPercent
+	if _, set := os.LookupEnv("GOGC"); set {
+		want = 100 // the environment's choice stands
+	}
+	if got := gcPercent(); got != want {
+		t.Errorf("quic: GOGC %d, want %d", got, want)
+	}
+	debug.SetGCPercent(100)
+	if gcForQUIC(func(string) (string, bool) { return "50", true }) || gcPercent() != 100 {
+		t.Errorf("GOGC=50 in the environment: changed to %d", gcPercent())
+	}
+	if !gcForQUIC(func(string) (string, bool) { return "", false }) || gcPercent() != quicGCPercent {
+		t.Errorf("no GOGC in the environment: %d, want %d", gcPercent(), quicGCPercent)
 	}
 }
