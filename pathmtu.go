@@ -37,7 +37,28 @@ func (c *Cable) updateMTU(p *peer) {
 	p.hs.mu.Unlock()
 	if old := p.route.wireMTU.Swap(int64(wire)); old != int64(wire) && p.live.up.Load() {
 		c.log.Info("path mtu", "peer", p.name(), "wire_mtu", wire)
+		c.refreshMinWire()
 	}
+}
+
+// refreshMinWire sets the cable's smallest wire MTU, which the MSS clamp
+// works to, from the peers that are up (defaultWireMTU with none). It runs
+// whenever a peer comes up or goes down or its wire MTU changes, not only
+// on the timers' tick: a TCP connection opened in the first moments of a
+// link over a small path (QUIC before its path MTU discovery, an IPv6
+// underlay of 1280) must have its SYN clamped to that path, or all its
+// segments are cut into fragments for as long as it lasts.
+func (c *Cable) refreshMinWire() {
+	minWire := int64(0)
+	for _, p := range c.peerList() {
+		if w := p.route.wireMTU.Load(); p.live.up.Load() && (minWire == 0 || w < minWire) {
+			minWire = w
+		}
+	}
+	if minWire == 0 {
+		minWire = int64(defaultWireMTU)
+	}
+	c.minWire.Store(minWire)
 }
 
 // FrameMTU returns the largest frame that crosses to every peer without

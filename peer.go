@@ -231,6 +231,7 @@ func (c *Cable) setUp(p *peer, up bool, reason string) {
 			addr = pt.addr.String()
 		}
 		c.log.Info("peer up", "peer", p.name(), "key", p.key.Short(), "addr", addr)
+		c.refreshMinWire()
 		if c.cfg.PortPerPeer != nil && !c.closing.Load() {
 			c.openOwnPort(p)
 		}
@@ -239,6 +240,7 @@ func (c *Cable) setUp(p *peer, up bool, reason string) {
 	}
 	c.forgetMACs(p)
 	c.closeOwnPort(p)
+	c.refreshMinWire()
 	c.log.Info("peer down", "peer", p.name(), "reason", reason)
 	c.peerUpChanged(p, false)
 }

@@ -38,20 +38,13 @@ func (c *Cable) timerLoop(ctx context.Context) {
 			if recheck {
 				lastMTU = now
 			}
-			minWire := int64(0)
 			for _, p := range c.peerList() {
 				if pt := p.route.path.Load(); recheck || pt != nil && selfProbing(pt.conn) {
 					c.updateMTU(p)
 				}
 				p.route.reasm.expire(now.UnixNano(), &c.dropper, p)
-				if w := p.route.wireMTU.Load(); p.live.up.Load() && (minWire == 0 || w < minWire) {
-					minWire = w
-				}
 			}
-			if minWire == 0 {
-				minWire = int64(defaultWireMTU)
-			}
-			c.minWire.Store(minWire)
+			c.refreshMinWire()
 			for _, seg := range c.allSegments() {
 				seg.fdb.age(now.Add(-c.cfg.fdbMaxAge()).UnixNano(), c.cfg.fdbMaxAge())
 			}
