@@ -97,10 +97,19 @@ func (c *Cable) reassemble(p *peer, pl []byte, now int64) []byte {
 	if e == nil {
 		if len(r.m) >= fragPerPeer || r.total.Load() >= fragTotal {
 			r.evictLocked(now, &c.dropper, p)
-			if len(r.m) >= fragPerPeer || r.total.Load() >= fragTotal {
-				c.drop(p, dropFragment)
-				return nil
-			}
+		}
+		if len(r.m) >= fragPerPeer || r.total.Load() >= fragTotal && len(r.m) > 0 {
+			// The peer's oldest frame in reassembly makes room: frames are
+			// cut and sent in order, so one that fragPerPeer newer frames
+			// have overtaken lost a fragment on the way. Waiting for it to
+			// time out would drop every fragmented frame of the peer
+			// meanwhile: a few losses on the path would stall a flow for
+			// fragTimeout.
+			r.evictOldestLocked(id, &c.dropper, p)
+		}
+		if len(r.m) >= fragPerPeer || r.total.Load() >= fragTotal {
+			c.drop(p, dropFragment)
+			return nil
 		}
 		if n := len(r.free); n > 0 {
 			e, r.free = r.free[n-1], r.free[:n-1]
@@ -138,6 +147,23 @@ func (r *reassembly) evictLocked(now int64, d *dropper, p *peer) {
 			r.removeLocked(id, e)
 			d.drop(p, dropFragment)
 		}
+	}
+}
+
+// evictOldestLocked drops r's frame that began first, the one sent
+// longest before frame id when several began at once.
+func (r *reassembly) evictOldestLocked(id uint32, d *dropper, p *peer) {
+	var oldest *reasm
+	var oldestID uint32
+	for eid, e := range r.m {
+		if oldest == nil || e.started < oldest.started ||
+			e.started == oldest.started && int32(eid-id) < int32(oldestID-id) {
+			oldest, oldestID = e, eid
+		}
+	}
+	if oldest != nil {
+		r.removeLocked(oldestID, oldest)
+		d.drop(p, dropFragment)
 	}
 }
 

@@ -163,3 +163,52 @@ func TestPathMTUBlackHole(t *testing.T) {
 		}
 	})
 }
+
+// TestReassemblyLossDoesNotStall: frames that lost a fragment on the way
+// do not hold up the frames after them until they time out: with the
+// peer's reassembly table full of them, the next fragmented frame still
+// arrives whole, and the oldest of them is dropped and counted.
+func TestReassemblyLossDoesNotStall(t *testing.T) {
+	c, err := New(Config{PrivateKey: mustKey(t), Responder: true, AllowAny: true, PSK: psk(1), Logger: quiet}, nilPort{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := c.newPeer("p", mustKey(t).Public(), nil)
+	now := time.Now().UnixNano()
+	for id := uint32(1); id <= fragPerPeer; id++ { // each lost its second half
+		c.reassemble(p, fragPl(id, 0, 2, 0, []byte("lost ")), now)
+	}
+	for id := uint32(fragPerPeer + 1); id <= 3*fragPerPeer; id++ {
+		if c.reassemble(p, fragPl(id, 0, 2, 0, []byte("hello ")), now+1) != nil {
+			t.Fatal("half a frame delivered")
+		}
+		if got := c.reassemble(p, fragPl(id, 1, 2, 6, []byte("world")), now+1); string(got) != "hello world" {
+			t.Fatalf("frame %d, after %d frames that lost a fragment: reassembled %q, want \"hello world\"", id, fragPerPeer, got)
+		}
+	}
+	// One of them made room; the others wait for their timeout.
+	if d := p.stats.drops[dropFragment].Load(); d != 1 {
+		t.Errorf("%d fragment drops counted, want 1", d)
+	}
+	if len(p.route.reasm.m) != fragPerPeer-1 || c.inReasm.Load() != fragPerPeer-1 {
+		t.Errorf("%d frames left in reassembly, %d in the cable; want %d", len(p.route.reasm.m), c.inReasm.Load(), fragPerPeer-1)
+	}
+	p.route.reasm.expire(now+int64(fragTimeout)+1, &c.dropper, p)
+	if d := p.stats.drops[dropFragment].Load(); d != fragPerPeer || len(p.route.reasm.m) != 0 {
+		t.Errorf("after the timeout: %d fragment drops, %d left; want %d and 0", d, len(p.route.reasm.m), fragPerPeer)
+	}
+	// Several began at once: the one sent first goes.
+	for id := uint32(100); id < 100+fragPerPeer; id++ {
+		c.reassemble(p, fragPl(id, 1, 2, 6, []byte("world")), now+2)
+	}
+	c.reassemble(p, fragPl(200, 0, 2, 0, []byte("hello ")), now+2)
+	if _, ok := p.route.reasm.m[100]; ok {
+		t.Error("frame 100, sent first, was kept")
+	}
+	if _, ok := p.route.reasm.m[101]; !ok {
+		t.Error("frame 101 was dropped, not frame 100")
+	}
+	if got := c.reassemble(p, fragPl(101, 0, 2, 0, []byte("hello ")), now+2); string(got) != "hello world" {
+		t.Errorf("frame 101: %q", got)
+	}
+}
