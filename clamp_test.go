@@ -225,10 +225,16 @@ func FuzzClampMSS(f *testing.F) {
 
 // TestCableClampsSYN: a SYN entering the cable leaves the other end with
 // its MSS lowered and a valid checksum; with clamping off it is untouched.
+// The receiving end clamps too, to its own setting: with the client's
+// clamp at 1000 and the server's at 800, the SYN arrives with 800.
 func TestCableClampsSYN(t *testing.T) {
-	for _, clamp := range []int{0, -1, 1000} {
+	for _, c := range []struct{ client, server, want int }{
+		{0, 0, 1366}, {-1, -1, 1460}, {1000, -1, 1000}, {1000, 800, 800}, {-1, 0, 1366},
+	} {
+		clamp := c.client
 		server, client := startPair(t, pairOpts{serverPSK: psk(9), clientPSK: psk(9)})
 		client.cable.cfg.MSSClamp = clamp
+		server.cable.cfg.MSSClamp = c.server
 		waitUp(t, client, 1)
 		syn := synFrame(false, 0, 0x02, []byte{2, 4, 0x05, 0xb4})
 		client.port.Inject(syn)
@@ -239,9 +245,8 @@ func TestCableClampsSYN(t *testing.T) {
 			t.Fatalf("clamp %d: the SYN did not arrive", clamp)
 		}
 		src, dst, seg := parsed(got, false, 0)
-		want := map[int]int{0: 1366, -1: 1460, 1000: 1000}[clamp]
-		if m := mssOf(seg); m != want || tcpSumCheck(src, dst, seg) != 0 {
-			t.Errorf("clamp %d: MSS %d (want %d), checksum ok %v", clamp, m, want, tcpSumCheck(src, dst, seg) == 0)
+		if m := mssOf(seg); m != c.want || tcpSumCheck(src, dst, seg) != 0 {
+			t.Errorf("clamp %d at the client, %d at the server: MSS %d (want %d), checksum ok %v", clamp, c.server, m, c.want, tcpSumCheck(src, dst, seg) == 0)
 		}
 		server.close(t)
 		client.close(t)
