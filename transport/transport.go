@@ -5,8 +5,12 @@
 package transport
 
 import (
+	"errors"
 	"fmt"
 	"net"
+	"net/netip"
+	"os"
+	"time"
 )
 
 // An Addr names a remote end within one Conn: a UDP address, an accepted
@@ -107,4 +111,28 @@ func Wake(ch chan<- struct{}) {
 	case ch <- struct{}{}:
 	default:
 	}
+}
+
+// CheckUDPReach asks the kernel whether anything listens on UDP at ap: it
+// sends an empty datagram from a connected socket of its own and waits up
+// to wait for an error. An ICMP port unreachable comes back as an error
+// wrapping syscall.ECONNREFUSED: nothing listens there. nil means no such
+// report came: something listens, or the path drops the probe or the ICMP
+// error.
+func CheckUDPReach(ap netip.AddrPort, wait time.Duration) error {
+	probe, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(ap))
+	if err != nil {
+		return err
+	}
+	defer probe.Close()
+	probe.SetDeadline(time.Now().Add(wait))
+	if _, err := probe.Write(nil); err != nil {
+		return err
+	}
+	var b [1]byte
+	_, err = probe.Read(b[:])
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		return nil
+	}
+	return err
 }

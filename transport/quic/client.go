@@ -3,10 +3,12 @@ package quic
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/quic-go/quic-go"
@@ -121,6 +123,9 @@ func (c *Client) dialLoop() {
 			return
 		}
 		qc, err := c.dial()
+		if err != nil && c.isClosed() {
+			return // a dial that Close cut short is no failure to report
+		}
 		if err != nil {
 			c.setErr(err)
 			c.logDialError(err)
@@ -178,7 +183,7 @@ func (c *Client) dial() (*quic.Conn, error) {
 	defer cancel()
 	qc, err := c.tr.Dial(ctx, ua, c.tlsc.Clone(), c.qconf)
 	if err != nil {
-		return nil, fmt.Errorf("quic://%s: %w", c.remote, err)
+		return nil, fmt.Errorf("quic://%s: %s%w", c.remote, unanswered(ua, err), err)
 	}
 	if !qc.ConnectionState().SupportsDatagrams.Remote {
 		qc.CloseWithError(appNoError, "")
@@ -186,6 +191,25 @@ func (c *Client) dial() (*quic.Conn, error) {
 	}
 	return qc, nil
 }
+
+// unanswered explains a dial to ua that got no answer at all (err is
+// quic-go's idle or handshake timeout): nothing listens on that UDP port,
+// when the kernel says so, or else what is likely. It returns "" for other
+// errors.
+func unanswered(ua *net.UDPAddr, err error) string {
+	var idle *quic.IdleTimeoutError
+	var hs *quic.HandshakeTimeoutError
+	if !errors.As(err, &idle) && !errors.As(err, &hs) {
+		return ""
+	}
+	if errors.Is(transport.CheckUDPReach(ua.AddrPort(), reachWait), syscall.ECONNREFUSED) {
+		return fmt.Sprintf("nothing listens on UDP port %d there: the server does not carry quic on that port (a server started with --transport udp,quic carries it on port %d, or on quic://:PORT); ", ua.Port, DefaultPort)
+	}
+	return fmt.Sprintf("no QUIC answer: the server does not carry quic on UDP port %d, or the path blocks it; ", ua.Port)
+}
+
+// reachWait is how long unanswered waits for the kernel's ICMP error.
+const reachWait = 500 * time.Millisecond
 
 // wake asks the dial loop for a connection.
 func (c *Client) wake() { transport.Wake(c.want) }

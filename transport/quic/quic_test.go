@@ -790,3 +790,42 @@ func TestNATRebinding(t *testing.T) {
 	}
 	t.Logf("server's Addr moved from %s to %s", before, after.Addr)
 }
+
+// TestDialUnansweredExplained: a dial that gets no answer says why in
+// plain words, not only quic-go's timeout: nothing listens on the port
+// (the kernel's ICMP error tells), or something listens that does not
+// answer QUIC.
+func TestDialUnansweredExplained(t *testing.T) {
+	closed, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	closedAddr := closed.LocalAddr().String()
+	closed.Close()
+	mute, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { mute.Close() }) // after the parallel subtests
+	for _, c := range []struct{ name, addr, want string }{
+		{"nothing listens", closedAddr, "nothing listens on UDP port " + closedAddr[strings.LastIndex(closedAddr, ":")+1:] + " there"},
+		{"no QUIC answer", mute.LocalAddr().String(), "no QUIC answer: the server does not carry quic on UDP port"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			cl, err := Dial(c.addr, ClientConfig{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer cl.Close()
+			cl.WriteBatch([]transport.Packet{{B: []byte("x"), Addr: cl.Remote()}})
+			deadline := time.Now().Add(handshakeTimeout + 5*time.Second)
+			for cl.LastError() == nil && time.Now().Before(deadline) {
+				time.Sleep(50 * time.Millisecond)
+			}
+			if err := cl.LastError(); err == nil || !strings.Contains(err.Error(), c.want) {
+				t.Errorf("dial to %s: %v, want it to say %q", c.addr, err, c.want)
+			}
+		})
+	}
+}

@@ -17,7 +17,6 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"os"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -219,21 +218,7 @@ func (c *Conn) CheckReach(ta transport.Addr) error {
 	if !ok {
 		return nil
 	}
-	probe, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(a.AddrPort))
-	if err != nil {
-		return err
-	}
-	defer probe.Close()
-	probe.SetDeadline(time.Now().Add(reachWait))
-	if _, err := probe.Write(nil); err != nil {
-		return err
-	}
-	var b [1]byte
-	_, err = probe.Read(b[:])
-	if errors.Is(err, os.ErrDeadlineExceeded) {
-		return nil
-	}
-	return err
+	return transport.CheckUDPReach(a.AddrPort, reachWait)
 }
 
 // Close closes the socket; a blocked ReadBatch returns net.ErrClosed, and so
