@@ -60,11 +60,7 @@ func fragPl(id uint32, idx, count, off int, data []byte) []byte {
 // never-completed fragments are dropped and counted, and cost bounded
 // memory.
 func TestReassemblyBadInput(t *testing.T) {
-	c, err := New(Config{PrivateKey: mustKey(t), Responder: true, AllowAny: true, PSK: psk(1), Logger: quiet}, nilPort{}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := c.newPeer("p", mustKey(t).Public(), nil)
+	c, p := reassemblyPeer(t)
 	now := time.Now().UnixNano()
 	if c.reassemble(p, fragPl(1, 0, 2, 0, []byte("hello ")), now) != nil {
 		t.Fatal("half a frame delivered")
@@ -104,6 +100,17 @@ func TestReassemblyBadInput(t *testing.T) {
 	if p.stats.drops[dropFragment].Load() < 10000 {
 		t.Fatalf("only %d fragment drops counted", p.stats.drops[dropFragment].Load())
 	}
+}
+
+// reassemblyPeer returns a cable with no carrier and a peer of it, to feed
+// fragments to.
+func reassemblyPeer(t *testing.T) (*Cable, *peer) {
+	t.Helper()
+	c, err := New(Config{PrivateKey: mustKey(t), Responder: true, AllowAny: true, PSK: psk(1), Logger: quiet}, nilPort{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c, c.newPeer("p", mustKey(t).Public(), nil)
 }
 
 // nilPort is a port that never has a frame.
@@ -169,11 +176,7 @@ func TestPathMTUBlackHole(t *testing.T) {
 // peer's reassembly table full of them, the next fragmented frame still
 // arrives whole, and the oldest of them is dropped and counted.
 func TestReassemblyLossDoesNotStall(t *testing.T) {
-	c, err := New(Config{PrivateKey: mustKey(t), Responder: true, AllowAny: true, PSK: psk(1), Logger: quiet}, nilPort{}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := c.newPeer("p", mustKey(t).Public(), nil)
+	c, p := reassemblyPeer(t)
 	now := time.Now().UnixNano()
 	for id := uint32(1); id <= fragPerPeer; id++ { // each lost its second half
 		c.reassemble(p, fragPl(id, 0, 2, 0, []byte("lost ")), now)

@@ -52,18 +52,25 @@ func checkPing(t *testing.T, a, b *site) {
 // successful run with a non-zero rate.
 func checkTCP(t *testing.T, a, b *site) { checkTCPArgs(t, a, b, "-t", "3") }
 
+// startIperf starts a one-shot iperf3 server on s's overlay address A and
+// port, and waits up to 5 s until it listens.
+func startIperf(t *testing.T, s *site, port string) {
+	t.Helper()
+	srv := start(t, s.ns, "iperf3", "-s", "-1", "-B", overlayA, "-p", port)
+	listening := waitFor(5*time.Second, func() bool {
+		out, err := run(5*time.Second, "ip", "netns", "exec", s.ns, "ss", "-Hltn", "sport", "=", ":"+port)
+		return err == nil && strings.TrimSpace(out) != ""
+	})
+	if !listening {
+		t.Fatalf("iperf3 server not listening on port %s in %s within 5 s (%s)", port, s.ns, srv.state())
+	}
+}
+
 // checkTCPArgs is checkTCP with iperf3 client arguments saying how much to
 // send; it returns the MSS iperf3's socket reported.
 func checkTCPArgs(t *testing.T, a, b *site, amount ...string) int {
 	t.Helper()
-	srv := start(t, a.ns, "iperf3", "-s", "-1", "-B", overlayA, "-p", "5201")
-	listening := waitFor(5*time.Second, func() bool {
-		out, err := run(5*time.Second, "ip", "netns", "exec", a.ns, "ss", "-Hltn", "sport", "=", ":5201")
-		return err == nil && strings.TrimSpace(out) != ""
-	})
-	if !listening {
-		t.Fatalf("iperf3 server not listening in %s within 5 s (%s)", a.ns, srv.state())
-	}
+	startIperf(t, a, "5201")
 	args := append([]string{"netns", "exec", b.ns, "iperf3", "-c", overlayA, "-p", "5201", "-J", "--connect-timeout", "3000"}, amount...)
 	out, err := run(60*time.Second, "ip", args...)
 	var r struct {

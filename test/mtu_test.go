@@ -157,13 +157,7 @@ func TestMTUBlackHole(t *testing.T) {
 // from b to a's overlay address at 20 Mbit/s for 2 s and wants them all.
 func checkUDP1472(t *testing.T, a, b *site) {
 	t.Helper()
-	start(t, a.ns, "iperf3", "-s", "-1", "-B", overlayA, "-p", "5202")
-	if !waitFor(5*time.Second, func() bool {
-		out, err := run(5*time.Second, "ip", "netns", "exec", a.ns, "ss", "-Hltn", "sport", "=", ":5202")
-		return err == nil && strings.TrimSpace(out) != ""
-	}) {
-		t.Fatal("iperf3 server for UDP not listening")
-	}
+	startIperf(t, a, "5202")
 	out, err := run(30*time.Second, "ip", "netns", "exec", b.ns,
 		"iperf3", "-c", overlayA, "-p", "5202", "-u", "-l", "1472", "-b", "20M", "-t", "2", "-J", "--connect-timeout", "3000")
 	var r struct {

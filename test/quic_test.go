@@ -367,13 +367,7 @@ func TestQUICFragmented(t *testing.T) {
 	if st.fragmented*2 > st.txFrames {
 		t.Errorf("TCP begun as the link came up: %d of %d frames cut into fragments, MSS %d (wire MTU %d): the SYN was not clamped to the path", st.fragmented, st.txFrames, mss, wireMTU(t, b))
 	}
-	start(t, a.ns, "iperf3", "-s", "-1", "-B", overlayA, "-p", "5203")
-	if !waitFor(5*time.Second, func() bool {
-		out, err := run(5*time.Second, "ip", "netns", "exec", a.ns, "ss", "-Hltn", "sport", "=", ":5203")
-		return err == nil && strings.TrimSpace(out) != ""
-	}) {
-		t.Fatal("iperf3 server for UDP not listening")
-	}
+	startIperf(t, a, "5203")
 	out, err := run(30*time.Second, "ip", "netns", "exec", b.ns,
 		"iperf3", "-c", overlayA, "-p", "5203", "-u", "-l", "1372", "-b", "500M", "-t", "3", "--connect-timeout", "3000")
 	if err != nil {
