@@ -138,3 +138,13 @@ func fixChecksum(sum, seg []byte, at int, old, new uint16) {
 	}
 	binary.BigEndian.PutUint16(sum, ^uint16(s))
 }
+
+// clampSYN lowers the MSS of frame, of segment seg, when it is a TCP SYN,
+// to what fits the cable's smallest wire MTU (or the configured clamp),
+// and counts it. The cable calls it on frames from its port and on frames
+// from peers.
+func (c *Cable) clampSYN(frame []byte, seg *segment) {
+	if mtu := c.cfg.clampFrameMTU(WireMTU(c.minWire.Load())); mtu > 0 && clampMSS(frame, mtu-seg.trailer()) {
+		c.clamped.Add(1)
+	}
+}

@@ -95,10 +95,10 @@ func (c *Cable) reassemble(p *peer, pl []byte, now int64) []byte {
 	defer r.mu.Unlock()
 	e := r.m[id]
 	if e == nil {
-		if len(r.m) >= fragPerPeer || r.total.Load() >= fragTotal {
+		if r.fullLocked() {
 			r.evictLocked(now, &c.dropper, p)
 		}
-		if len(r.m) >= fragPerPeer || r.total.Load() >= fragTotal && len(r.m) > 0 {
+		if r.fullLocked() && len(r.m) > 0 {
 			// The peer's oldest frame in reassembly makes room: frames are
 			// cut and sent in order, so one that fragPerPeer newer frames
 			// have overtaken lost a fragment on the way. Waiting for it to
@@ -107,7 +107,7 @@ func (c *Cable) reassemble(p *peer, pl []byte, now int64) []byte {
 			// fragTimeout.
 			r.evictOldestLocked(id, &c.dropper, p)
 		}
-		if len(r.m) >= fragPerPeer || r.total.Load() >= fragTotal {
+		if r.fullLocked() {
 			c.drop(p, dropFragment)
 			return nil
 		}
@@ -138,6 +138,12 @@ func (c *Cable) reassemble(p *peer, pl []byte, now int64) []byte {
 	}
 	r.removeLocked(id, e)
 	return e.buf[:e.size]
+}
+
+// fullLocked reports whether r, or the cable, holds as many frames in
+// reassembly as it may.
+func (r *reassembly) fullLocked() bool {
+	return len(r.m) >= fragPerPeer || r.total.Load() >= fragTotal
 }
 
 // evictLocked drops the entries of r older than fragTimeout.

@@ -188,9 +188,7 @@ func (c *Cable) opened(conn transport.Conn, pk *transport.Packet, s *session, fr
 	// MSS it carries bounds what the hosts on this side send back, and
 	// this side's wire MTU may be the smaller (path MTU discovery ends at
 	// different times at the two ends, or the paths differ).
-	if mtu := c.cfg.clampFrameMTU(WireMTU(c.minWire.Load())); mtu > 0 && clampMSS(frame, mtu-seg.trailer()) {
-		c.clamped.Add(1)
-	}
+	c.clampSYN(frame, seg)
 	if op := p.own.port.Load(); op != nil && seg.id == 0 { // the peer has a port of its own
 		op.port.WriteBatch([][]byte{buf[:crypto.HeaderLen+len(frame)]}, crypto.HeaderLen)
 		return nil, nil

@@ -224,9 +224,7 @@ func (c *Cable) fromPort(r *portReader, n int) {
 				c.topologyChange(seg, now)
 			}
 		}
-		if mtu := c.cfg.clampFrameMTU(WireMTU(c.minWire.Load())); mtu > 0 && clampMSS(frame, mtu-seg.trailer()) {
-			c.clamped.Add(1)
-		}
+		c.clampSYN(frame, seg)
 		seg.fromPort.Add(1)
 		if owner != nil {
 			c.seal(owner, seg, buf, size, out, sc, now)
