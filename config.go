@@ -106,10 +106,10 @@ type Config struct {
 	// negative: no limit.
 	FloodBudget int
 
-	// MSSClamp sets the TCP MSS clamping of frames entering the cable: 0
-	// (auto) clamps to what fits one packet on a 1500-byte underlay, a
-	// negative value turns clamping off, and a positive one is the IPv4
-	// MSS to clamp to (IPv6 gets 20 less).
+	// MSSClamp sets the TCP MSS clamping of SYNs entering and leaving the
+	// cable: 0 (auto) clamps to what fits one packet on the smallest path
+	// to a peer that is up, a negative value turns clamping off, and a
+	// positive one is the IPv4 MSS to clamp to (IPv6 gets 20 less).
 	MSSClamp int
 
 	// DropBPDU drops spanning-tree BPDUs instead of passing them.

@@ -82,6 +82,43 @@ func TestMTU(t *testing.T) {
 	}
 }
 
+// TestMSSClampBothEnds: each end clamps the SYNs that leave the cable to
+// its own setting, not only those that enter it: with the client's clamp
+// off and the server's at 1000, the client's SYN reaches the server's TAP
+// with MSS 1000 (before, with 1460), and the client's socket gets 1000
+// from the server's SYN-ACK.
+func TestMSSClampBothEnds(t *testing.T) {
+	t.Parallel()
+	a, b := newPair(t)
+	psk := genkey(t, a.path("site.psk"))
+	srv := a.cab(t, "server", "-p", port, "-s", "tap:"+tapDev, "--psk", psk, "--mss-clamp", "1000")
+	cli := b.cab(t, "client", "-s", "tap:"+tapDev, "--psk", psk, "--mss-clamp", "off", a.v4+":"+port)
+	setupTap(t, a, srv, overlayA)
+	setupTap(t, b, cli, overlayB)
+	waitPeerUp(t, upTimeout, srv, cli)
+	tapCap := a.path("tap.pcap")
+	capture := start(t, a.ns, "tcpdump", "-i", tapDev, "-n", "-U", "--immediate-mode", "-Z", "root", "-w", tapCap, "tcp[tcpflags] & tcp-syn != 0 and src host "+overlayB)
+	time.Sleep(time.Second)
+	waitPing(t, upTimeout, b.ns, overlayA)
+	sockMSS := checkTCPArgs(t, a, b, "-n", "10M")
+	time.Sleep(500 * time.Millisecond)
+	capture.signal(syscall.SIGINT)
+	capture.wait(5 * time.Second)
+	syns, _ := exec.Command("tcpdump", "-n", "-v", "-r", tapCap).Output()
+	m := regexp.MustCompile(`mss (\d+)`).FindAllStringSubmatch(string(syns), -1)
+	if len(m) == 0 {
+		t.Fatalf("no SYN from B seen on A's TAP:\n%s", syns)
+	}
+	for _, mm := range m {
+		if mm[1] != "1000" {
+			t.Errorf("B's SYN left the cable at A with MSS %s, want 1000 (A's clamp)", mm[1])
+		}
+	}
+	if sockMSS != 1000 && sockMSS != 1000-12 {
+		t.Errorf("B's socket reports MSS %d, want 1000 (or 988 with timestamps)", sockMSS)
+	}
+}
+
 // wireMTU returns the wire MTU of the first peer in cab status at s.
 func wireMTU(t *testing.T, s *site) int {
 	t.Helper()

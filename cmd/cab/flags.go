@@ -81,7 +81,7 @@ func newFlagSet(s *cab.Settings, server bool, stderr io.Writer) *flag.FlagSet {
 	fs.StringVar(&s.LogFormat, "log-format", s.LogFormat, "log format: text or json")
 	fs.StringVar(&s.BPDU, "bpdu", s.BPDU, "spanning-tree BPDUs: pass or drop")
 	fs.StringVar(&s.MTU, "mtu", s.MTU, "MTU of a TAP that is in no bridge: auto (follow the largest that crosses without fragments) or a number; default: leave it (1500)")
-	fs.StringVar(&s.MSSClamp, "mss-clamp", s.MSSClamp, "TCP MSS clamping of frames entering the cable: auto, off, or the IPv4 MSS")
+	fs.StringVar(&s.MSSClamp, "mss-clamp", s.MSSClamp, "TCP MSS clamping of SYNs entering and leaving the cable: auto, off, or the IPv4 MSS")
 	fs.DurationVar(&s.DeadAfter, "dead-after", s.DeadAfter, fmt.Sprintf("fast failure detection: a peer silent this long while asked is down (%v to %v); asks go out after a third of it without a packet heard, about 4 packets a second in all at 1s; 0: the default detection", cab.MinDeadAfter, cab.MaxDeadAfter))
 	fs.StringVar(&s.File, "f", s.File, "configuration `file` (TOML; flags given here win over it)")
 	fs.StringVar(&s.Metrics, "metrics", s.Metrics, "serve Prometheus metrics at http://`ADDR`/metrics (e.g. 127.0.0.1:9667)")
