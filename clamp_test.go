@@ -269,3 +269,24 @@ func BenchmarkClampMSS(b *testing.B) {
 		}
 	})
 }
+
+// TestClampFollowsPeerAtOnce: the MSS clamp works to a peer's wire MTU
+// from the moment the peer is up and back to the default when it goes
+// down, without waiting for the timers' tick (the cable here never runs
+// its timers).
+func TestClampFollowsPeerAtOnce(t *testing.T) {
+	c, p := reassemblyPeer(t)
+	c.peers.Store(&[]*peer{p})
+	p.route.wireMTU.Store(1000)
+	if got := c.FrameMTU(); got != defaultWireMTU.Frame() {
+		t.Fatalf("no peer up: frame MTU %d, want %d", got, defaultWireMTU.Frame())
+	}
+	c.setUp(p, true, "")
+	if got := c.FrameMTU(); got != WireMTU(1000).Frame() {
+		t.Errorf("peer up over a wire MTU of 1000: frame MTU %d, want %d", got, WireMTU(1000).Frame())
+	}
+	c.setUp(p, false, "test")
+	if got := c.FrameMTU(); got != defaultWireMTU.Frame() {
+		t.Errorf("peer down: frame MTU %d, want %d", got, defaultWireMTU.Frame())
+	}
+}
