@@ -614,13 +614,18 @@ func TestStatelessReset(t *testing.T) {
 		}
 		// The reset comes when the client next sends, and a client that
 		// lost packets to the vanished server sends on its probe timer,
-		// which backs off (1, 2, 4 s...): on a loaded machine the first
-		// reset has taken more than 6 s. Waiting the same for the other
-		// key would add as much to every run, so that case waits 3 s.
+		// which backs off from a base that the handshake's round trip
+		// sets: on a loaded machine under the race detector the first
+		// reset has taken more than 20 s. The same key waits up to 40 s,
+		// still short of the 45 s idle timeout, so what ends the
+		// connection is the reset; a pass returns as soon as it comes.
+		// Waiting as long for the other key would add as much to every
+		// run, so that case waits 3 s.
 		wait := 3 * time.Second
 		if same {
-			wait = 20 * time.Second
+			wait = 40 * time.Second
 		}
+		start := time.Now()
 		reset := waitFor(wait, func() bool {
 			c.WriteBatch([]transport.Packet{{B: []byte("two"), Addr: c.Remote()}})
 			time.Sleep(50 * time.Millisecond)
@@ -629,6 +634,7 @@ func TestStatelessReset(t *testing.T) {
 		if reset != same {
 			t.Errorf("same key %v: the client's old connection ended within %v: %v (last error %v)", same, wait, reset, c.LastError())
 		}
+		t.Logf("same key %v: ended %v after %v", same, reset, time.Since(start).Round(time.Millisecond))
 		c.Close()
 		s.Close()
 	}
