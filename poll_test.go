@@ -2,11 +2,15 @@ package cab
 
 import (
 	"context"
+	"fmt"
 	"net"
+	"os"
+	"strings"
 	"sync"
 	"testing"
 
 	"cab/bridgeif"
+	"cab/crypto"
 	"cab/transport"
 )
 
@@ -106,5 +110,41 @@ func TestCablePollsPortAfterWrite(t *testing.T) {
 		}
 		srv.close(t)
 		client.close(t)
+	}
+}
+
+// TestPollOnlyAfterSmallDeliveries: the conn loop polls a port after
+// writing it a few frames (a request's answer leaves at once), not after a
+// bulk delivery, whose ACKs the port loop, awake anyway, takes.
+func TestPollOnlyAfterSmallDeliveries(t *testing.T) {
+	for _, tc := range []struct {
+		frames int
+		poll   bool
+	}{{1, true}, {pollMax, true}, {pollMax + 1, false}, {batch, false}} {
+		echo := newEchoPort()
+		seg := &segment{port: echo}
+		seg.reader.Store(&portReader{})
+		var d deliveries
+		for i := range tc.frames {
+			buf := make([]byte, crypto.HeaderLen+64)
+			copy(buf[crypto.HeaderLen:], testFrame(0xaa, 0xbb, uint32(i), 50))
+			d.add(seg, buf)
+		}
+		if err := d.flush(nil); err != nil {
+			t.Fatal(err)
+		}
+		if got := len(d.polls) == 1; got != tc.poll {
+			t.Errorf("%d frames delivered: polled %v, want %v", tc.frames, got, tc.poll)
+		}
+		if len(echo.queued) != tc.frames {
+			t.Errorf("%d frames delivered: the port got %d", tc.frames, len(echo.queued))
+		}
+	}
+	readme, err := os.ReadFile("README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if say := fmt.Sprintf("a few frames (at most %d)", pollMax); !strings.Contains(strings.Join(strings.Fields(string(readme)), " "), say) {
+		t.Errorf("README.md does not say %q", say)
 	}
 }
