@@ -26,10 +26,15 @@ const upTimeout = 10 * time.Second
 // pskPair starts a PSK server in a and a client in b that dials addr, and
 // waits until both TAPs have their overlay address and both sides are up.
 func pskPair(t *testing.T, a, b *site, dial string) (srv, cli *proc) {
+	return pskPairArgs(t, a, b, dial, nil, nil)
+}
+
+// pskPairArgs is pskPair with extra flags for the server and the client.
+func pskPairArgs(t *testing.T, a, b *site, dial string, srvArgs, cliArgs []string) (srv, cli *proc) {
 	t.Helper()
 	psk := genkey(t, a.path("site.psk"))
-	srv = a.cab(t, "server", "-p", port, "-s", "tap:"+tapDev, "--psk", psk)
-	cli = b.cab(t, "client", "-s", "tap:"+tapDev, "--psk", psk, dial)
+	srv = a.cab(t, append([]string{"server", "-p", port, "-s", "tap:" + tapDev, "--psk", psk}, srvArgs...)...)
+	cli = b.cab(t, append(append([]string{"client", "-s", "tap:" + tapDev, "--psk", psk}, cliArgs...), dial)...)
 	setupTap(t, a, srv, overlayA)
 	setupTap(t, b, cli, overlayB)
 	waitPeerUp(t, upTimeout, srv, cli)
@@ -204,9 +209,9 @@ func TestWrongPSK(t *testing.T) {
 
 // startCapture runs tcpdump on dev in s's namespace, writing to file, and
 // waits until it is capturing.
-func startCapture(t *testing.T, s *site, dev, file string) *proc {
+func startCapture(t *testing.T, s *site, dev, file string, filter ...string) *proc {
 	t.Helper()
-	p := start(t, s.ns, "tcpdump", "-i", dev, "-n", "-U", "--immediate-mode", "-Z", "root", "-w", file)
+	p := start(t, s.ns, "tcpdump", append([]string{"-i", dev, "-n", "-U", "--immediate-mode", "-Z", "root", "-w", file}, filter...)...)
 	if !waitFor(5*time.Second, func() bool { return strings.Contains(p.stderr.String(), "listening on") || p.exited() }) || p.exited() {
 		t.Fatalf("tcpdump on %s in %s not capturing within 5 s (%s):\n%s", dev, s.ns, p.state(), p.stderr.String())
 	}

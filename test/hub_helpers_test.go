@@ -39,27 +39,35 @@ func hubSites(t *testing.T, n int) (srv *site, clients []*site) {
 
 // peerStatus is the part of `cab status --json` the tests read.
 type peerStatus struct {
-	Name      string            `json:"name"`
-	Up        bool              `json:"up"`
-	Addr      string            `json:"addr"`
-	Transport string            `json:"transport"`
-	RxFrames  uint64            `json:"rx_frames"`
-	TxFrames  uint64            `json:"tx_frames"`
-	Drops     map[string]uint64 `json:"drops"`
-	MACs      int               `json:"macs"`
+	Name       string            `json:"name"`
+	Up         bool              `json:"up"`
+	Addr       string            `json:"addr"`
+	Transport  string            `json:"transport"`
+	RxFrames   uint64            `json:"rx_frames"`
+	TxFrames   uint64            `json:"tx_frames"`
+	Fragmented uint64            `json:"fragmented_frames"`
+	Drops      map[string]uint64 `json:"drops"`
+	MACs       int               `json:"macs"`
 }
 
-func statusOf(t *testing.T, s *site) []peerStatus {
+// cableStatus is what `cab status --json` says of s's cable: its own drops
+// (the carriers' among them) and its peers.
+type cableStatus struct {
+	Drops map[string]uint64 `json:"drops"`
+	Peers []peerStatus      `json:"peers"`
+}
+
+func cableStatusOf(t *testing.T, s *site) cableStatus {
 	t.Helper()
 	out := mustRun(t, "ip", "netns", "exec", s.ns, cabBin, "status", "--json", "--name", s.ns)
-	var st struct {
-		Peers []peerStatus `json:"peers"`
-	}
+	var st cableStatus
 	if err := json.Unmarshal([]byte(out), &st); err != nil {
 		t.Fatalf("cab status --json: %v\n%s", err, out)
 	}
-	return st.Peers
+	return st
 }
+
+func statusOf(t *testing.T, s *site) []peerStatus { t.Helper(); return cableStatusOf(t, s).Peers }
 
 // startHub starts a public-key server with an allow file naming clients
 // c1..cn, and the clients; it waits until every TAP has its overlay

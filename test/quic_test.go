@@ -395,17 +395,9 @@ type fragCounts struct {
 
 func quicDrops(t *testing.T, s *site) fragCounts {
 	t.Helper()
-	out := mustRun(t, "ip", "netns", "exec", s.ns, cabBin, "status", "--json", "--name", s.ns)
-	var st struct {
-		Drops map[string]uint64 `json:"drops"`
-		Peers []struct {
-			Fragmented uint64            `json:"fragmented_frames"`
-			TxFrames   uint64            `json:"tx_frames"`
-			Drops      map[string]uint64 `json:"drops"`
-		} `json:"peers"`
-	}
-	if err := json.Unmarshal([]byte(out), &st); err != nil || len(st.Peers) == 0 {
-		t.Fatalf("cab status --json: %v\n%s", err, out)
+	st := cableStatusOf(t, s)
+	if len(st.Peers) == 0 {
+		t.Fatalf("cab status in %s: no peer", s.ns)
 	}
 	c := fragCounts{fragmented: st.Peers[0].Fragmented, txFrames: st.Peers[0].TxFrames, fragment: st.Peers[0].Drops["fragment"]}
 	for k, v := range st.Drops {
