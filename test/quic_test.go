@@ -65,12 +65,7 @@ func quicStatusOf(t *testing.T, s *site) []quicStatus {
 // and waits until both see the peer up.
 func quicPair(t *testing.T, a, b *site, serverTransports, serverAddr string) {
 	t.Helper()
-	psk := genkey(t, a.path("site.psk"))
-	srv := a.cab(t, "server", "-p", port, "-s", "tap:"+tapDev, "--psk", psk, "--transport", serverTransports)
-	cli := b.cab(t, "client", "-s", "tap:"+tapDev, "--psk", psk, "--transport", "quic", serverAddr)
-	setupTap(t, a, srv, overlayA)
-	setupTap(t, b, cli, overlayB)
-	waitPeerUp(t, upTimeout, srv, cli)
+	pskPairArgs(t, a, b, serverAddr, []string{"--transport", serverTransports}, []string{"--transport", "quic"})
 }
 
 // TestQUICTransport: a server on udp and quic, a client on quic only:

@@ -22,12 +22,7 @@ import (
 // TCP only; ping and a TCP transfer cross, and status says tcp.
 func TestTCPTransport(t *testing.T) {
 	a, b := newPair(t)
-	psk := genkey(t, a.path("site.psk"))
-	srv := a.cab(t, "server", "-p", port, "-s", "tap:"+tapDev, "--psk", psk, "--transport", "udp,tcp")
-	cli := b.cab(t, "client", "-s", "tap:"+tapDev, "--psk", psk, "--transport", "tcp", a.v4+":"+port)
-	setupTap(t, a, srv, overlayA)
-	setupTap(t, b, cli, overlayB)
-	waitPeerUp(t, upTimeout, srv, cli)
+	pskPairArgs(t, a, b, a.v4+":"+port, []string{"--transport", "udp,tcp"}, []string{"--transport", "tcp"})
 	checkPing(t, a, b)
 	checkTCP(t, a, b)
 	for _, s := range []*site{a, b} {
@@ -187,12 +182,7 @@ func TestFallbackUDPBlocked(t *testing.T) {
 		t.Skip("SKIPPED: nft not installed (apt-get install nftables)")
 	}
 	a, b := newPair(t)
-	psk := genkey(t, a.path("site.psk"))
-	srv := a.cab(t, "server", "-p", port, "-s", "tap:"+tapDev, "--psk", psk, "--transport", "udp,tcp")
-	cli := b.cab(t, "client", "-s", "tap:"+tapDev, "--psk", psk, "--transport", "udp,tcp", a.v4+":"+port)
-	setupTap(t, a, srv, overlayA)
-	setupTap(t, b, cli, overlayB)
-	waitPeerUp(t, upTimeout, srv, cli)
+	srv, cli := pskPairArgs(t, a, b, a.v4+":"+port, []string{"--transport", "udp,tcp"}, []string{"--transport", "udp,tcp"})
 	checkPing(t, a, b)
 	transport := func() string {
 		if ps := statusOf(t, b); len(ps) == 1 && ps[0].Up {
